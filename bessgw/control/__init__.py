@@ -1,0 +1,1 @@
+"""bessgw.control layer (see DESIGN.md)."""

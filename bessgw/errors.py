@@ -1,0 +1,71 @@
+"""The exception hierarchy of bessgw.
+
+Every error a person can act on derives from :class:`BessgwError`; the CLI prints those without a
+traceback and exits with the code attached to the class. Anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+EX_SOFTWARE = 70
+EX_CONFIG = 78
+
+
+class BessgwError(Exception):
+    """Base of every error that is reported to a person rather than as a traceback."""
+
+    exit_code: int = EX_SOFTWARE
+
+
+class ConfigError(BessgwError):
+    """A configuration file is unreadable or invalid.
+
+    ``problems`` holds one line per problem, each naming the file, the key path and what was expected,
+    e.g. ``config/site.toml: units[3].modbus.port: Input should be <= 65535 (got 70000)``.
+    """
+
+    exit_code = EX_CONFIG
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class PluginError(BessgwError):
+    """A plugin is broken, incompatible, or clashes with another one."""
+
+    def __init__(self, plugin: str, message: str) -> None:
+        self.plugin = plugin
+        self.message = message
+        super().__init__(f"plugin {plugin}: {message}")
+
+
+class DeviceError(BessgwError):
+    """A southbound device or link failed; handled at the unit boundary, never fatal to the daemon."""
+
+
+class DeviceTimeoutError(DeviceError):
+    """A request to a device did not complete within its timeout."""
+
+
+class DeviceUnavailableError(DeviceError):
+    """The link to a device is down (not connected, or its circuit breaker is open)."""
+
+
+class DeviceProtocolError(DeviceError):
+    """The device answered, but with an error (e.g. a Modbus exception code) or a malformed payload.
+
+    ``code`` carries the protocol's own error code where there is one.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class IncompatibleDeviceError(DeviceError):
+    """The device identified itself with something the driver refuses (unknown firmware, old protocol)."""
+
+
+class NegotiationError(BessgwError):
+    """Capability negotiation refused a unit; the message is the reason."""

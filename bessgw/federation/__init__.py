@@ -1,0 +1,1 @@
+"""bessgw.federation layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""bessgw.northbound layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""bessgw.southbound layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""pytest entry point of the conformance kit; imports lazily so it costs nothing when unused."""

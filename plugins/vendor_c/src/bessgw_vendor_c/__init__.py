@@ -1,0 +1,1 @@
+"""bessgw plugin: vendor_c."""
