@@ -7,8 +7,8 @@ temperature or offer changes. The result never exceeds any of the three inputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Iterable
 
 from bessgw.model.capability import Capability, ChemistryEnvelope, EffectiveLimits, SiteLimits
 from bessgw.model.version import parse_version

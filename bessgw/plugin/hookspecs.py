@@ -17,7 +17,8 @@ Implement a hook with :data:`bessgw.plugin.hookimpl`::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -66,8 +67,9 @@ def register_simulators() -> Iterable[SimulatorSpec]:
 def register_telemetry_observers() -> Iterable[TelemetryObserver]:
     """Return objects that want to see every telemetry update.
 
-    Called once per collection. The returned observers' ``on_telemetry`` runs in the unit tasks for every
-    update, so it must be cheap and non-blocking.
+    Called once per collection; no I/O here. The returned observers' ``on_telemetry`` runs in the unit
+    tasks for every update, so it must be cheap and must not block (no I/O: hand slow work such as
+    writing to a database to a task or thread of your own).
 
     :returns: objects with an ``on_telemetry(telemetry)`` method.
     """

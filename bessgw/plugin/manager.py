@@ -7,10 +7,12 @@ reported (name, version, reason) and skipped; the gateway runs on with the rest.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pluggy
 
@@ -99,6 +101,18 @@ class PluginManager(pluggy.PluginManager):
                 self._fail(entry_point.name, version, "", f"import failed: {type(err).__name__}: {err}")
                 continue
             self.register_plugin(plugin, entry_point.name, version)
+
+    def load_modules(self, names: Iterable[str]) -> None:
+        """Import and register plugin modules by import name (``$BESSGW_PLUGINS``, tests)."""
+        for name in names:
+            if self.has_plugin(name):
+                continue
+            try:
+                module = importlib.import_module(name)
+            except Exception as err:
+                self._fail(name, "", "", f"import failed: {type(err).__name__}: {err}")
+                continue
+            self.register_plugin(module, name, str(getattr(module, "__version__", "")))
 
     def plugin_info(self, name: str) -> _PluginInfo:
         return self._info.get(name, _PluginInfo(name, "", PLUGIN_API_VERSION))
@@ -194,14 +208,18 @@ class PluginRegistry:
 
 
 def build_plugin_manager(
-    load_entry_points: bool = True, plugins: Iterable[tuple[str, object]] | Iterable[ModuleType] = ()
+    load_entry_points: bool = True,
+    plugins: Iterable[tuple[str, object]] | Iterable[ModuleType] = (),
+    modules: Iterable[str] = (),
 ) -> PluginManager:
     """A fresh plugin manager with the entry-point plugins (and any ``plugins`` given) registered.
 
     :param load_entry_points: discover installed plugins through the ``bessgw`` entry-point group.
     :param plugins: extra plugins, as modules/objects or ``(name, plugin)`` pairs (tests use this).
+    :param modules: extra plugin modules by import name (``$BESSGW_PLUGINS``); import errors are reported.
     """
     pm = PluginManager()
+    pm.load_modules(modules)
     for plugin in plugins:
         if isinstance(plugin, tuple):
             name, obj = plugin

@@ -9,8 +9,9 @@ from __future__ import annotations
 import abc
 import argparse
 import time
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -88,8 +89,9 @@ class ChemistryModel(abc.ABC):
 
     def envelope(self, soc_pct: float, temp_c: float) -> ChemistryEnvelope:
         """What this chemistry allows at one operating point (used by negotiation)."""
-        charge = float(np.clip(self.charge_derating(temp_c, soc_pct), 0.0, 1.0))
-        discharge = float(np.clip(self.discharge_derating(temp_c, soc_pct), 0.0, 1.0))
+        # NaN from a model (e.g. outside its tables) must mean "no current", never an invalid envelope
+        charge = float(np.clip(np.nan_to_num(self.charge_derating(temp_c, soc_pct), nan=0.0), 0.0, 1.0))
+        discharge = float(np.clip(np.nan_to_num(self.discharge_derating(temp_c, soc_pct), nan=0.0), 0.0, 1.0))
         return ChemistryEnvelope(
             chemistry=self.name,
             soc_min_pct=self.soc_min_pct,
@@ -239,6 +241,19 @@ class SimulatorSpec:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace, SimulatorContext], Awaitable[None]]
     description: str = ""
+
+    def parse_args(self, argv: list[str]) -> argparse.Namespace:
+        """Parse the simulator's arguments; raises ``ValueError`` with argparse's message on bad input."""
+        parser = _RaisingParser(prog=f"bessgw sim {self.name}", description=self.description)
+        self.add_arguments(parser)
+        return parser.parse_args(argv)
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of exiting, so a config's simulator args can be checked."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ValueError(message)
 
 
 # -------------------------------------------------------------------------------------- observers

@@ -1,0 +1,163 @@
+"""The ``bessgw`` command line. Command names, flags and exit codes are contracts other tooling relies on.
+
+Exit codes: 0 success; 78 (EX_CONFIG) invalid configuration; 70 (EX_SOFTWARE) broken plugin set-up or
+other reported error; 2 command-line usage error (argparse). ``BessgwError`` is printed without a
+traceback; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bessgw import __version__
+from bessgw.config import config_json_schema, load_config
+from bessgw.errors import BessgwError
+from bessgw.plugin.manager import PluginManager, PluginRegistry, build_plugin_manager
+from bessgw.plugin.roles import SimulatorContext
+
+#: extra plugin modules to load besides the installed entry points (comma-separated import names);
+#: lets a plugin author try a plugin without packaging it, and tests load fixture plugins with it
+PLUGINS_ENV = "BESSGW_PLUGINS"
+
+
+def load_plugins() -> tuple[PluginManager, PluginRegistry]:
+    """Build the plugin manager from entry points plus ``$BESSGW_PLUGINS`` and collect it."""
+    extra = [part.strip() for part in os.environ.get(PLUGINS_ENV, "").split(",") if part.strip()]
+    pm = build_plugin_manager(load_entry_points=True, modules=extra)
+    return pm, pm.collect()
+
+
+def _cmd_plugins_list(args: argparse.Namespace) -> int:
+    _pm, registry = load_plugins()
+    rows = [report.as_dict() for report in registry.reports]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    headers = ["kind", "name", "plugin", "version", "api_version", "status"]
+    table = [headers] + [[row[h] for h in headers] for row in rows]
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(headers))]
+    for row in table:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for row in rows:
+        if row["status"] != "ok":
+            print(f"{row['name']}: {row['status']}: {row['reason']}", file=sys.stderr)
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    _pm, registry = load_plugins()
+    load_config(Path(args.path), registry)
+    print("ok")
+    return 0
+
+
+def _cmd_config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(config_json_schema(), indent=2))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bessgw.daemon import run_gateway
+    from bessgw.logsetup import configure_logging
+
+    pm, registry = load_plugins()
+    path = Path(args.config)
+    config = load_config(path, registry)
+    configure_logging(config.gateway.log_level, config.gateway.log_format)
+    return run_gateway(path, config, pm, registry)
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from bessgw.logsetup import configure_logging
+
+    _pm, registry = load_plugins()
+    spec = registry.simulators.get(args.name)
+    if spec is None:
+        known = ", ".join(sorted(registry.simulators)) or "none installed"
+        print(f"bessgw sim: unknown simulator {args.name!r} (installed: {known})", file=sys.stderr)
+        return 2
+    try:
+        sim_args = spec.parse_args(list(args.args))
+    except ValueError as err:
+        print(f"bessgw sim {args.name}: {err}", file=sys.stderr)
+        return 2
+    configure_logging(args.log_level, "auto")
+    import structlog
+
+    log = structlog.get_logger("bessgw.sim").bind(simulator=args.name)
+
+    def ready() -> None:
+        print("ready", flush=True)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(
+            spec.run(sim_args, SimulatorContext(chemistries=registry.chemistries, ready=ready, log=log))
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+
+    asyncio.run(main())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bessgw", description="Gateway daemon for battery storage campuses")
+    parser.add_argument("--version", action="version", version=f"bessgw {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    plugins = commands.add_parser("plugins", help="inspect installed plugins")
+    plugin_commands = plugins.add_subparsers(dest="plugins_command", metavar="SUBCOMMAND")
+    listing = plugin_commands.add_parser("list", help="kind, name, version, API version and status of each")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(handler=_cmd_plugins_list)
+
+    check = commands.add_parser("check-config", help="validate a config file without starting (exit 0 or 78)")
+    check.add_argument("path", help="the TOML config file")
+    check.set_defaults(handler=_cmd_check_config)
+
+    schema = commands.add_parser("config-schema", help="print the JSON Schema of the config (for editors)")
+    schema.set_defaults(handler=_cmd_config_schema)
+
+    run = commands.add_parser("run", help="run the gateway")
+    run.add_argument("--config", required=True, help="the TOML config file")
+    run.set_defaults(handler=_cmd_run)
+
+    sim = commands.add_parser("sim", help="run a device simulator shipped by a plugin", add_help=True)
+    sim.add_argument("name", help="simulator name (see `bessgw plugins list`)")
+    sim.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sim.add_argument("args", nargs=argparse.REMAINDER, help="the simulator's own options")
+    sim.set_defaults(handler=_cmd_sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except BessgwError as err:
+        print(str(err), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,380 @@
+"""The unit supervisor: one task per battery unit, the bulkhead between devices.
+
+It identifies the unit, negotiates its capability, polls it on its own schedule, keeps the device-side
+heartbeat going, decides telemetry quality by age, and reconnects with jittered exponential backoff. A
+hung or failing unit never blocks another: everything device-related happens inside this task, and this
+is the only place with a broad ``except`` (the device boundary). Going down and coming back are each
+logged once, not once per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bessgw.compat import timeout
+from bessgw.config import UnitDefaults
+from bessgw.errors import DeviceError, IncompatibleDeviceError
+from bessgw.model import (
+    Capability,
+    EffectiveLimits,
+    Negotiation,
+    Quality,
+    Setpoint,
+    SiteLimits,
+    Telemetry,
+    UnitState,
+    negotiate,
+    tighten,
+)
+from bessgw.plugin.manager import PluginManager
+from bessgw.plugin.roles import ChemistryModel, DriverSpec, Logger, TelemetryObserver, VendorDriver
+from bessgw.southbound.backoff import Backoff
+
+#: renegotiate when SOC or temperature moved this much since the last negotiation
+_RENEGOTIATE_SOC_PCT = 0.5
+_RENEGOTIATE_TEMP_C = 0.5
+#: a refused unit is asked again this rarely (its firmware may have been upgraded meanwhile)
+_REFUSED_RETRY_S = 60.0
+
+
+@dataclass(frozen=True)
+class UnitSnapshot:
+    """What the rest of the gateway may know about a unit at one moment (for northbound, control)."""
+
+    unit_id: str
+    telemetry: Telemetry
+    capability: Capability | None
+    limits: EffectiveLimits | None
+    refused_reason: str
+    connected: bool
+
+
+class UnitSupervisor:
+    """Runs one unit: identify → negotiate → poll/heartbeat, reconnecting on device errors."""
+
+    def __init__(
+        self,
+        unit_id: str,
+        driver: VendorDriver,
+        spec: DriverSpec,
+        timing: UnitDefaults,
+        site: SiteLimits,
+        chemistries: dict[str, ChemistryModel],
+        *,
+        expected_chemistry: str | None = None,
+        pm: PluginManager | None = None,
+        observers: list[TelemetryObserver] | None = None,
+        log: Logger,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        telemetry_log_interval_s: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.unit_id = unit_id
+        self.driver = driver
+        self.spec = spec
+        self.timing = timing
+        self.site = site
+        self.chemistries = chemistries
+        self.expected_chemistry = expected_chemistry.lower() if expected_chemistry else None
+        self.pm = pm
+        self.observers = list(observers or ())
+        self.log = log
+        self.clock = clock
+        self.backoff = Backoff(reconnect_min_s, reconnect_max_s)
+        self.telemetry_log_interval_s = telemetry_log_interval_s
+
+        self.capability: Capability | None = None
+        self.limits: EffectiveLimits | None = None
+        self.refused_reason = ""
+        self.connected = False
+        self.last_good: Telemetry | None = None
+        self.telemetry = Telemetry(unit_id=unit_id, timestamp=clock(), quality=Quality.BAD,
+                                   state=UnitState.OFFLINE, quality_reason="not connected yet")
+        self.polls = 0
+        self.poll_errors = 0
+        self.observer_errors = 0
+        self.updated = asyncio.Event()  # set on every published telemetry; tests and control wait on it
+        self._negotiated_at: tuple[Capability | None, float, float] | None = None
+        self._down_logged = False
+        self._down_reason = ""
+        self._last_telemetry_log = 0.0
+
+    # ----------------------------------------------------------------------------- public view
+
+    def snapshot(self) -> UnitSnapshot:
+        return UnitSnapshot(self.unit_id, self.telemetry, self.capability, self.limits,
+                            self.refused_reason, self.connected)
+
+    async def apply(self, setpoint: Setpoint) -> Setpoint:
+        """Write ``setpoint`` clamped to the effective limits; returns what was written.
+
+        Refuses (``DeviceError``) while the unit is not negotiated or its data is not good: a unit we
+        cannot see is never driven.
+        """
+        if self.limits is None or not self.connected:
+            raise DeviceError(f"unit {self.unit_id} is not available ({self.refused_reason or 'offline'})")
+        clamped = Setpoint(
+            p_kw=self.limits.clamp_p(setpoint.p_kw),
+            q_kvar=max(-self.limits.max_q_kvar, min(self.limits.max_q_kvar, setpoint.q_kvar)),
+            command_id=setpoint.command_id,
+            source=setpoint.source,
+            issued_at=setpoint.issued_at,
+            expires_at=setpoint.expires_at,
+        )
+        await self.driver.write_setpoint(clamped)
+        return clamped
+
+    # ----------------------------------------------------------------------------------- task
+
+    async def run(self) -> None:
+        """Supervise the unit until cancelled; never raises anything but ``CancelledError``."""
+        try:
+            while True:
+                try:
+                    await self._session()
+                except asyncio.CancelledError:
+                    raise
+                except IncompatibleDeviceError as err:
+                    self._refuse(str(err))
+                    await asyncio.sleep(_REFUSED_RETRY_S)
+                    continue
+                except DeviceError as err:
+                    self._went_down(f"{type(err).__name__}: {err}")
+                except Exception as err:  # the device boundary: a driver bug must not kill the gateway
+                    self.log.error("unit_driver_crashed", error=f"{type(err).__name__}: {err}", exc_info=True)
+                    self._went_down(f"driver error: {type(err).__name__}: {err}")
+                self.connected = False
+                await self._wait_requalifying(self.backoff.next_delay())
+        finally:
+            self.connected = False
+
+    async def _session(self) -> None:
+        offer = await self.driver.identify()
+        self.capability = offer
+        self.driver._offer = offer
+        if self.expected_chemistry and offer.chemistry != self.expected_chemistry:
+            raise IncompatibleDeviceError(
+                f"unit offers chemistry {offer.chemistry!r} but config expects {self.expected_chemistry!r}"
+            )
+        self.connected = True
+        self.refused_reason = ""
+        self._negotiated_at = None
+        await _first_failure(
+            asyncio.create_task(self._poll_loop(), name=f"poll:{self.unit_id}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.unit_id}"),
+        )
+
+    async def _poll_loop(self) -> None:
+        interval = self.timing.poll_interval_s
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            telemetry = await self.driver.read()
+            self.polls += 1
+            self._publish(self._qualify(telemetry))
+            if self._down_logged:
+                self._down_logged = False
+                self.log.info("unit_recovered", polls=self.polls)
+            self.backoff.reset()
+            next_at += interval
+            now = loop.time()
+            if next_at < now:  # overran: skip the missed slots instead of bursting to catch up
+                next_at = now + interval - ((now - next_at) % interval)
+            await asyncio.sleep(next_at - now)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.timing.heartbeat_interval_s
+        while True:
+            await self.driver.heartbeat()
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------------------- quality
+
+    def _qualify(self, telemetry: Telemetry) -> Telemetry:
+        """Apply the age rule: data older than stale_after_s is stale, older than bad_after_s is bad."""
+        age = telemetry.age_s(self.clock())
+        if telemetry.quality is Quality.GOOD:
+            self.last_good = telemetry
+            if age > self.timing.bad_after_s:
+                return telemetry.with_quality(Quality.BAD, f"no data for {age:.1f} s")
+            if age > self.timing.stale_after_s:
+                return telemetry.with_quality(Quality.STALE, f"data {age:.1f} s old")
+        return telemetry
+
+    async def _wait_requalifying(self, delay_s: float) -> None:
+        """Sleep ``delay_s`` while the link is down, ageing the last known values (stale, then bad)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay_s
+        step = max(0.05, min(self.timing.stale_after_s, self.timing.bad_after_s) / 4)
+        while True:
+            view = self._offline_view()
+            if view.quality is not self.telemetry.quality:
+                self._publish(view, negotiate_too=False)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(step, remaining))
+
+    def _offline_view(self) -> Telemetry:
+        """What to show while the link is down: the last values, never Good; Bad once too old."""
+        reason = f"link down: {self._down_reason}"
+        base = self.last_good
+        if base is None:
+            return Telemetry(unit_id=self.unit_id, timestamp=self.clock(), quality=Quality.BAD,
+                             state=UnitState.OFFLINE, quality_reason=reason)
+        aged = self._qualify(base)
+        if aged.quality is Quality.GOOD:
+            return base.with_quality(Quality.STALE, reason)
+        return aged.with_quality(aged.quality, f"{reason}; {aged.quality_reason}")
+
+    def _went_down(self, reason: str) -> None:
+        self.poll_errors += 1
+        self._down_reason = reason
+        if not self._down_logged:
+            self._down_logged = True
+            self.log.warning("unit_down", reason=reason)
+        self._publish(self._offline_view(), negotiate_too=False)
+
+    def _refuse(self, reason: str) -> None:
+        if reason != self.refused_reason:
+            self.log.error("unit_refused", reason=reason)
+        self.refused_reason = reason
+        self.limits = None
+        self.connected = False
+        self._publish(Telemetry(unit_id=self.unit_id, timestamp=self.clock(), quality=Quality.BAD,
+                                state=UnitState.OFFLINE, quality_reason=f"refused: {reason}"),
+                      negotiate_too=False)
+
+    # ---------------------------------------------------------------------------- negotiation
+
+    def _renegotiate_if_needed(self, telemetry: Telemetry) -> None:
+        offer = self.driver.current_offer() or self.capability
+        if offer is None:
+            return
+        soc, temp = telemetry.soc_pct, _worst_temp(telemetry)
+        last = self._negotiated_at
+        if last is not None and last[0] == offer and _close(last[1], soc, _RENEGOTIATE_SOC_PCT) and _close(
+            last[2], temp, _RENEGOTIATE_TEMP_C
+        ):
+            return
+        self._negotiated_at = (offer, soc, temp)
+        self.capability = offer
+        result = self._negotiate(offer, soc, temp, telemetry)
+        if not result.accepted:
+            if result.reason != self.refused_reason:
+                self.log.error("unit_refused", reason=result.reason)
+            self.refused_reason = result.reason
+            self.limits = None
+            return
+        if self.refused_reason:
+            self.log.info("unit_accepted")
+        self.refused_reason = ""
+        self.limits = result.limits
+
+    def _negotiate(self, offer: Capability, soc: float, temp: float, telemetry: Telemetry) -> Negotiation:
+        chemistry = self.chemistries.get(offer.chemistry)
+        envelope = None
+        if chemistry is not None and not (math.isnan(soc) or math.isnan(temp)):
+            envelope = chemistry.envelope(soc, temp)
+        elif chemistry is not None:
+            envelope = chemistry.envelope(50.0, 25.0)  # limits go to 0 below for unknown SOC/temp
+        result = negotiate(offer, envelope, self.site, soc_pct=soc, temp_c=temp,
+                           min_protocol_version=self.spec.min_protocol_version,
+                           known_chemistries=self.chemistries)
+        if result.limits is None or self.pm is None:
+            return result
+        limits = result.limits
+        for impl in self.pm.hook.adjust_limits.get_hookimpls():
+            try:
+                proposed = impl.function(unit_id=self.unit_id, capability=offer, limits=limits,
+                                         telemetry=telemetry)
+            except Exception as err:  # a plugin bug narrows nothing and is logged
+                self.log.error("adjust_limits_failed", plugin=impl.plugin_name, error=repr(err))
+                continue
+            if proposed is not None:
+                limits = tighten(limits, proposed, f"plugin {impl.plugin_name}")
+        return Negotiation(limits=limits)
+
+    # ------------------------------------------------------------------------------ publishing
+
+    def _publish(self, telemetry: Telemetry, negotiate_too: bool = True) -> None:
+        self.telemetry = telemetry
+        if negotiate_too and telemetry.quality is Quality.GOOD:
+            self._renegotiate_if_needed(telemetry)
+        for observer in self.observers:
+            try:
+                observer.on_telemetry(telemetry)
+            except Exception as err:
+                self.observer_errors += 1
+                if self.observer_errors <= 3:
+                    self.log.error("telemetry_observer_failed", observer=type(observer).__name__, error=repr(err))
+        self.updated.set()
+        self.updated = asyncio.Event()
+        if self.telemetry_log_interval_s > 0:
+            now = self.clock()
+            if now - self._last_telemetry_log >= self.telemetry_log_interval_s:
+                self._last_telemetry_log = now
+                self.log.info("telemetry", **_log_fields(telemetry, self.limits))
+
+    async def wait_update(self, timeout_s: float) -> Telemetry:
+        """Wait for the next published telemetry (bounded); for tests and control loops."""
+        event = self.updated
+        async with timeout(timeout_s):
+            await event.wait()
+        return self.telemetry
+
+
+async def _first_failure(*tasks: asyncio.Task[None]) -> None:
+    """Run endless loops side by side until one fails; cancel the rest and re-raise that failure.
+
+    Unlike a TaskGroup this raises the device error itself rather than an ExceptionGroup, so the
+    supervisor's ``except DeviceError`` sees it; the siblings are always cancelled and awaited.
+    """
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    raise DeviceError("a unit loop ended unexpectedly")
+
+
+def _worst_temp(telemetry: Telemetry) -> float:
+    """The temperature negotiation must respect: the extreme cell on the side that is out of range."""
+    values = [v for v in (telemetry.cell_temp_min_c, telemetry.cell_temp_max_c) if not math.isnan(v)]
+    if not values:
+        return math.nan
+    low, high = min(values), max(values)
+    return low if abs(low - 25.0) > abs(high - 25.0) else high
+
+
+def _close(a: float, b: float, tolerance: float) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) < tolerance
+
+
+def _log_fields(telemetry: Telemetry, limits: EffectiveLimits | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "quality": telemetry.quality.value,
+        "state": telemetry.state.value,
+        "soc_pct": round(telemetry.soc_pct, 2),
+        "p_kw": round(telemetry.p_kw, 1),
+        "dc_v": round(telemetry.dc_v, 1),
+        "temp_max_c": round(telemetry.cell_temp_max_c, 1),
+    }
+    if telemetry.quality_reason:
+        fields["reason"] = telemetry.quality_reason
+    if limits is not None:
+        fields["max_charge_kw"] = round(limits.max_charge_kw, 1)
+        fields["max_discharge_kw"] = round(limits.max_discharge_kw, 1)
+    return fields
