@@ -32,6 +32,7 @@ from bessgw.model import SiteLimits
 from bessgw.plugin.manager import PluginManager, PluginRegistry
 from bessgw.plugin.roles import DriverContext, SimulatorContext
 from bessgw.sdnotify import Notifier
+from bessgw.southbound.directory import UnitDirectory
 from bessgw.southbound.transport import Transport, build_transport
 from bessgw.southbound.unit import UnitSupervisor
 
@@ -70,6 +71,7 @@ class Gateway:
         self.notifier = notifier or Notifier()
         self.log = structlog.get_logger("bessgw").bind(gateway=config.gateway.id)
         self.units: dict[str, _RunningUnit] = {}
+        self.directory = UnitDirectory()  # what control, federation and northbound see
         self.transports: dict[str, tuple[Transport, asyncio.Task[None]]] = {}
         self.simulators: list[_RunningSimulator] = []
         self._root: TaskGroup | None = None
@@ -255,10 +257,12 @@ class Gateway:
         )
         task = self._root.create_task(supervisor.run(), name=f"unit:{section.id}")
         self.units[section.id] = _RunningUnit(section, _fingerprint(config, section), supervisor, task)
+        self.directory.add(supervisor)
         log.info("unit_started", driver=section.driver, transport=spec.transport)
 
     async def _stop_unit(self, unit_id: str) -> None:
         running = self.units.pop(unit_id)
+        self.directory.remove(unit_id)
         running.task.cancel()
         await asyncio.wait({running.task}, timeout=2.0)
         try:
