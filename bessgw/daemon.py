@@ -18,9 +18,10 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -32,6 +33,7 @@ from bessgw.model import SiteLimits
 from bessgw.plugin.manager import PluginManager, PluginRegistry
 from bessgw.plugin.roles import DriverContext, SimulatorContext
 from bessgw.sdnotify import Notifier
+from bessgw.southbound.backoff import Backoff
 from bessgw.southbound.directory import UnitDirectory
 from bessgw.southbound.transport import Transport, build_transport
 from bessgw.southbound.unit import UnitSupervisor
@@ -50,6 +52,32 @@ class _RunningUnit:
 @dataclass
 class _RunningSimulator:
     fingerprint: str
+    task: asyncio.Task[None]
+
+
+class Service(Protocol):
+    """A gateway-wide service run as one root task (OPC UA server, federation node, control loop)."""
+
+    async def run(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How the daemon builds one service from config; ``build`` returns ``None`` when it is disabled.
+
+    ``section`` picks the config the service depends on: a reload restarts the service only when that
+    changes.
+    """
+
+    name: str
+    section: Callable[[Config], Any]
+    build: Callable[[Gateway, Config], Service | None]
+
+
+@dataclass
+class _RunningService:
+    fingerprint: str
+    service: Service
     task: asyncio.Task[None]
 
 
@@ -74,6 +102,7 @@ class Gateway:
         self.directory = UnitDirectory()  # what control, federation and northbound see
         self.transports: dict[str, tuple[Transport, asyncio.Task[None]]] = {}
         self.simulators: list[_RunningSimulator] = []
+        self.services: dict[str, _RunningService] = {}
         self._root: TaskGroup | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -170,6 +199,7 @@ class Gateway:
                 await transport.close()
                 del self.transports[name]
         await self._apply_simulators(config)
+        self._apply_services(config)
         wanted = {unit.id: unit for unit in config.units if unit.enabled}
         for unit_id, running in list(self.units.items()):
             if unit_id not in wanted or _fingerprint(config, wanted[unit_id]) != running.fingerprint:
@@ -214,6 +244,40 @@ class Gateway:
                            exc_info=True)
 
     # --------------------------------------------------------------------------------- units
+
+    def _apply_services(self, config: Config) -> None:
+        """Start, restart or stop gateway-wide services whose config section changed."""
+        assert self._root is not None
+        for spec in SERVICES:
+            fingerprint = repr(spec.section(config))
+            running = self.services.get(spec.name)
+            if running is not None and running.fingerprint == fingerprint:
+                continue
+            if running is not None:
+                running.task.cancel()
+                del self.services[spec.name]
+                self.log.info("service_stopped", service=spec.name)
+            service = spec.build(self, config)
+            if service is None:
+                continue
+            task = self._root.create_task(self._run_service(spec.name, service), name=f"service:{spec.name}")
+            self.services[spec.name] = _RunningService(fingerprint, service, task)
+            self.log.info("service_started", service=spec.name)
+
+    async def _run_service(self, name: str, service: Service) -> None:
+        """A service that fails is logged and retried with backoff; it never takes the units down."""
+        backoff = Backoff(1.0, 60.0)
+        while True:
+            try:
+                await service.run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                delay = backoff.next_delay()
+                self.log.error("service_failed", service=name, error=f"{type(err).__name__}: {err}",
+                               retry_in_s=round(delay, 1), exc_info=True)
+                await asyncio.sleep(delay)
 
     def _transport(self, name: str) -> Transport:
         assert self._root is not None
@@ -292,6 +356,10 @@ class Gateway:
                 last_status = now
                 self.notifier.status(self._status_line())
             await asyncio.sleep(min(interval, 5.0))
+
+
+#: gateway-wide services, in start order; each issue that adds one registers it here
+SERVICES: list[ServiceSpec] = []
 
 
 def _fingerprint(config: Config, section: UnitSection) -> str:
