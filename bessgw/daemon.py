@@ -29,6 +29,7 @@ from bessgw import __version__
 from bessgw.compat import TaskGroup
 from bessgw.config import Config, UnitSection, load_config, plugin_options, unit_options
 from bessgw.errors import BessgwError, ConfigError
+from bessgw.logsetup import configure_logging
 from bessgw.model import SiteLimits
 from bessgw.plugin.manager import PluginManager, PluginRegistry
 from bessgw.plugin.roles import DriverContext, SimulatorContext
@@ -182,6 +183,10 @@ class Gateway:
                 self.notifier.ready(status="reload rejected")
                 continue
             self.reloads += 1
+            if (new.gateway.log_level, new.gateway.log_format) != (
+                self.config.gateway.log_level, self.config.gateway.log_format
+            ):
+                configure_logging(new.gateway.log_level, new.gateway.log_format)
             await self._apply(new)
             self.log.info("reloaded", units=len(self.units), reloads=self.reloads)
             self.notifier.ready(status=self._status_line())
