@@ -110,11 +110,15 @@ class UnitDefaults(StrictModel):
     stale_after_s: float = Field(1.0, gt=0, le=3600, description="Older telemetry is shown as stale (Uncertain)")
     bad_after_s: float = Field(5.0, gt=0, le=86400, description="Older telemetry is shown as bad")
     heartbeat_interval_s: float = Field(1.0, gt=0, le=3600)
+    retry_min_s: float = Field(0.5, gt=0, le=600, description="First retry delay after a unit's link fails")
+    retry_max_s: float = Field(30.0, gt=0, le=3600, description="Cap of the jittered exponential retry delay")
 
     @model_validator(mode="after")
     def _ages_ordered(self) -> UnitDefaults:
         if self.stale_after_s > self.bad_after_s:
             raise ValueError("stale_after_s must not exceed bad_after_s")
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError("retry_min_s must not exceed retry_max_s")
         return self
 
 
@@ -160,6 +164,8 @@ class UnitSection(StrictModel):
     stale_after_s: float | None = Field(None, gt=0, le=3600)
     bad_after_s: float | None = Field(None, gt=0, le=86400)
     heartbeat_interval_s: float | None = Field(None, gt=0, le=3600)
+    retry_min_s: float | None = Field(None, gt=0, le=600)
+    retry_max_s: float | None = Field(None, gt=0, le=3600)
     modbus: ModbusLink | None = None
     can: CanLink | None = None
     site_limits: SiteLimitsTable = SiteLimitsTable()
@@ -292,6 +298,125 @@ class FederationSection(StrictModel):
         return keys
 
 
+class ControlSourceTable(StrictModel):
+    """``[[control.sources]]``: one setpoint source (operator override, SCADA, campus dispatch)."""
+
+    name: str = Field(pattern=IDENTIFIER, description="Source name commands are tagged with, e.g. local, scada")
+    priority: int = Field(ge=0, le=1000, description="Higher wins while several sources are live")
+    heartbeat_timeout_s: float = Field(
+        gt=0, le=3600, description="A source not heard from (setpoint or heartbeat) for this long is dropped"
+    )
+
+
+def _default_control_sources() -> list[ControlSourceTable]:
+    return [
+        ControlSourceTable(name="local", priority=300, heartbeat_timeout_s=30.0),
+        ControlSourceTable(name="scada", priority=200, heartbeat_timeout_s=10.0),
+        ControlSourceTable(name="campus", priority=100, heartbeat_timeout_s=5.0),
+    ]
+
+
+class ControlSection(StrictModel):
+    """``[control]``: dispatch, fail-safe and the command journal."""
+
+    period_s: float = Field(0.1, gt=0, le=60, description="Control period: arbitrate, allocate, write")
+    write_timeout_s: float | None = Field(
+        None, gt=0, le=60, description="Bound on one unit's setpoint write (default: the control period)"
+    )
+    hold_s: float = Field(
+        10.0, ge=0, le=3600, description="With no live source, hold the last target this long, then ramp to 0"
+    )
+    fail_safe_ramp_kw_per_s: float | None = Field(
+        None, gt=0, description="Ramp of the gateway target to 0 (default: the sum of the units' ramp limits)"
+    )
+    soc_balance_gain: float = Field(
+        2.0, ge=0, le=10, description="How strongly allocation favours full units (discharge) / empty ones (charge)"
+    )
+    ramp_to_zero_on_stop: bool = Field(True, description="On SIGTERM ramp every unit to 0 kW before stopping")
+    stop_timeout_s: float = Field(30.0, gt=0, le=3600, description="Bound on the ramp to 0 kW at stop")
+    sources: list[ControlSourceTable] = Field(default_factory=_default_control_sources)
+    journal_file: str = Field("commands.sqlite3", description="Command journal, relative to gateway.state_dir")
+    journal_keep_days: float = Field(90.0, gt=0, description="Journal entries older than this are pruned")
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, sources: list[ControlSourceTable]) -> list[ControlSourceTable]:
+        seen: dict[str, int] = {}
+        for index, source in enumerate(sources):
+            if source.name in seen:
+                raise ValueError(f"source {source.name!r} is used by sources[{seen[source.name]}] and sources[{index}]")
+            seen[source.name] = index
+        return sources
+
+
+class OpcUaUser(StrictModel):
+    """``[[northbound.opcua.users]]``: one user name/password login and its role."""
+
+    name: str = Field(pattern=IDENTIFIER, description="Login name")
+    password_hash: str = Field(
+        pattern=r"^(scrypt\$\d+\$\d+\$\d+|pbkdf2_sha256\$\d+)\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$",
+        description="Hashed password from `bessgw hash-password` (never the plain password)",
+    )
+    role: Literal["viewer", "operator", "admin"] = Field(
+        description="viewer reads; operator also calls SetPower and writes setpoints; admin also resets faults"
+    )
+
+
+class OpcUaSettings(StrictModel):
+    """``[northbound.opcua]``: the OPC UA server SCADA connects to (see docs/opcua.md)."""
+
+    enabled: bool = False
+    endpoint: str = Field(
+        "opc.tcp://0.0.0.0:4840/bessgw", pattern=r"^opc\.tcp://[^/:]+:\d{1,5}(/.*)?$",
+        description="Endpoint URL; the host part is the address listened on (port 0: any free port)",
+    )
+    security_policies: list[Literal["Basic256Sha256_SignAndEncrypt", "Basic256Sha256_Sign", "None"]] = Field(
+        default_factory=lambda: ["Basic256Sha256_SignAndEncrypt", "Basic256Sha256_Sign"],
+        min_length=1,
+        description="Offered endpoints; None (no signing, no encryption) only if listed here",
+    )
+    anonymous: Literal["off", "read"] = Field("off", description="Anonymous sessions: refused, or read-only")
+    certificate_path: Path | None = Field(
+        None, description="Server certificate (DER or PEM); generated into state_dir/pki/own if unset"
+    )
+    private_key_path: Path | None = Field(None, description="Private key (PEM) of certificate_path")
+    pki_dir: Path | None = Field(
+        None, description="Trust list root holding trusted/ and rejected/ (default: state_dir/pki)"
+    )
+    users: list[OpcUaUser] = Field(default_factory=list)
+    max_sessions: int = Field(20, ge=1, le=1000, description="Concurrent client connections (one session each)")
+    max_subscriptions_per_session: int = Field(10, ge=1, le=1000)
+    session_idle_timeout_s: float = Field(
+        60.0, ge=1, le=3600, description="Sessions silent this long are closed (caps the client's request)"
+    )
+    sampling_interval_s: float = Field(
+        0.5, ge=0.05, le=60, description="How often changed values are pushed into the address space"
+    )
+    default_deadband: float = Field(0.0, ge=0, description="Absolute change below which a value is not republished")
+    deadbands: dict[str, float] = Field(
+        default_factory=dict, description="Per-variable absolute deadbands by browse name, e.g. {PowerKw = 1.0}"
+    )
+    command_timeout_s: float = Field(2.0, gt=0, le=60, description="Bound on one SetPower/setpoint write")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpcUaSettings:
+        names = [user.name for user in self.users]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"user names must be unique (repeated: {', '.join(duplicates)})")
+        if (self.certificate_path is None) != (self.private_key_path is None):
+            raise ValueError("set both certificate_path and private_key_path, or neither (then one is generated)")
+        if any(value < 0 for value in self.deadbands.values()):
+            raise ValueError("deadbands must be >= 0")
+        return self
+
+
+class NorthboundSection(StrictModel):
+    """``[northbound]``: interfaces this gateway serves to SCADA and operators."""
+
+    opcua: OpcUaSettings = OpcUaSettings()
+
+
 class Config(StrictModel):
     """The whole configuration of one gateway."""
 
@@ -302,6 +427,8 @@ class Config(StrictModel):
     simulators: list[SimulatorSection] = Field(default_factory=list)
     units: list[UnitSection] = Field(default_factory=list)
     federation: FederationSection | None = None
+    northbound: NorthboundSection = NorthboundSection()
+    control: ControlSection = ControlSection()
 
     @field_validator("units")
     @classmethod

@@ -320,8 +320,8 @@ class Gateway:
             pm=self.pm,
             observers=self.registry.observers,
             log=log,
-            reconnect_min_s=config.southbound.modbus.reconnect_min_s,
-            reconnect_max_s=config.southbound.modbus.reconnect_max_s,
+            reconnect_min_s=timing.retry_min_s,
+            reconnect_max_s=timing.retry_max_s,
             telemetry_log_interval_s=config.gateway.telemetry_log_interval_s,
         )
         task = self._root.create_task(supervisor.run(), name=f"unit:{section.id}")

@@ -1,0 +1,1 @@
+"""The CAN southbound transport (python-can): buses, readers, per-node links."""
