@@ -333,7 +333,9 @@ class ControlSection(StrictModel):
         2.0, ge=0, le=10, description="How strongly allocation favours full units (discharge) / empty ones (charge)"
     )
     ramp_to_zero_on_stop: bool = Field(True, description="On SIGTERM ramp every unit to 0 kW before stopping")
-    stop_timeout_s: float = Field(30.0, gt=0, le=3600, description="Bound on the ramp to 0 kW at stop")
+    stop_timeout_s: float = Field(
+        4.0, gt=0, le=3600, description="Bound on the ramp to 0 kW at stop; keep below gateway.shutdown_grace_s"
+    )
     sources: list[ControlSourceTable] = Field(default_factory=_default_control_sources)
     journal_file: str = Field("commands.sqlite3", description="Command journal, relative to gateway.state_dir")
     journal_keep_days: float = Field(90.0, gt=0, description="Journal entries older than this are pruned")

@@ -57,7 +57,11 @@ class _RunningSimulator:
 
 
 class Service(Protocol):
-    """A gateway-wide service run as one root task (OPC UA server, federation node, control loop)."""
+    """A gateway-wide service run as one root task (OPC UA server, federation node, control loop).
+
+    A service may also have ``async drain()``: called at shutdown, after its task was cancelled and
+    before the units are, to finish work that needs the devices (control ramps them to 0 kW).
+    """
 
     async def run(self) -> None: ...
 
@@ -133,6 +137,7 @@ class Gateway:
                 self.log.info("stopping")
                 self.notifier.stopping()
                 self._start_hard_deadline()
+                await self._drain_services()
                 for task in list(asyncio.all_tasks()):
                     if task is not asyncio.current_task() and not task.done():
                         task.cancel()
@@ -142,6 +147,19 @@ class Gateway:
                 loop.remove_signal_handler(sig)
         self.log.info("stopped")
         return 0
+
+    async def _drain_services(self) -> None:
+        """Let services finish their work while the links still run (control ramps units to 0 kW)."""
+        for name, running in reversed(list(self.services.items())):
+            drain = getattr(running.service, "drain", None)
+            if drain is None or running.task.done():
+                continue
+            running.task.cancel()
+            await asyncio.wait({running.task}, timeout=1.0)
+            try:
+                await drain()
+            except Exception as err:  # shutting down: report, go on stopping
+                self.log.error("service_drain_failed", service=name, error=repr(err))
 
     def _start_hard_deadline(self) -> None:
         """Back the grace period up: exit even if a library task ignores cancellation."""
@@ -262,7 +280,11 @@ class Gateway:
                 running.task.cancel()
                 del self.services[spec.name]
                 self.log.info("service_stopped", service=spec.name)
-            service = spec.build(self, config)
+            try:
+                service = spec.build(self, config)
+            except Exception as err:  # e.g. an unwritable state directory: the units still run, unsupervised
+                self.log.error("service_not_started", service=spec.name, error=f"{type(err).__name__}: {err}")
+                continue
             if service is None:
                 continue
             task = self._root.create_task(self._run_service(spec.name, service), name=f"service:{spec.name}")
@@ -363,8 +385,23 @@ class Gateway:
             await asyncio.sleep(min(interval, 5.0))
 
 
+def _build_control(gateway: Gateway, config: Config) -> Service | None:
+    from bessgw.control.service import ControlService
+
+    units = [running.supervisor for running in gateway.units.values()]
+    return ControlService(config.control, units, config.gateway.state_dir, gateway.log.bind(service="control"))
+
+
+def _control_section(config: Config) -> Any:
+    """Control depends on its table and on exactly which unit instances run."""
+    return (config.control, config.gateway.state_dir,
+            tuple(_fingerprint(config, unit) for unit in config.units if unit.enabled))
+
+
 #: gateway-wide services, in start order; each issue that adds one registers it here
-SERVICES: list[ServiceSpec] = []
+SERVICES: list[ServiceSpec] = [
+    ServiceSpec("control", _control_section, _build_control),
+]
 
 
 def _fingerprint(config: Config, section: UnitSection) -> str:

@@ -100,6 +100,10 @@ class UnitSupervisor:
         self.poll_errors = 0
         self.observer_errors = 0
         self.updated = asyncio.Event()  # set on every published telemetry; tests and control wait on it
+        #: set by control: while it returns False the device heartbeat is withheld, so the container's own
+        #: watchdog takes over when the gateway can no longer control it
+        self.heartbeat_gate: Callable[[], bool] | None = None
+        self.heartbeats_withheld = 0
         self._negotiated_at: tuple[Capability | None, float, float] | None = None
         self._down_logged = False
         self._down_reason = ""
@@ -114,8 +118,8 @@ class UnitSupervisor:
     async def apply(self, setpoint: Setpoint) -> Setpoint:
         """Write ``setpoint`` clamped to the effective limits; returns what was written.
 
-        Refuses (``DeviceError``) while the unit is not negotiated or its data is not good: a unit we
-        cannot see is never driven.
+        Refuses (``DeviceError``) while the unit is not negotiated or not connected. Control may still
+        write 0 kW to a connected unit whose data is stale, to take it out of service safely.
         """
         if self.limits is None or not self.connected:
             raise DeviceError(f"unit {self.unit_id} is not available ({self.refused_reason or 'offline'})")
@@ -191,7 +195,11 @@ class UnitSupervisor:
     async def _heartbeat_loop(self) -> None:
         interval = self.timing.heartbeat_interval_s
         while True:
-            await self.driver.heartbeat()
+            gate = self.heartbeat_gate
+            if gate is None or gate():
+                await self.driver.heartbeat()
+            else:
+                self.heartbeats_withheld += 1
             await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------------------- quality

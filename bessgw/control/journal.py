@@ -1,0 +1,255 @@
+"""The command journal: every accepted command, durably, before it is acknowledged.
+
+SQLite in WAL mode with ``synchronous=FULL``: a transaction is on disk (fsync'd WAL) when its COMMIT
+returns, so a command whose acknowledgement left the gateway survives ``kill -9`` and power loss. The
+command id is the primary key, which is what makes commands idempotent across restarts: a repeated id
+finds the first entry and returns it unchanged.
+
+Writes take a lock (one writer; calls may come from a worker thread so the fsync does not stall the
+event loop). Reading for ``bessgw journal tail`` opens the file read-only and never creates it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bessgw.control.errors import JournalError
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    command_id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    requested_p_kw REAL,
+    requested_q_kvar REAL,
+    applied_p_kw REAL,
+    applied_q_kvar REAL,
+    expires_at REAL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS commands_by_source ON commands (source, seq);
+"""
+_COLUMNS = ("seq", "command_id", "kind", "source", "principal", "received_at", "requested_p_kw",
+            "requested_q_kvar", "applied_p_kw", "applied_q_kvar", "expires_at", "note")
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One accepted command as it was journaled (``seq`` orders entries; times are epoch seconds)."""
+
+    seq: int
+    command_id: str
+    kind: str  # "setpoint" or "release"
+    source: str
+    principal: str
+    received_at: float
+    requested_p_kw: float | None
+    requested_q_kvar: float | None
+    applied_p_kw: float | None
+    applied_q_kvar: float | None
+    expires_at: float | None
+    note: str = ""
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def as_line(self) -> str:
+        """One human-readable line for ``bessgw journal tail``."""
+        when = datetime.fromtimestamp(self.received_at, tz=timezone.utc).isoformat(timespec="milliseconds")
+        if self.kind == "setpoint":
+            what = (f"P {_kw(self.requested_p_kw)} -> {_kw(self.applied_p_kw)} kW,"
+                    f" Q {_kw(self.requested_q_kvar)} -> {_kw(self.applied_q_kvar)} kvar")
+        else:
+            what = self.kind
+        expiry = ""
+        if self.expires_at is not None:
+            expiry = " until " + datetime.fromtimestamp(self.expires_at, tz=timezone.utc).isoformat(
+                timespec="seconds")
+        note = f" ({self.note})" if self.note else ""
+        return f"{self.seq:>6} {when} {self.source}/{self.principal or '-'} {self.command_id}: {what}{expiry}{note}"
+
+
+def _kw(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _entry(row: tuple) -> JournalEntry:
+    return JournalEntry(*row)
+
+
+class Journal:
+    """The durable command journal of one gateway (one SQLite file in the state directory)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise JournalError(f"{self.path}: cannot switch the journal to WAL mode (got {mode})")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            elif version != _SCHEMA_VERSION:
+                raise JournalError(f"{self.path}: journal schema {version} is not {_SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as err:
+            raise JournalError(f"{self.path}: cannot open the command journal: {err}") from err
+
+    @classmethod
+    def in_state_dir(cls, state_dir: str | Path, file_name: str = "commands.sqlite3") -> Journal:
+        return cls(Path(state_dir) / file_name)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")  # with synchronous=FULL this returns once the WAL is fsync'd
+            except sqlite3.Error as err:
+                raise JournalError(f"{self.path}: journal write failed: {err}") from err
+
+    # ------------------------------------------------------------------------------ writing
+
+    def record(
+        self,
+        *,
+        command_id: str,
+        kind: str,
+        source: str,
+        principal: str,
+        received_at: float,
+        requested_p_kw: float | None = None,
+        requested_q_kvar: float | None = None,
+        applied_p_kw: float | None = None,
+        applied_q_kvar: float | None = None,
+        expires_at: float | None = None,
+        note: str = "",
+    ) -> tuple[JournalEntry, bool]:
+        """Journal a command durably; returns ``(entry, True)``, or ``(first entry, False)`` for a known id."""
+        for name, value in (("requested_p_kw", requested_p_kw), ("requested_q_kvar", requested_q_kvar),
+                            ("applied_p_kw", applied_p_kw), ("applied_q_kvar", applied_q_kvar),
+                            ("expires_at", expires_at), ("received_at", received_at)):
+            if value is not None and not math.isfinite(value):
+                raise JournalError(f"journal entry {command_id!r}: {name} is not finite ({value!r})")
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM commands WHERE command_id = ?",
+                             (command_id,)).fetchone()
+            if row is not None:
+                return _entry(row), False
+            cursor = db.execute(
+                "INSERT INTO commands (command_id, kind, source, principal, received_at, requested_p_kw,"
+                " requested_q_kvar, applied_p_kw, applied_q_kvar, expires_at, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (command_id, kind, source, principal, received_at, requested_p_kw, requested_q_kvar,
+                 applied_p_kw, applied_q_kvar, expires_at, note),
+            )
+            seq = int(cursor.lastrowid or 0)
+        return JournalEntry(seq, command_id, kind, source, principal, received_at, requested_p_kw,
+                            requested_q_kvar, applied_p_kw, applied_q_kvar, expires_at, note), True
+
+    def prune(self, before: float) -> int:
+        """Delete entries received before ``before`` (epoch s), keeping each source's latest; returns how many."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM commands WHERE received_at < ? AND seq NOT IN"
+                " (SELECT MAX(seq) FROM commands GROUP BY source)", (before,))
+            return cursor.rowcount
+
+    # ------------------------------------------------------------------------------ reading
+
+    def _query(self, sql: str, args: tuple = ()) -> list[JournalEntry]:
+        with self._lock:
+            try:
+                return [_entry(row) for row in self._db.execute(sql, args).fetchall()]
+            except sqlite3.Error as err:
+                raise JournalError(f"{self.path}: journal read failed: {err}") from err
+
+    def get(self, command_id: str) -> JournalEntry | None:
+        found = self._query(f"SELECT {', '.join(_COLUMNS)} FROM commands WHERE command_id = ?", (command_id,))
+        return found[0] if found else None
+
+    def tail(self, n: int = 20) -> list[JournalEntry]:
+        """The last ``n`` entries, oldest first."""
+        return _tail(self._query, n)
+
+    def latest_per_source(self) -> dict[str, JournalEntry]:
+        """Each source's most recent command (what a restart may re-apply, unless it expired)."""
+        rows = self._query(f"SELECT {', '.join(_COLUMNS)} FROM commands WHERE seq IN"
+                           " (SELECT MAX(seq) FROM commands GROUP BY source) ORDER BY seq")
+        return {entry.source: entry for entry in rows}
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM commands").fetchone()[0])
+
+
+def _tail(query, n: int) -> list[JournalEntry]:
+    if n <= 0:
+        return []
+    rows = query(f"SELECT {', '.join(_COLUMNS)} FROM commands ORDER BY seq DESC LIMIT ?", (n,))
+    return rows[::-1]
+
+
+def read_tail(path: str | Path, n: int = 20) -> list[JournalEntry]:
+    """The last ``n`` entries of the journal at ``path``, opened read-only (the daemon may be running)."""
+    path = Path(path)
+    if not path.exists():
+        raise JournalError(f"{path}: no command journal here (has the gateway run with this state_dir?)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+    except sqlite3.Error as err:
+        raise JournalError(f"{path}: cannot open the command journal: {err}") from err
+    try:
+        def query(sql: str, args: tuple = ()) -> list[JournalEntry]:
+            return [_entry(row) for row in db.execute(sql, args).fetchall()]
+        return _tail(query, n)
+    except sqlite3.Error as err:
+        raise JournalError(f"{path}: cannot read the command journal: {err}") from err
+    finally:
+        db.close()
+
+
+def tail_text(state_dir: str | Path, n: int = 20, as_json: bool = False,
+              file_name: str = "commands.sqlite3") -> str:
+    """What ``bessgw journal tail [-n N] [--json]`` prints: one line per entry, oldest first.
+
+    With ``as_json`` every line is one JSON object (JSON Lines), for ``jq`` and log shippers.
+    """
+    entries = read_tail(Path(state_dir) / file_name, n)
+    if as_json:
+        return "\n".join(json.dumps(entry.as_dict(), sort_keys=True) for entry in entries)
+    return "\n".join(entry.as_line() for entry in entries)

@@ -1,0 +1,295 @@
+"""The control loop: one task that, every period, arbitrates, allocates, gates and writes.
+
+Each period (:meth:`ControlLoop.step`):
+
+1. take every unit's snapshot; a unit is *available* when it is connected, negotiated, its telemetry is
+   good and younger than its ``stale_after_s``, and it reports RUNNING. Others are excluded (the reason
+   is kept) and, if they can still be written to and were last given a non-zero setpoint, commanded to
+   0 kW;
+2. ask the :class:`~bessgw.control.arbitration.Arbiter` for the gateway target (source, hold, ramp to 0);
+3. split it with :func:`~bessgw.control.allocation.allocate` over the available units;
+4. pass every value through the safety envelope (:func:`~bessgw.control.envelope.gate_arrays`) — the
+   last gate, whatever computed the value;
+5. write the changed values to the units in parallel, each write bounded by ``write_timeout_s``: a slow
+   or hung unit costs only its own write, never another unit's.
+
+The ramp of each unit starts from the last value *successfully* written to it. The loop does not own the
+device-side heartbeats (the unit supervisors do); :meth:`ControlLoop.healthy` tells the daemon whether
+control is still running, so it can stop them and let the containers' own watchdogs act.
+
+Shutdown: cancel :meth:`run`, then ``await stop()``: with ``ramp_to_zero_on_stop`` the target ramps to
+0 at the aggregate ramp and the loop keeps stepping until every unit was written 0 kW (bounded by
+``stop_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from bessgw.compat import timeout
+from bessgw.config import ControlSection
+from bessgw.control.allocation import Allocation, Allocator, Fleet
+from bessgw.control.arbitration import Arbiter, ArbitrationState, SourcePolicy
+from bessgw.control.envelope import gate_arrays
+from bessgw.model import Quality, Setpoint, UnitState
+from bessgw.plugin.roles import Logger
+from bessgw.southbound.unit import UnitSnapshot, UnitSupervisor
+
+#: values closer than this to the last written one are not written again
+_WRITE_EPSILON = 1e-6
+
+
+def policies_from(settings: ControlSection) -> list[SourcePolicy]:
+    """The ``[[control.sources]]`` table as arbitration policies."""
+    return [SourcePolicy(s.name, s.priority, s.heartbeat_timeout_s) for s in settings.sources]
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """What control did in one period (for northbound, metrics, logs and tests)."""
+
+    at: float
+    period: int
+    arbitration: ArbitrationState
+    target_p_kw: float
+    target_q_kvar: float
+    delivered_p_kw: float  # sum of what the units were commanded this period
+    delivered_q_kvar: float
+    shortfall_p_kw: float
+    shortfall_q_kvar: float
+    setpoints: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # unit -> (p, q) commanded
+    excluded: Mapping[str, str] = field(default_factory=dict)  # unit -> why it gets nothing
+    write_errors: Mapping[str, str] = field(default_factory=dict)  # unit -> why its write failed
+
+
+def _unavailable_reason(snap: UnitSnapshot, now: float, stale_after_s: float) -> str:
+    telemetry = snap.telemetry
+    if snap.limits is None:
+        return f"not negotiated ({snap.refused_reason})" if snap.refused_reason else "not negotiated"
+    if telemetry.quality is not Quality.GOOD:
+        return f"telemetry {telemetry.quality.value}" + (f": {telemetry.quality_reason}"
+                                                          if telemetry.quality_reason else "")
+    if not snap.connected:
+        return "not connected"
+    age = telemetry.age_s(now)
+    if age > stale_after_s:
+        return f"telemetry {age:.1f} s old (stale after {stale_after_s:g} s)"
+    if telemetry.state is not UnitState.RUNNING:
+        return f"state {telemetry.state.value}"
+    return ""
+
+
+class ControlLoop:
+    """Runs dispatch for one gateway's units; one instance, one task (:meth:`run`)."""
+
+    def __init__(
+        self,
+        units: Sequence[UnitSupervisor],
+        arbiter: Arbiter,
+        settings: ControlSection,
+        *,
+        clock: Callable[[], float] = time.time,
+        log: Logger | None = None,
+    ) -> None:
+        self.units = list(units)
+        self.arbiter = arbiter
+        self.settings = settings
+        self.clock = clock
+        self.log = log
+        self.period_s = settings.period_s
+        self.write_timeout_s = settings.write_timeout_s or settings.period_s
+        self._present = np.zeros(len(self.units))  # last value successfully written, per unit
+        self._present_q = np.zeros(len(self.units))
+        self._written_ok = np.zeros(len(self.units), dtype=bool)  # does the unit hold _present for sure?
+        self.periods = 0
+        self.last_step_at: float | None = None
+        self._poked = asyncio.Event()
+        self._failing: set[str] = set()  # units whose last write failed (logged once, not every period)
+        self.allocation: Allocation | None = None
+        self._allocator = Allocator(settings.soc_balance_gain)
+        self._state = ControlState(clock(), 0, arbiter.state, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        self.stepped = asyncio.Event()  # set after every period; tests and the daemon may wait on it
+
+    @property
+    def state(self) -> ControlState:
+        return self._state
+
+    def healthy(self, now: float | None = None) -> bool:
+        """Whether control stepped recently (within three periods); gate device heartbeats on this."""
+        if self.last_step_at is None:
+            return False
+        return (self.clock() if now is None else now) - self.last_step_at <= 3 * self.period_s
+
+    # --------------------------------------------------------------------------------- fleet
+
+    def _fleet(self, now: float) -> tuple[Fleet, dict[int, str], list[UnitSnapshot]]:
+        count = len(self.units)
+        fleet = Fleet.empty(count)
+        excluded: dict[int, str] = {}
+        snaps = []
+        for index, unit in enumerate(self.units):
+            snap = unit.snapshot()
+            snaps.append(snap)
+            reason = _unavailable_reason(snap, unit.clock(), unit.timing.stale_after_s)
+            limits = snap.limits
+            if limits is not None:
+                fleet.max_charge_kw[index] = limits.max_charge_kw
+                fleet.max_discharge_kw[index] = limits.max_discharge_kw
+                fleet.max_q_kvar[index] = limits.max_q_kvar
+                fleet.ramp_kw_per_s[index] = limits.ramp_kw_per_s
+                fleet.soc_min_pct[index] = limits.soc_min_pct
+                fleet.soc_max_pct[index] = limits.soc_max_pct
+            fleet.soc_pct[index] = snap.telemetry.soc_pct
+            fleet.present_p_kw[index] = self._present[index]
+            if reason:
+                excluded[index] = reason
+            else:
+                fleet.available[index] = True
+        return fleet, excluded, snaps
+
+    def _aggregate_ramp(self, fleet: Fleet) -> float:
+        if self.settings.fail_safe_ramp_kw_per_s is not None:
+            return self.settings.fail_safe_ramp_kw_per_s
+        ramps = fleet.ramp_kw_per_s[fleet.available]
+        return float(ramps.sum()) if len(ramps) else math.inf
+
+    # ---------------------------------------------------------------------------------- step
+
+    def poke(self) -> None:
+        """A new target arrived: step now rather than at the next period (for :meth:`run`)."""
+        self._poked.set()
+
+    async def step(self) -> ControlState:
+        """One control period: arbitrate, allocate, gate, write (module docstring)."""
+        now = self.clock()
+        # ramps are per second: a step sooner than a period (poke) may only move by the time that passed
+        dt = self.period_s if self.last_step_at is None else min(max(now - self.last_step_at, 0.0), self.period_s)
+        fleet, excluded, snaps = self._fleet(now)
+        decision = self.arbiter.decide(now, ramp_kw_per_s=self._aggregate_ramp(fleet))
+        result = self._allocator.allocate(fleet, decision.target_p_kw, decision.target_q_kvar, dt_s=dt)
+        self.allocation = result
+        p, q = gate_arrays(result.p_kw, result.q_kvar, present_p_kw=fleet.present_p_kw,
+                           max_charge_kw=np.where(fleet.available, fleet.max_charge_kw, 0.0),
+                           max_discharge_kw=np.where(fleet.available, fleet.max_discharge_kw, 0.0),
+                           max_q_kvar=np.where(fleet.available, fleet.max_q_kvar, 0.0),
+                           ramp_kw_per_s=fleet.ramp_kw_per_s, dt_s=dt)
+        writes = []
+        for index, unit in enumerate(self.units):
+            changed = (abs(p[index] - self._present[index]) > _WRITE_EPSILON
+                       or abs(q[index] - self._present_q[index]) > _WRITE_EPSILON)
+            if index in excluded:
+                # an excluded unit is commanded to 0 kW once, if it can still be reached
+                if snaps[index].limits is None or not snaps[index].connected:
+                    # unreachable: what it runs at is unknown, so its ramp restarts from 0 when it is back
+                    # (a conservative start: any first write is then an increase from 0 or a decrease)
+                    self._present[index] = self._present_q[index] = 0.0
+                    self._written_ok[index] = False
+                    continue
+                if not changed and self._written_ok[index]:
+                    continue
+            elif not changed and self._written_ok[index]:
+                continue
+            setpoint = Setpoint(p_kw=float(p[index]), q_kvar=float(q[index]),
+                                command_id=decision.command_id, source=decision.source or decision.mode.value,
+                                issued_at=now)
+            writes.append((index, unit, setpoint))
+        outcomes = await asyncio.gather(*(self._write(unit, setpoint) for _, unit, setpoint in writes))
+        errors: dict[str, str] = {}
+        for (index, unit, _setpoint), (written, error) in zip(writes, outcomes, strict=True):
+            if written is not None:
+                self._present[index] = written.p_kw
+                self._present_q[index] = written.q_kvar
+                self._written_ok[index] = True
+            else:
+                self._written_ok[index] = False
+                errors[unit.unit_id] = error
+        self.periods += 1
+        self.last_step_at = now
+        commanded_p = float(p.sum())
+        commanded_q = float(q.sum())
+        self._state = ControlState(
+            at=now,
+            period=self.periods,
+            arbitration=decision,
+            target_p_kw=decision.target_p_kw,
+            target_q_kvar=decision.target_q_kvar,
+            delivered_p_kw=commanded_p,
+            delivered_q_kvar=commanded_q,
+            shortfall_p_kw=decision.target_p_kw - commanded_p,
+            shortfall_q_kvar=decision.target_q_kvar - commanded_q,
+            setpoints=MappingProxyType({unit.unit_id: (float(p[i]), float(q[i])) for i, unit in enumerate(self.units)}),
+            excluded=MappingProxyType({self.units[i].unit_id: why for i, why in excluded.items()}),
+            write_errors=MappingProxyType(errors),
+        )
+        self.stepped.set()
+        self.stepped = asyncio.Event()
+        return self._state
+
+    async def _write(self, unit: UnitSupervisor, setpoint: Setpoint) -> tuple[Setpoint | None, str]:
+        """Write one unit, bounded; the device boundary of control (a failure is that unit's only)."""
+        try:
+            async with timeout(self.write_timeout_s):
+                written = await unit.apply(setpoint)
+            if unit.unit_id in self._failing:
+                self._failing.discard(unit.unit_id)
+                if self.log is not None:
+                    self.log.info("control_write_recovered", unit=unit.unit_id)
+            return written, ""
+        except asyncio.CancelledError:
+            raise
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
+            error = f"write timed out after {self.write_timeout_s:g} s"
+        except Exception as err:  # device boundary: a driver bug must not stop control of the others
+            error = f"{type(err).__name__}: {err}"
+        if self.log is not None and unit.unit_id not in self._failing:  # logged once per failure run
+            self.log.warning("control_write_failed", unit=unit.unit_id, error=error)
+        self._failing.add(unit.unit_id)
+        return None, error
+
+    # ----------------------------------------------------------------------------------- run
+
+    async def run(self) -> None:
+        """Step every ``period_s``, and at once after :meth:`poke`, until cancelled.
+
+        A poked step does not shift the periodic schedule; missed periods are skipped, not bunched.
+        """
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            self._poked.clear()
+            await self.step()
+            now = loop.time()
+            if next_at <= now:
+                next_at += self.period_s
+                if next_at <= now:  # overran: skip the missed slots
+                    next_at = now + self.period_s - ((now - next_at) % self.period_s)
+            if self._poked.is_set():
+                await asyncio.sleep(0)  # poked while stepping: step again, after letting others run
+                continue
+            try:
+                async with timeout(next_at - now):
+                    await self._poked.wait()
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+
+    async def stop(self) -> ControlState:
+        """After :meth:`run` was cancelled: ramp to 0 kW if configured, bounded by ``stop_timeout_s``."""
+        if not self.settings.ramp_to_zero_on_stop:
+            return self._state
+        self.arbiter.stop(now=self.clock())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.stop_timeout_s
+        while True:
+            state = await self.step()
+            settled = state.arbitration.target_p_kw == 0.0 and not state.write_errors and all(
+                abs(p) <= _WRITE_EPSILON for p, _q in state.setpoints.values())
+            if settled or loop.time() >= deadline:
+                return state
+            await asyncio.sleep(min(self.period_s, max(0.0, deadline - loop.time())))
