@@ -74,6 +74,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_gateway(path, config, pm, registry)
 
 
+#: where the systemd unit puts the config; commands that ask a running gateway default to it
+DEFAULT_CONFIG = "/etc/bessgw/bessgw.toml"
+
+
+def _cmd_journal_tail(args: argparse.Namespace) -> int:
+    from bessgw.control.journal import tail_text
+
+    config = load_config(Path(args.config))
+    text = tail_text(config.gateway.state_dir, args.lines, args.json, config.control.journal_file)
+    if text:
+        print(text)
+    return 0
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     from bessgw.logsetup import configure_logging
 
@@ -134,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the gateway")
     run.add_argument("--config", required=True, help="the TOML config file")
     run.set_defaults(handler=_cmd_run)
+
+    journal = commands.add_parser("journal", help="the durable command journal")
+    journal_commands = journal.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
+    tail = journal_commands.add_parser("tail", help="the last accepted commands, oldest first")
+    tail.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+    tail.add_argument("--json", action="store_true", help="one JSON object per line")
+    tail.add_argument("-n", "--lines", type=int, default=20, help="how many entries (default 20)")
+    tail.set_defaults(handler=_cmd_journal_tail)
 
     sim = commands.add_parser("sim", help="run a device simulator shipped by a plugin", add_help=True)
     sim.add_argument("name", help="simulator name (see `bessgw plugins list`)")

@@ -92,3 +92,36 @@ def test_sim_unknown_simulator_is_a_usage_error(subprocess_env) -> None:
     result = bessgw("sim", "no_such_sim", env=subprocess_env)
     assert result.returncode == 2
     assert "unknown simulator 'no_such_sim'" in result.stderr
+
+
+def test_journal_tail_text_and_json(tmp_path: Path, subprocess_env) -> None:
+    from bessgw.control import Arbiter, Command, CommandProcessor, Journal
+    from bessgw.control.arbitration import SourcePolicy
+
+    state = tmp_path / "state"
+    config = tmp_path / "gw.toml"
+    config.write_text(f'[gateway]\nid = "gw1"\nstate_dir = "{state}"\n')
+    with Journal.in_state_dir(state) as journal:
+        arbiter = Arbiter([SourcePolicy("local", 300, 30.0)], hold_s=5.0, now=1000.0)
+        processor = CommandProcessor(journal, arbiter, clock=lambda: 1000.0)
+        processor.submit(Command(command_id="cmd-1", source="local", p_kw=250.0, principal="alice"))
+        processor.submit(Command(command_id="cmd-2", source="local", p_kw=-100.0, principal="alice"))
+
+    text = bessgw("journal", "tail", "--config", str(config), env=subprocess_env)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert len(lines) == 2 and "cmd-1" in lines[0] and "cmd-2" in lines[1]
+
+    as_json = bessgw("journal", "tail", "--config", str(config), "--json", "-n", "1", env=subprocess_env)
+    assert as_json.returncode == 0, as_json.stderr
+    (entry,) = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert (entry["command_id"], entry["source"], entry["requested_p_kw"]) == ("cmd-2", "local", -100.0)
+    assert entry["principal"] == "alice"
+
+
+def test_journal_tail_without_a_journal_is_a_clear_error(tmp_path: Path, subprocess_env) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(f'[gateway]\nid = "gw1"\nstate_dir = "{tmp_path / "nothing"}"\n')
+    result = bessgw("journal", "tail", "--config", str(config), env=subprocess_env)
+    assert result.returncode != 0
+    assert "journal" in result.stderr and "Traceback" not in result.stderr
