@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -88,6 +89,82 @@ def _cmd_journal_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ask(config_path: str, payload: dict) -> dict:
+    """Send one admin request to the gateway whose config is ``config_path``; errors as BessgwError."""
+    from bessgw.admin import request, socket_path
+
+    config = load_config(Path(config_path))
+    path = socket_path(config.gateway.state_dir)
+    try:
+        reply = request(path, payload)
+    except (OSError, ValueError) as err:
+        raise BessgwError(f"cannot reach the gateway {config.gateway.id!r} at {path}: {err}"
+                          " (is it running, and may you read its state directory?)") from err
+    if not reply.get("ok"):
+        raise BessgwError(f"gateway {config.gateway.id!r}: {reply.get('error', 'request failed')}")
+    return reply
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    reply = _ask(args.config, {"cmd": "status"})
+    if args.json:
+        print(json.dumps(reply, indent=2))
+        return 0
+    print(f"gateway {reply['gateway']}  version {reply['version']}  pid {reply['pid']}  up {reply['uptime_s']} s")
+    control = reply.get("control")
+    if control:
+        print(f"control: {control['mode']}  source {control['source'] or '-'}  target {control['target_p_kw']:.1f} kW"
+              f"  delivered {control['delivered_p_kw']:.1f} kW  ({control['reason']})")
+    print(f"{'unit':<12} {'quality':<8} {'state':<9} {'soc %':>6} {'p kW':>9} {'age s':>7}  reason")
+    for unit in reply["units"]:
+        soc = "-" if unit["soc_pct"] is None else f"{unit['soc_pct']:.1f}"
+        p_kw = "-" if unit["p_kw"] is None else f"{unit['p_kw']:.1f}"
+        print(f"{unit['id']:<12} {unit['quality']:<8} {unit['state']:<9} {soc:>6} {p_kw:>9} {unit['age_s']:>7.1f}"
+              f"  {unit['reason']}")
+    return 0
+
+
+def _cmd_setpoint(args: argparse.Namespace) -> int:
+    payload = {"cmd": "setpoint", "p_kw": args.p_kw, "q_kvar": args.q_kvar}
+    if args.id:
+        payload["command_id"] = args.id
+    if args.expires_in_s is not None:
+        payload["expires_in_s"] = args.expires_in_s
+    result = _ask(args.config, payload)["result"]
+    print(json.dumps(result) if args.json else
+          f"accepted {result['command_id']}: {result['applied_p_kw']} kW / {result['applied_q_kvar']} kvar"
+          f" (requested {result['requested_p_kw']} kW){' - ' + result['note'] if result['note'] else ''}")
+    if not args.hold:
+        return 0
+    # keep the local source alive until interrupted, then release it: the override lasts while we run
+    interval = args.heartbeat_s
+    try:
+        while True:
+            time.sleep(interval)
+            _ask(args.config, {"cmd": "heartbeat"})
+    except KeyboardInterrupt:
+        _ask(args.config, {"cmd": "release"})
+        print("released")
+    return 0
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    result = _ask(args.config, {"cmd": "release"})["result"]
+    print(f"released the local setpoint ({result['command_id']})")
+    return 0
+
+
+def _cmd_members(args: argparse.Namespace) -> int:
+    members = _ask(args.config, {"cmd": "members"})["members"]
+    if args.json:
+        print(json.dumps(members, indent=2))
+        return 0
+    from bessgw.federation.admin import format_members
+
+    print(format_members(members))
+    return 0
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     from bessgw.logsetup import configure_logging
 
@@ -156,6 +233,32 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument("-n", "--lines", type=int, default=20, help="how many entries (default 20)")
     tail.set_defaults(handler=_cmd_journal_tail)
+
+    status = commands.add_parser("status", help="units, control and services of a running gateway")
+    status.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_cmd_status)
+
+    setpoint = commands.add_parser("setpoint", help="set the local operator override target of a running gateway")
+    setpoint.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+    setpoint.add_argument("--p-kw", type=float, required=True, help="active power, > 0 discharges, < 0 charges")
+    setpoint.add_argument("--q-kvar", type=float, default=0.0, help="reactive power")
+    setpoint.add_argument("--id", help="command id (repeating an id has no further effect); default: random")
+    setpoint.add_argument("--expires-in-s", type=float, help="the setpoint ends after this many seconds")
+    setpoint.add_argument("--hold", action="store_true",
+                          help="keep the local source alive until Ctrl-C, then release it")
+    setpoint.add_argument("--heartbeat-s", type=float, default=5.0, help="heartbeat period with --hold")
+    setpoint.add_argument("--json", action="store_true", help="print the journaled result as JSON")
+    setpoint.set_defaults(handler=_cmd_setpoint)
+
+    release = commands.add_parser("release", help="withdraw the local operator override")
+    release.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+    release.set_defaults(handler=_cmd_release)
+
+    members = commands.add_parser("members", help="the federation membership table of a running gateway")
+    members.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+    members.add_argument("--json", action="store_true", help="machine-readable output")
+    members.set_defaults(handler=_cmd_members)
 
     sim = commands.add_parser("sim", help="run a device simulator shipped by a plugin", add_help=True)
     sim.add_argument("name", help="simulator name (see `bessgw plugins list`)")

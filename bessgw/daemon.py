@@ -222,7 +222,6 @@ class Gateway:
                 await transport.close()
                 del self.transports[name]
         await self._apply_simulators(config)
-        self._apply_services(config)
         wanted = {unit.id: unit for unit in config.units if unit.enabled}
         for unit_id, running in list(self.units.items()):
             if unit_id not in wanted or _fingerprint(config, wanted[unit_id]) != running.fingerprint:
@@ -230,6 +229,7 @@ class Gateway:
         for unit_id, section in wanted.items():
             if unit_id not in self.units:
                 self._start_unit(config, section)
+        self._apply_services(config)  # after the units: control drives exactly the running ones
 
     async def _apply_simulators(self, config: Config) -> None:
         wanted = [f"{sim.name} {sim.args!r}" for sim in config.simulators]
@@ -398,9 +398,17 @@ def _control_section(config: Config) -> Any:
             tuple(_fingerprint(config, unit) for unit in config.units if unit.enabled))
 
 
+def _build_admin(gateway: Gateway, config: Config) -> Service | None:
+    from bessgw.admin import AdminServer, socket_path
+    from bessgw.operations import handlers
+
+    return AdminServer(socket_path(config.gateway.state_dir), handlers(gateway), gateway.log.bind(service="admin"))
+
+
 #: gateway-wide services, in start order; each issue that adds one registers it here
 SERVICES: list[ServiceSpec] = [
     ServiceSpec("control", _control_section, _build_control),
+    ServiceSpec("admin", lambda config: config.gateway.state_dir, _build_admin),
 ]
 
 

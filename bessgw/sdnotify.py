@@ -14,7 +14,7 @@ import time
 
 
 class Notifier:
-    """Sends sd_notify datagrams; failures are swallowed after the first report (never fatal)."""
+    """Sends sd_notify datagrams; a failed send is counted in ``errors``, never raised or blocking."""
 
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
@@ -42,7 +42,11 @@ class Notifier:
             address = "\0" + address[1:]
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # non-blocking: a receiver that does not read (its queue holds ~10 datagrams) must
+                # never stall the event loop; such a notification is counted as an error instead
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
             self._sock.sendto(message, address)
         except OSError:
             self.errors += 1

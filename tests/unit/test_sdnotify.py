@@ -63,3 +63,11 @@ def test_a_vanished_socket_is_counted_not_raised(tmp_path: Path) -> None:
     notifier = Notifier({"NOTIFY_SOCKET": str(tmp_path / "gone.sock")})
     assert notifier.ready() is False
     assert notifier.errors == 1
+
+
+def test_a_receiver_that_never_reads_does_not_block_the_sender(notify_socket) -> None:
+    path, _sock = notify_socket  # bound, but nobody reads: its queue fills after a few datagrams
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    sent = sum(notifier.watchdog() for _ in range(200))
+    assert 0 < sent < 200
+    assert notifier.errors == 200 - sent

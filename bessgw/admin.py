@@ -1,0 +1,149 @@
+"""The local admin socket: how ``bessgw status``, ``setpoint``, ``release`` and ``members`` reach a
+running gateway.
+
+A UNIX stream socket ``admin.sock`` in the gateway's state directory (mode 0660 inside the 0750
+``StateDirectory``: only root and the bessgw group can connect). One JSON object per line each way:
+the client sends ``{"cmd": "status"}`` and reads one reply, ``{"ok": true, ...}`` or
+``{"ok": false, "error": "..."}``. Requests are bounded in size and time; a malformed request gets an
+error reply and never disturbs the gateway. ``setpoint`` is the *local operator override* setpoint
+source of the control plane, journaled like every command, with the caller's user name (from the
+socket's peer credentials) as the principal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SOCKET_NAME = "admin.sock"
+MAX_REQUEST_BYTES = 16 * 1024
+REQUEST_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of the socket (from SO_PEERCRED)."""
+
+    pid: int
+    uid: int
+    user: str
+
+
+Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
+
+
+class AdminError(Exception):
+    """A request the gateway refuses; the message goes back to the client as ``error``."""
+
+
+def socket_path(state_dir: Path) -> Path:
+    """Where a gateway with ``state_dir`` listens."""
+    return Path(state_dir) / SOCKET_NAME
+
+
+def _peer(sock: socket.socket | None) -> Peer:
+    if sock is None:
+        return Peer(0, -1, "unknown")
+    try:
+        data = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", data)
+    except OSError:
+        return Peer(0, -1, "unknown")
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = f"uid{uid}"
+    return Peer(pid, uid, user)
+
+
+class AdminServer:
+    """Serves the admin socket until cancelled; handlers are registered by command name."""
+
+    def __init__(self, path: Path, handlers: dict[str, Handler], log: Any) -> None:
+        self.path = Path(path)
+        self.handlers = handlers
+        self.log = log
+        self.requests = 0
+        self.rejected = 0
+
+    async def run(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a stale socket from a crashed run
+        server = await asyncio.start_unix_server(self._handle, path=str(self.path), limit=MAX_REQUEST_BYTES)
+        os.chmod(self.path, 0o660)
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _peer(writer.get_extra_info("socket"))
+        try:
+            try:
+                line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
+                reply = await asyncio.wait_for(self._answer(line, peer), REQUEST_TIMEOUT_S)
+            except (asyncio.LimitOverrunError, ValueError):
+                self.rejected += 1
+                reply = {"ok": False, "error": f"request larger than {MAX_REQUEST_BYTES} bytes"}
+            except (asyncio.TimeoutError, TimeoutError):
+                self.rejected += 1
+                reply = {"ok": False, "error": "request timed out"}
+            writer.write(json.dumps(reply, allow_nan=False, default=str).encode() + b"\n")
+            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT_S)
+        except (ConnectionError, asyncio.TimeoutError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, line: bytes, peer: Peer) -> dict[str, Any]:
+        self.requests += 1
+        try:
+            request = json.loads(line)
+        except ValueError:
+            self.rejected += 1
+            return {"ok": False, "error": "request is not one JSON object on one line"}
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            self.rejected += 1
+            return {"ok": False, "error": 'request needs a "cmd" string'}
+        handler = self.handlers.get(request["cmd"])
+        if handler is None:
+            self.rejected += 1
+            known = ", ".join(sorted(self.handlers))
+            return {"ok": False, "error": f"unknown command {request['cmd']!r} (this gateway knows: {known})"}
+        try:
+            return {"ok": True, **await handler(request, peer)}
+        except AdminError as err:
+            return {"ok": False, "error": str(err)}
+        except Exception as err:  # a handler bug answers with an error; the gateway runs on
+            self.log.error("admin_handler_failed", cmd=request["cmd"], error=f"{type(err).__name__}: {err}",
+                           exc_info=True)
+            return {"ok": False, "error": f"internal error: {type(err).__name__}"}
+
+
+def request(path: Path, payload: dict[str, Any], timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+    """Client side (blocking): send one request, return the reply; ``OSError`` if nobody listens."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(payload).encode() + b"\n")
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if chunk.endswith(b"\n"):
+                break
+    return json.loads(b"".join(chunks))

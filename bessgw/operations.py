@@ -1,0 +1,143 @@
+"""What a local operator can ask a running gateway through the admin socket (see :mod:`bessgw.admin`).
+
+``status`` (units, control, services), ``setpoint`` / ``heartbeat`` / ``release`` (the ``local``
+setpoint source of the control plane: the operator override) and ``members`` / ``view`` (federation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from bessgw import __version__
+from bessgw.admin import AdminError, Handler, Peer
+
+if TYPE_CHECKING:
+    from bessgw.daemon import Gateway
+
+LOCAL_SOURCE = "local"
+
+
+def _finite(value: float) -> float | None:
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _number(request: dict[str, Any], key: str, default: float | None = None) -> float | None:
+    value = request.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise AdminError(f"{key} must be a finite number (got {value!r})")
+    return float(value)
+
+
+def handlers(gateway: Gateway) -> dict[str, Handler]:
+    """The admin commands of ``gateway``."""
+    started = time.time()
+
+    def control():
+        running = gateway.services.get("control")
+        if running is None:
+            raise AdminError("control is not running on this gateway (see its log)")
+        return running.service
+
+    async def status(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        now = time.time()
+        units = []
+        for snap in gateway.directory.snapshots():
+            telemetry = snap.telemetry
+            units.append({
+                "id": snap.unit_id,
+                "quality": telemetry.quality.value,
+                "state": telemetry.state.value,
+                "reason": telemetry.quality_reason or snap.refused_reason,
+                "age_s": round(telemetry.age_s(now), 3),
+                "soc_pct": _finite(telemetry.soc_pct),
+                "p_kw": _finite(telemetry.p_kw),
+                "max_charge_kw": snap.limits.max_charge_kw if snap.limits else None,
+                "max_discharge_kw": snap.limits.max_discharge_kw if snap.limits else None,
+                "connected": snap.connected,
+            })
+        reply: dict[str, Any] = {
+            "gateway": gateway.config.gateway.id,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(now - started, 1),
+            "reloads": gateway.reloads,
+            "services": sorted(gateway.services),
+            "units": units,
+        }
+        running = gateway.services.get("control")
+        if running is not None:
+            state = running.service.state
+            reply["control"] = {
+                "mode": state.arbitration.mode.value,
+                "source": state.arbitration.source,
+                "reason": state.arbitration.reason,
+                "target_p_kw": state.target_p_kw,
+                "delivered_p_kw": state.delivered_p_kw,
+                "shortfall_p_kw": state.shortfall_p_kw,
+                "excluded": dict(state.excluded),
+            }
+        return reply
+
+    async def setpoint(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        from bessgw.control import Command
+        from bessgw.errors import BessgwError
+
+        p_kw = _number(request, "p_kw")
+        if p_kw is None:
+            raise AdminError("setpoint needs p_kw")
+        q_kvar = _number(request, "q_kvar", 0.0) or 0.0
+        expires_in_s = _number(request, "expires_in_s")
+        command_id = request.get("command_id") or f"local-{uuid.uuid4()}"
+        if not isinstance(command_id, str) or len(command_id) > 128:
+            raise AdminError("command_id must be a string of at most 128 characters")
+        expires_at = None if expires_in_s is None else time.time() + expires_in_s
+        command = Command(command_id=command_id, source=LOCAL_SOURCE, p_kw=p_kw, q_kvar=q_kvar,
+                          principal=peer.user, expires_at=expires_at)
+        try:
+            result = await control().submit(command)
+        except BessgwError as err:
+            raise AdminError(str(err)) from err
+        return {"result": dataclasses.asdict(result)}
+
+    async def release(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        from bessgw.control import Command
+
+        command = Command(command_id=f"local-release-{uuid.uuid4()}", source=LOCAL_SOURCE, kind="release",
+                          principal=peer.user)
+        return {"result": dataclasses.asdict(await control().submit(command))}
+
+    async def heartbeat(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        control().processor.heartbeat(LOCAL_SOURCE)
+        return {}
+
+    def federation():
+        running = gateway.services.get("federation")
+        if running is None:
+            raise AdminError("federation is not enabled on this gateway ([federation] in its config)")
+        return running.service
+
+    async def members(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        from bessgw.federation.view import to_jsonable
+
+        return {"members": to_jsonable(federation().members())}
+
+    async def view(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        from bessgw.federation.view import to_jsonable
+
+        return {"view": to_jsonable(federation().campus_view())}
+
+    return {
+        "status": status,
+        "setpoint": setpoint,
+        "release": release,
+        "heartbeat": heartbeat,
+        "members": members,
+        "view": view,
+    }
