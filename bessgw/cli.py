@@ -165,6 +165,26 @@ def _cmd_members(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hash_password(args: argparse.Namespace) -> int:
+    """Prompt twice (no echo) and print the hash for ``[[northbound.opcua.users]] password_hash``."""
+    import getpass
+
+    from bessgw.northbound.passwords import hash_password
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("bessgw hash-password: the two passwords differ", file=sys.stderr)
+            return 2
+    if len(password) < 8:
+        print("bessgw hash-password: use at least 8 characters", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     from bessgw.logsetup import configure_logging
 
@@ -259,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     members.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
     members.add_argument("--json", action="store_true", help="machine-readable output")
     members.set_defaults(handler=_cmd_members)
+
+    hashing = commands.add_parser("hash-password", help="hash a password for an OPC UA user in the config")
+    hashing.add_argument("--stdin", action="store_true", help="read the password from standard input (scripts)")
+    hashing.set_defaults(handler=_cmd_hash_password)
 
     sim = commands.add_parser("sim", help="run a device simulator shipped by a plugin", add_help=True)
     sim.add_argument("name", help="simulator name (see `bessgw plugins list`)")

@@ -405,10 +405,26 @@ def _build_admin(gateway: Gateway, config: Config) -> Service | None:
     return AdminServer(socket_path(config.gateway.state_dir), handlers(gateway), gateway.log.bind(service="admin"))
 
 
+def _build_opcua(gateway: Gateway, config: Config) -> Service | None:
+    settings = config.northbound.opcua
+    if not settings.enabled:
+        return None
+    from bessgw.northbound.server import OpcUaServer
+
+    def control() -> Any:
+        running = gateway.services.get("control")
+        return running.service if running is not None else None
+
+    return OpcUaServer(settings, config.gateway.id, gateway.directory, config.gateway.state_dir,
+                       gateway.log.bind(service="opcua"), control=control)
+
+
 #: gateway-wide services, in start order; each issue that adds one registers it here
 SERVICES: list[ServiceSpec] = [
     ServiceSpec("control", _control_section, _build_control),
     ServiceSpec("admin", lambda config: config.gateway.state_dir, _build_admin),
+    ServiceSpec("opcua", lambda config: (config.northbound.opcua, config.gateway.id, config.gateway.state_dir),
+                _build_opcua),
 ]
 
 

@@ -82,6 +82,7 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
                 "delivered_p_kw": state.delivered_p_kw,
                 "shortfall_p_kw": state.shortfall_p_kw,
                 "excluded": dict(state.excluded),
+                "overrides": {unit: p for unit, (p, _q) in state.overrides.items()},
             }
         return reply
 

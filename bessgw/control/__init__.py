@@ -12,7 +12,7 @@ from bessgw.control.commands import Command, CommandProcessor, CommandResult, Ga
 from bessgw.control.envelope import GatedSetpoint, gate, gate_arrays, ramp_window
 from bessgw.control.errors import CommandRejectedError, ControlError, JournalError, UnknownSourceError
 from bessgw.control.journal import Journal, JournalEntry, read_tail, tail_text
-from bessgw.control.loop import ControlLoop, ControlState, policies_from
+from bessgw.control.loop import ControlLoop, ControlState, UnitOverride, policies_from
 
 __all__ = [
     "Allocation",
@@ -34,6 +34,7 @@ __all__ = [
     "JournalError",
     "Mode",
     "SourcePolicy",
+    "UnitOverride",
     "UnknownSourceError",
     "allocate",
     "gate",

@@ -66,6 +66,7 @@ class ControlState:
     shortfall_q_kvar: float
     setpoints: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # unit -> (p, q) commanded
     excluded: Mapping[str, str] = field(default_factory=dict)  # unit -> why it gets nothing
+    overrides: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # unit -> (p, q) overridden
     write_errors: Mapping[str, str] = field(default_factory=dict)  # unit -> why its write failed
 
 
@@ -84,6 +85,17 @@ def _unavailable_reason(snap: UnitSnapshot, now: float, stale_after_s: float) ->
     if telemetry.state is not UnitState.RUNNING:
         return f"state {telemetry.state.value}"
     return ""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitOverride:
+    """A setpoint for one unit (OPC UA ``SetPower`` on a unit), taking it out of the allocation."""
+
+    p_kw: float
+    q_kvar: float
+    expires_at: float
+    source: str = "scada"
+    command_id: str = ""
 
 
 class ControlLoop:
@@ -116,6 +128,8 @@ class ControlLoop:
         self._allocator = Allocator(settings.soc_balance_gain)
         self._state = ControlState(clock(), 0, arbiter.state, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self.stepped = asyncio.Event()  # set after every period; tests and the daemon may wait on it
+        self.overrides: dict[str, UnitOverride] = {}
+        self._overridden = np.zeros(len(self.units), dtype=bool)
 
     @property
     def state(self) -> ControlState:
@@ -129,10 +143,35 @@ class ControlLoop:
 
     # --------------------------------------------------------------------------------- fleet
 
+    def set_override(self, unit_id: str, override: UnitOverride) -> None:
+        """Drive one unit at ``override`` instead of its allocated share until it expires.
+
+        The unit leaves the allocation (its share moves to the others) but its value still passes the
+        safety envelope and ramp rule like every other write.
+        """
+        if unit_id not in {unit.unit_id for unit in self.units}:
+            raise KeyError(unit_id)
+        self.overrides[unit_id] = override
+        self.poke()
+
+    def clear_override(self, unit_id: str) -> None:
+        if self.overrides.pop(unit_id, None) is not None:
+            self.poke()
+
+    def _active_overrides(self, now: float) -> dict[str, UnitOverride]:
+        for unit_id, override in list(self.overrides.items()):
+            if now >= override.expires_at:
+                del self.overrides[unit_id]
+                if self.log is not None:
+                    self.log.info("unit_override_expired", unit=unit_id, source=override.source)
+        return self.overrides
+
     def _fleet(self, now: float) -> tuple[Fleet, dict[int, str], list[UnitSnapshot]]:
         count = len(self.units)
         fleet = Fleet.empty(count)
         excluded: dict[int, str] = {}
+        overrides = self._active_overrides(now)
+        self._overridden = np.zeros(count, dtype=bool)
         snaps = []
         for index, unit in enumerate(self.units):
             snap = unit.snapshot()
@@ -150,6 +189,8 @@ class ControlLoop:
             fleet.present_p_kw[index] = self._present[index]
             if reason:
                 excluded[index] = reason
+            elif unit.unit_id in overrides:
+                self._overridden[index] = True  # driven by its override, not by allocation
             else:
                 fleet.available[index] = True
         return fleet, excluded, snaps
@@ -175,10 +216,16 @@ class ControlLoop:
         decision = self.arbiter.decide(now, ramp_kw_per_s=self._aggregate_ramp(fleet))
         result = self._allocator.allocate(fleet, decision.target_p_kw, decision.target_q_kvar, dt_s=dt)
         self.allocation = result
-        p, q = gate_arrays(result.p_kw, result.q_kvar, present_p_kw=fleet.present_p_kw,
-                           max_charge_kw=np.where(fleet.available, fleet.max_charge_kw, 0.0),
-                           max_discharge_kw=np.where(fleet.available, fleet.max_discharge_kw, 0.0),
-                           max_q_kvar=np.where(fleet.available, fleet.max_q_kvar, 0.0),
+        wanted_p, wanted_q = np.array(result.p_kw, dtype=float), np.array(result.q_kvar, dtype=float)
+        overridden = self._overridden
+        for index in np.flatnonzero(overridden):
+            override = self.overrides[self.units[index].unit_id]
+            wanted_p[index], wanted_q[index] = override.p_kw, override.q_kvar
+        writable = fleet.available | overridden
+        p, q = gate_arrays(wanted_p, wanted_q, present_p_kw=fleet.present_p_kw,
+                           max_charge_kw=np.where(writable, fleet.max_charge_kw, 0.0),
+                           max_discharge_kw=np.where(writable, fleet.max_discharge_kw, 0.0),
+                           max_q_kvar=np.where(writable, fleet.max_q_kvar, 0.0),
                            ramp_kw_per_s=fleet.ramp_kw_per_s, dt_s=dt)
         writes = []
         for index, unit in enumerate(self.units):
@@ -214,6 +261,8 @@ class ControlLoop:
         self.last_step_at = now
         commanded_p = float(p.sum())
         commanded_q = float(q.sum())
+        allocated_p = float(p[~overridden].sum())  # the target is met by the allocated units only
+        allocated_q = float(q[~overridden].sum())
         self._state = ControlState(
             at=now,
             period=self.periods,
@@ -222,11 +271,13 @@ class ControlLoop:
             target_q_kvar=decision.target_q_kvar,
             delivered_p_kw=commanded_p,
             delivered_q_kvar=commanded_q,
-            shortfall_p_kw=decision.target_p_kw - commanded_p,
-            shortfall_q_kvar=decision.target_q_kvar - commanded_q,
+            shortfall_p_kw=decision.target_p_kw - allocated_p,
+            shortfall_q_kvar=decision.target_q_kvar - allocated_q,
             setpoints=MappingProxyType({unit.unit_id: (float(p[i]), float(q[i])) for i, unit in enumerate(self.units)}),
             excluded=MappingProxyType({self.units[i].unit_id: why for i, why in excluded.items()}),
             write_errors=MappingProxyType(errors),
+            overrides=MappingProxyType({self.units[i].unit_id: (float(p[i]), float(q[i]))
+                                        for i in np.flatnonzero(overridden)}),
         )
         self.stepped.set()
         self.stepped = asyncio.Event()

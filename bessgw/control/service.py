@@ -66,6 +66,13 @@ class ControlService:
             max_q_kvar=sum(offer.max_q_kvar for offer in offers),
         )
 
+    def source_timeout_s(self, source: str) -> float:
+        """The heartbeat timeout of ``source`` (how long its setpoints live unless repeated)."""
+        for table in self.settings.sources:
+            if table.name == source:
+                return table.heartbeat_timeout_s
+        raise KeyError(source)
+
     @property
     def state(self) -> ControlState:
         return self.loop.state

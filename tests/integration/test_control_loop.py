@@ -360,3 +360,38 @@ def test_run_reacts_to_a_poke_before_the_next_period(plugin_path) -> None:
                 await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_a_unit_override_takes_the_unit_out_of_allocation_until_it_expires(plugin_path) -> None:
+    from bessgw.control.loop import UnitOverride
+
+    async def scenario() -> None:
+        async with rig(count=2) as r:
+            r.loop.arbiter.submit("local", 600.0, 0.0, now=r.clock(), command_id="t")
+            r.loop.set_override("u0", UnitOverride(p_kw=-100.0, q_kvar=0.0, expires_at=r.clock() + 0.35))
+            state = await r.step()
+            assert state.setpoints["u0"] == (-100.0, 0.0)  # the override, through the envelope
+            assert state.setpoints["u1"][0] == pytest.approx(500.0)  # u1 alone: at its limit
+            assert state.shortfall_p_kw == pytest.approx(100.0)  # the override does not count
+            assert dict(state.overrides) == {"u0": (-100.0, 0.0)}
+            assert r.device_p() == pytest.approx([-100.0, 500.0])
+            for _ in range(4):  # past its expiry u0 rejoins the allocation
+                state = await r.step()
+            assert "u0" not in state.overrides
+            assert sum(p for p, _q in state.setpoints.values()) == pytest.approx(600.0)
+
+    asyncio.run(scenario())
+
+
+def test_an_override_beyond_the_envelope_is_clamped_by_the_gate(plugin_path) -> None:
+    from bessgw.control.loop import UnitOverride
+
+    async def scenario() -> None:
+        async with rig(count=1) as r:
+            r.loop.set_override("u0", UnitOverride(p_kw=9000.0, q_kvar=0.0, expires_at=r.clock() + 60))
+            state = await r.step()
+            assert state.setpoints["u0"][0] == pytest.approx(500.0)
+            with pytest.raises(KeyError):
+                r.loop.set_override("nope", UnitOverride(p_kw=1.0, q_kvar=0.0, expires_at=r.clock() + 60))
+
+    asyncio.run(scenario())

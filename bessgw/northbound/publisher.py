@@ -1,0 +1,276 @@
+"""Pushes unit data into the address space: cheaply, only what changed, at its own rate.
+
+Northbound cost must not starve the poll loops (200 units × ~20 variables). So:
+
+* values are written with ``server.write_attribute_value`` (asyncua's cheapest path, ~10 µs/value,
+  against ~45 µs for ``node.write_value``), which also feeds subscriptions;
+* a unit whose telemetry, limits and capability objects are the same as last cycle costs one identity
+  comparison; otherwise only values that moved beyond their absolute deadband, or whose status changed,
+  are written — the number of notifications a subscribe-to-everything client causes is bounded by
+  ``units × variables / sampling_interval_s`` and in practice far below it;
+* the sampling interval is configured separately from the poll interval, and the loop yields to the
+  event loop between units.
+
+Quality is never hidden: Good data is Good, stale data Uncertain (``UncertainLastUsableValue``), bad data
+Bad, always with the source timestamp of the measurement, never the time of publishing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asyncua import Server, ua
+
+from bessgw import __version__
+from bessgw.model import Capability, EffectiveLimits, Quality, Telemetry
+from bessgw.northbound.information_model import (
+    CAPABILITY_PROPERTIES,
+    GATEWAY_VARIABLES,
+    UNIT_VARIABLES,
+    Instance,
+)
+from bessgw.southbound.unit import UnitSupervisor
+
+_UTC = dt.timezone.utc
+#: told (unit id, unit node, alarms raised, alarms cleared, measurement time) when a unit's alarm set changes
+AlarmListener = Callable[[str, ua.NodeId, set[str], set[str], dt.datetime], Awaitable[None]]
+#: yield to the event loop after this many units with writes, so a poll loop waits at most one slice
+_UNITS_PER_SLICE = 10
+
+_GOOD = ua.StatusCode(ua.StatusCodes.Good)
+_UNCERTAIN = ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)
+_BAD_NO_COMMUNICATION = ua.StatusCode(ua.StatusCodes.BadNoCommunication)
+_BAD_DEVICE = ua.StatusCode(ua.StatusCodes.BadDeviceFailure)
+_NO_VALUE = ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
+_NOT_NEGOTIATED = ua.StatusCode(ua.StatusCodes.BadInvalidState)
+
+_TELEMETRY_FIELDS = {
+    "SocPct": "soc_pct", "SohPct": "soh_pct", "PowerKw": "p_kw", "ReactivePowerKvar": "q_kvar",
+    "DcVoltageV": "dc_v", "DcCurrentA": "dc_a", "CellTempMinC": "cell_temp_min_c",
+    "CellTempMaxC": "cell_temp_max_c", "CellVoltageMinV": "cell_v_min", "CellVoltageMaxV": "cell_v_max",
+}
+_LIMIT_FIELDS = {"MaxChargeKw": "max_charge_kw", "MaxDischargeKw": "max_discharge_kw",
+                 "MaxReactiveKvar": "max_q_kvar"}
+_VARIANTS = {v.name: v.variant for v in (*UNIT_VARIABLES, *CAPABILITY_PROPERTIES, *GATEWAY_VARIABLES)}
+#: names a deadband may be configured for (numeric values)
+DEADBAND_NAMES = frozenset(
+    name for name, variant in _VARIANTS.items() if variant is ua.VariantType.Double
+)
+
+
+def quality_status(quality: Quality, connected: bool) -> ua.StatusCode:
+    if quality is Quality.GOOD:
+        return _GOOD
+    if quality is Quality.STALE:
+        return _UNCERTAIN
+    return _BAD_DEVICE if connected else _BAD_NO_COMMUNICATION
+
+
+@dataclass
+class _Published:
+    """What one unit's nodes show now, to compare the next sample against."""
+
+    instance: Instance
+    values: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    telemetry: Telemetry | None = None
+    limits: EffectiveLimits | None = None
+    capability: Capability | None = None
+    connected: bool | None = None
+    refused_reason: str | None = None
+    alarm_names: frozenset[str] = frozenset()
+
+
+class Publisher:
+    """Samples every unit each ``interval_s`` and writes the changes into the address space."""
+
+    def __init__(self, server: Server, interval_s: float, deadbands: dict[str, float],
+                 default_deadband: float, on_alarms: AlarmListener | None = None) -> None:
+        self.server = server
+        self.interval_s = interval_s
+        self.deadbands = dict(deadbands)
+        self.default_deadband = default_deadband
+        self._server_time = dt.datetime.now(_UTC)
+        self.on_alarms = on_alarms
+        self.units: dict[str, tuple[UnitSupervisor, _Published]] = {}
+        self.gateway: _Published | None = None
+        self.gateway_id = ""
+        self.values_written = 0
+        self.cycles = 0
+        self.last_cycle_s = 0.0
+
+    def set_gateway(self, instance: Instance, gateway_id: str) -> None:
+        self.gateway = _Published(instance)
+        self.gateway_id = gateway_id
+
+    def add(self, supervisor: UnitSupervisor, instance: Instance) -> None:
+        self.units[supervisor.unit_id] = (supervisor, _Published(instance))
+
+    def forget(self, unit_id: str) -> _Published | None:
+        entry = self.units.pop(unit_id, None)
+        return entry[1] if entry else None
+
+    async def run(self) -> None:
+        """Publish every interval until cancelled (missed slots are skipped, not bunched up)."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            await self.publish_once()
+            next_at += self.interval_s
+            now = loop.time()
+            if next_at < now:
+                next_at = now + self.interval_s - ((now - next_at) % self.interval_s)
+            await asyncio.sleep(next_at - now)
+
+    async def publish_once(self) -> None:
+        started = time.perf_counter()
+        now = self._server_time = dt.datetime.now(_UTC)  # one timestamp per cycle: cheaper than per value
+        busy = 0
+        for supervisor, published in list(self.units.values()):
+            if await self._publish_unit(supervisor, published, now):
+                busy += 1
+                if busy % _UNITS_PER_SLICE == 0:
+                    await asyncio.sleep(0)
+        if self.gateway is not None:
+            await self._publish_gateway(self.gateway, now)
+        self.cycles += 1
+        self.last_cycle_s = time.perf_counter() - started
+
+    # ---------------------------------------------------------------------------------- units
+
+    async def _publish_unit(self, supervisor: UnitSupervisor, published: _Published, now: dt.datetime) -> bool:
+        telemetry, limits, capability = supervisor.telemetry, supervisor.limits, supervisor.capability
+        connected, refused = supervisor.connected, supervisor.refused_reason
+        if (telemetry is published.telemetry and limits is published.limits and capability is published.capability
+                and connected == published.connected and refused == published.refused_reason):
+            return False
+        wrote = 0
+        if telemetry is not published.telemetry or connected != published.connected:
+            wrote += await self._write_telemetry(published, telemetry, connected, now)
+        if limits is not published.limits:
+            wrote += await self._write_limits(published, limits, now)
+        if capability is not published.capability and capability is not None:
+            wrote += await self._write_capability(published, capability, now)
+        wrote += await self._set(published, "Connected", connected, _GOOD, now)
+        wrote += await self._set(published, "RefusedReason", refused, _GOOD, now)
+        published.telemetry, published.limits, published.capability = telemetry, limits, capability
+        published.connected, published.refused_reason = connected, refused
+        return wrote > 0
+
+    async def _write_telemetry(self, published: _Published, telemetry: Telemetry, connected: bool,
+                               now: dt.datetime) -> int:
+        status = quality_status(telemetry.quality, connected)
+        source = dt.datetime.fromtimestamp(telemetry.timestamp, _UTC)
+        wrote = 0
+        for name, attribute in _TELEMETRY_FIELDS.items():
+            wrote += await self._set(published, name, getattr(telemetry, attribute), status, source)
+        wrote += await self._set(published, "State", telemetry.state.value, status, source)
+        wrote += await self._set(published, "AlarmActive", telemetry.alarms != 0, status, source)
+        wrote += await self._set(published, "Alarms", telemetry.alarms, status, source)
+        wrote += await self._set(published, "Warnings", telemetry.warnings, status, source)
+        wrote += await self._set(published, "AlarmNames", sorted(telemetry.alarm_names), status, source)
+        wrote += await self._set(published, "QualityReason", telemetry.quality_reason, _GOOD, now)
+        if telemetry.alarm_names != published.alarm_names:
+            before, after = published.alarm_names, telemetry.alarm_names
+            raised, cleared = after - before, before - after
+            published.alarm_names = after
+            if self.on_alarms is not None:
+                await self.on_alarms(telemetry.unit_id, published.instance.node.nodeid, set(raised), set(cleared),
+                                     source)
+        return wrote
+
+    async def _write_limits(self, published: _Published, limits: EffectiveLimits | None, now: dt.datetime) -> int:
+        wrote = 0
+        for name, attribute in _LIMIT_FIELDS.items():
+            value = getattr(limits, attribute) if limits is not None else math.nan
+            wrote += await self._set(published, name, value, _GOOD if limits is not None else _NOT_NEGOTIATED, now)
+        return wrote
+
+    async def _write_capability(self, published: _Published, capability: Capability, now: dt.datetime) -> int:
+        values = {
+            "Vendor": capability.vendor, "Model": capability.model, "SerialNumber": capability.serial,
+            "FirmwareVersion": capability.firmware_version, "ProtocolVersion": capability.protocol_version,
+            "Chemistry": capability.chemistry, "EnergyKwh": capability.energy_kwh,
+            "NameplateChargeKw": capability.max_charge_kw, "NameplateDischargeKw": capability.max_discharge_kw,
+            "NameplateReactiveKvar": capability.max_q_kvar, "SocMinPct": capability.soc_min_pct,
+            "SocMaxPct": capability.soc_max_pct,
+        }
+        wrote = 0
+        for name, value in values.items():
+            wrote += await self._set(published, name, value, _GOOD, now)
+        # the ranges an operator's trend should use are the unit's own nameplate, not a generic default
+        p_range = ua.Range(-capability.max_charge_kw, capability.max_discharge_kw)
+        q_range = ua.Range(-capability.max_q_kvar, capability.max_q_kvar)
+        ranges = {"PowerKw": p_range, "PowerSetpointKw": p_range, "ReactivePowerKvar": q_range,
+                  "ReactivePowerSetpointKvar": q_range,
+                  "MaxChargeKw": ua.Range(0.0, capability.max_charge_kw),
+                  "MaxDischargeKw": ua.Range(0.0, capability.max_discharge_kw),
+                  "MaxReactiveKvar": ua.Range(0.0, capability.max_q_kvar),
+                  "DcVoltageV": ua.Range(capability.voltage_min_v, capability.voltage_max_v),
+                  "CellTempMinC": ua.Range(capability.temp_min_c, capability.temp_max_c),
+                  "CellTempMaxC": ua.Range(capability.temp_min_c, capability.temp_max_c)}
+        for name, rng in ranges.items():
+            nodeid = ua.NodeId(f"{published.instance.child(name).Identifier}.EURange",
+                               published.instance.node.nodeid.NamespaceIndex)
+            await self.server.write_attribute_value(nodeid, ua.DataValue(ua.Variant(rng)))
+        return wrote + len(ranges)
+
+    # -------------------------------------------------------------------------------- gateway
+
+    async def _publish_gateway(self, published: _Published, now: dt.datetime) -> None:
+        supervisors = [entry[0] for entry in self.units.values()]
+        counts = {quality: 0 for quality in Quality}
+        charge = discharge = energy = stored = 0.0
+        for supervisor in supervisors:
+            telemetry = supervisor.telemetry
+            counts[telemetry.quality] += 1
+            if supervisor.limits is not None and supervisor.connected:
+                charge += supervisor.limits.max_charge_kw
+                discharge += supervisor.limits.max_discharge_kw
+            if supervisor.capability is not None and not math.isnan(telemetry.soc_pct):
+                energy += supervisor.capability.energy_kwh
+                stored += supervisor.capability.energy_kwh * telemetry.soc_pct / 100.0
+        values: dict[str, Any] = {
+            "GatewayId": self.gateway_id, "SoftwareVersion": __version__, "UnitCount": len(supervisors),
+            "UnitsGood": counts[Quality.GOOD], "UnitsStale": counts[Quality.STALE], "UnitsBad": counts[Quality.BAD],
+            "AvailableChargeKw": charge, "AvailableDischargeKw": discharge, "EnergyKwh": energy,
+            "SocPct": stored / energy * 100.0 if energy else math.nan,
+        }
+        for name, value in values.items():
+            await self._set(published, name, value, _GOOD, now)
+
+    # ------------------------------------------------------------------------------- writing
+
+    async def _set(self, published: _Published, name: str, value: Any, status: ua.StatusCode,
+                   source_ts: dt.datetime) -> int:
+        """Write one value if it moved beyond its deadband or its status changed; returns 1 if written."""
+        variant = _VARIANTS[name]
+        if variant is ua.VariantType.Double and isinstance(value, float) and math.isnan(value) and status.is_good():
+            status = _NO_VALUE
+        code = status.value
+        previous = published.values.get(name)
+        if previous is not None and previous[1] == code and not self._moved(name, previous[0], value):
+            return 0
+        published.values[name] = (value, code)
+        is_array = isinstance(value, list)
+        datavalue = ua.DataValue(
+            ua.Variant(value, variant, is_array=is_array) if not status.is_bad() else ua.Variant(),
+            StatusCode=status,
+            SourceTimestamp=source_ts,
+            ServerTimestamp=self._server_time,
+        )
+        await self.server.write_attribute_value(published.instance.child(name), datavalue)
+        self.values_written += 1
+        return 1
+
+    def _moved(self, name: str, old: Any, new: Any) -> bool:
+        if isinstance(new, float) and isinstance(old, float):
+            if math.isnan(old) or math.isnan(new):
+                return math.isnan(old) != math.isnan(new)
+            return abs(new - old) > self.deadbands.get(name, self.default_deadband)
+        return bool(old != new)

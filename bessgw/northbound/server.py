@@ -1,0 +1,365 @@
+"""The northbound OPC UA server: one root task of the daemon, serving until cancelled.
+
+It builds the address space from :mod:`information_model`, keeps it in step with the unit directory
+(nodes appear and disappear as config reloads add and remove units), publishes values through
+:mod:`publisher`, and routes SetPower calls and setpoint writes to :mod:`methods`. Security — endpoints,
+certificates, trust list, users and roles — is set up here from :mod:`certificates` and :mod:`access`.
+
+asyncua is an implementation detail: nothing of it leaves this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from asyncua import Node, Server, ua
+from asyncua.common.utils import ServiceError
+
+from bessgw.compat import TaskGroup
+from bessgw.config import OpcUaSettings
+from bessgw.errors import BessgwError, ConfigError
+from bessgw.northbound import information_model as model
+from bessgw.northbound.access import RolePermissions, UserDirectory, current_role, current_user_name
+from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_certificate
+from bessgw.northbound.events import AlarmEvents
+from bessgw.northbound.methods import Applied, CommandHandler, CommandRejected, ControlProvider
+from bessgw.northbound.publisher import DEADBAND_NAMES, Publisher
+from bessgw.plugin.roles import Logger
+from bessgw.southbound.directory import UnitDirectory
+from bessgw.southbound.unit import UnitSupervisor
+
+#: bound on asyncua's shutdown (it closes every client connection)
+STOP_TIMEOUT_S = 3.0
+#: connections that have not activated a session by then are dropped (slow-loris protection)
+ACTIVATION_TIMEOUT_S = 10.0
+
+_POLICIES = {
+    "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    "Basic256Sha256_Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
+    "None": ua.SecurityPolicyType.NoSecurity,
+}
+
+
+class OpcUaServerError(BessgwError):
+    """The OPC UA server cannot start (e.g. its port is taken)."""
+
+
+class OpcUaServer:
+    """Serves the gateway's address space at ``settings.endpoint``."""
+
+    def __init__(self, settings: OpcUaSettings, gateway_id: str, directory: UnitDirectory, state_dir: Path,
+                 log: Logger, control: ControlProvider | None = None) -> None:
+        unknown = sorted(set(settings.deadbands) - DEADBAND_NAMES)
+        if unknown:
+            raise ConfigError("northbound.opcua.deadbands", [
+                f"northbound.opcua.deadbands: unknown variable(s) {', '.join(unknown)}"
+                f" (numeric variables: {', '.join(sorted(DEADBAND_NAMES))})"])
+        self.settings = settings
+        self.gateway_id = gateway_id
+        self.directory = directory
+        self.state_dir = state_dir
+        self.log = log
+        self.pki_dir = settings.pki_dir or state_dir / "pki"
+        self.commands = CommandHandler(directory, settings.command_timeout_s, on_applied=self._on_applied,
+                                       control=control)
+        self.started = asyncio.Event()
+        self.endpoint_url = settings.endpoint
+        self.trust_list: TrustList | None = None
+        self.publisher: Publisher | None = None
+        self._server: Server | None = None
+        self._types: model.Types | None = None
+        self._gateway: model.Instance | None = None
+        self._units: dict[str, model.Instance] = {}
+        self._setpoint_nodes: dict[ua.NodeId, tuple[str, str]] = {}
+        self._changes: asyncio.Queue[tuple[str, UnitSupervisor | None]] = asyncio.Queue()
+        self._pending_writes: set[asyncio.Task[None]] = set()
+        self._subscribed = False
+        self._running = False
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        """Serve until cancelled; asyncua is stopped within :data:`STOP_TIMEOUT_S` on the way out."""
+        self._units.clear()  # run() may be called again after a failure (the daemon retries services)
+        self._setpoint_nodes.clear()
+        while not self._changes.empty():
+            self._changes.get_nowait()
+        server = await self._build()
+        self._server = server
+        if not self._subscribed:
+            self.directory.subscribe(self._directory_changed)
+            self._subscribed = True
+        try:
+            await server.start()
+        except OSError as err:
+            raise OpcUaServerError(f"cannot listen on {self.settings.endpoint}: {err}") from err
+        self._running = True
+        try:
+            self._resolve_endpoint(server)
+            for supervisor in self.directory:
+                await self._add_unit(supervisor)
+                await asyncio.sleep(0)  # ~50 ms of node creation per unit: let the poll loops run between
+            assert self.publisher is not None
+            await self.publisher.publish_once()  # "started" means serving with the values known now
+            self.started.set()
+            self.log.info("opcua_started", endpoint=self.endpoint_url, policies=self.settings.security_policies,
+                          anonymous=self.settings.anonymous, users=len(self.settings.users), pki=str(self.pki_dir))
+            async with TaskGroup() as group:
+                group.create_task(self.publisher.run(), name="opcua:publisher")
+                group.create_task(self._follow_directory(), name="opcua:directory")
+        finally:
+            self._running = False
+            self.started.clear()
+            try:
+                await asyncio.wait_for(server.stop(), STOP_TIMEOUT_S)
+            except (asyncio.TimeoutError, OSError) as err:
+                self.log.warning("opcua_stop_incomplete", error=repr(err))
+            self.log.info("opcua_stopped")
+
+    async def _build(self) -> Server:
+        settings = self.settings
+        users = UserDirectory(settings.users, settings.anonymous,
+                              on_failure=lambda who: self.log.warning("opcua_login_refused", user=who))
+        server = Server(user_manager=users)
+        await server.init()
+        server.set_endpoint(settings.endpoint)
+        server.set_server_name(f"bessgw {self.gateway_id}")
+        application_uri = f"urn:bessgw:{self.gateway_id}"
+        await server.set_application_uri(application_uri)
+        server.product_uri = "urn:bessgw"
+        await self._load_certificate(server, application_uri)
+        server.set_security_policy([_POLICIES[name] for name in settings.security_policies],
+                                   permission_ruleset=RolePermissions())
+        tokens: list[type] = [ua.UserNameIdentityToken]
+        if settings.anonymous == "read":
+            tokens.append(ua.AnonymousIdentityToken)
+        server.set_identity_tokens(tokens)
+        self.trust_list = TrustList(self.pki_dir, on_rejected=self._certificate_rejected)
+        server.set_certificate_validator(self.trust_list)
+        iserver = server.iserver
+        iserver.max_connections = settings.max_sessions
+        iserver.max_session_timeout_ms = settings.session_idle_timeout_s * 1000.0
+        iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms, iserver.max_session_timeout_ms)
+        iserver.max_pending_activation_seconds = ACTIVATION_TIMEOUT_S
+        iserver.max_subscriptions = settings.max_sessions * settings.max_subscriptions_per_session
+        self._limit_subscriptions_per_session(server)
+        self._intercept_setpoint_writes(server)
+        self._types = await model.create_types(server)
+        self._gateway = await model.create_gateway(server, self._types, self.gateway_id)
+        server.link_method(server.get_node(self._gateway.child("SetPower")), self._gateway_set_power)
+        self.alarm_events = AlarmEvents()
+        await self.alarm_events.setup(server, self._types.ns, self._gateway.node.nodeid)
+        self.publisher = Publisher(server, settings.sampling_interval_s, settings.deadbands,
+                                   settings.default_deadband, on_alarms=self.alarm_events.changed)
+        self.publisher.set_gateway(self._gateway, self.gateway_id)
+        return server
+
+    async def _load_certificate(self, server: Server, application_uri: str) -> None:
+        settings = self.settings
+        if settings.certificate_path is not None and settings.private_key_path is not None:
+            files = CertificateFiles(settings.certificate_path, settings.private_key_path)
+        else:
+            files = ensure_certificate(
+                CertificateFiles(self.pki_dir / "own" / "cert.der", self.pki_dir / "own" / "private" / "key.pem"),
+                application_uri, f"bessgw {self.gateway_id}",
+                hostnames=_hostnames(urlparse(settings.endpoint).hostname or ""),
+            )
+        try:
+            await server.load_certificate(str(files.certificate))
+            await server.load_private_key(str(files.private_key))
+        except (OSError, ValueError) as err:
+            raise ConfigError(str(files.certificate), [
+                f"northbound.opcua: cannot load certificate {files.certificate} / key {files.private_key}: {err}"
+            ]) from err
+
+    def _resolve_endpoint(self, server: Server) -> None:
+        """With port 0 in the endpoint, report the port actually bound."""
+        url = urlparse(self.settings.endpoint)
+        if url.port == 0 and server.bserver is not None:
+            self.endpoint_url = url._replace(netloc=f"{url.hostname}:{server.bserver.port}").geturl()
+
+    # --------------------------------------------------------------------- sessions and limits
+
+    def _limit_subscriptions_per_session(self, server: Server) -> None:
+        """asyncua caps subscriptions server-wide only; add the per-session cap in front of it."""
+        service = server.iserver.subscription_service
+        create = service.create_subscription
+        limit = self.settings.max_subscriptions_per_session
+
+        async def create_subscription(params: Any, callback: Any, session_id: Any, request_callback: Any = None):
+            mine = sum(1 for sub in service.subscriptions.values() if sub.session_id == session_id)
+            if mine >= limit:
+                self.log.warning("opcua_subscription_refused", reason="max_subscriptions_per_session", limit=limit)
+                raise ServiceError(ua.StatusCodes.BadTooManySubscriptions)
+            return await create(params, callback, session_id, request_callback=request_callback)
+
+        service.create_subscription = create_subscription  # type: ignore[method-assign]
+
+    def _intercept_setpoint_writes(self, server: Server) -> None:
+        """Route client writes of setpoint variables through the command path (limits, roles, driver).
+
+        asyncua's write service only stores values; a setpoint write has to reach the device and be
+        refused with BadOutOfRange when outside the limits, so those nodes are handled here.
+        """
+        service = server.iserver.attribute_service
+        write = service.write
+
+        async def write_with_setpoints(params: ua.WriteParameters, user: Any = None) -> list[ua.StatusCode]:
+            results: list[ua.StatusCode] = []
+            for item in params.NodesToWrite:
+                target = self._setpoint_nodes.get(item.NodeId)
+                if target is None or item.AttributeId != ua.AttributeIds.Value:
+                    sub = ua.WriteParameters(NodesToWrite=[item])
+                    results.extend(await write(sub, user=user) if user is not None else await write(sub))
+                    continue
+                results.append(await self._write_setpoint(target, item.Value))
+            return results
+
+        service.write = write_with_setpoints  # type: ignore[method-assign]
+
+    async def _write_setpoint(self, target: tuple[str, str], value: ua.DataValue) -> ua.StatusCode:
+        unit_id, which = target
+        raw = value.Value.Value if value.Value is not None else None
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            return ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+        p_kw, q_kvar = float(raw), 0.0
+        instance = self._units.get(unit_id)
+        if instance is not None and self._server is not None:
+            other = "ReactivePowerSetpointKvar" if which == "p" else "PowerSetpointKw"
+            current = self._server.read_attribute_value(instance.child(other))
+            kept = current.Value.Value if current.Value is not None else None
+            kept = float(kept) if isinstance(kept, (int, float)) and current.StatusCode.is_good() else 0.0
+            p_kw, q_kvar = (float(raw), kept) if which == "p" else (kept, float(raw))
+        try:
+            await self.commands.set_unit_power(unit_id, p_kw, q_kvar, "", role=current_role(),
+                                               user=current_user_name())
+        except CommandRejected as err:
+            self.log.warning("opcua_write_refused", unit=unit_id, status=err.status, reason=err.message)
+            return ua.StatusCode(getattr(ua.StatusCodes, err.status))
+        return ua.StatusCode(ua.StatusCodes.Good)
+
+    def _certificate_rejected(self, file_name: str, reason: str) -> None:
+        self.log.warning("opcua_certificate_rejected", certificate=file_name, reason=reason,
+                         hint=f"to trust it, move it from {self.pki_dir / 'rejected'} to {self.pki_dir / 'trusted'}")
+
+    # ------------------------------------------------------------------------------ directory
+
+    def _directory_changed(self, unit_id: str, supervisor: UnitSupervisor | None) -> None:
+        if self._running:  # a stopped server stays subscribed (the directory has no unsubscribe): ignore
+            self._changes.put_nowait((unit_id, supervisor))
+
+    async def _follow_directory(self) -> None:
+        while True:
+            unit_id, supervisor = await self._changes.get()
+            assert self.publisher is not None
+            shown = self.publisher.units.get(unit_id)
+            if supervisor is not None and shown is not None and shown[0] is supervisor:
+                continue  # already shown (added while the server was starting)
+            if unit_id in self._units:
+                await self._remove_unit(unit_id)
+            if supervisor is not None:
+                await self._add_unit(supervisor)
+
+    async def _add_unit(self, supervisor: UnitSupervisor) -> None:
+        assert self._server is not None and self._types is not None and self._gateway is not None
+        server = self._server
+        unit_id = supervisor.unit_id
+        if unit_id in self._units:
+            return
+
+        def link(method: Node, unit_nodeid: ua.NodeId) -> None:
+            name = method.nodeid.Identifier.rsplit(".", 1)[-1]
+            handler = self._unit_set_power(unit_id) if name == "SetPower" else self._unit_reset_fault(unit_id)
+            server.link_method(method, handler)
+
+        instance = await model.create_unit(server, self._types, self._gateway, self.gateway_id, unit_id, link)
+        self._units[unit_id] = instance
+        self._setpoint_nodes[instance.child("PowerSetpointKw")] = (unit_id, "p")
+        self._setpoint_nodes[instance.child("ReactivePowerSetpointKvar")] = (unit_id, "q")
+        assert self.publisher is not None
+        self.publisher.add(supervisor, instance)
+        self.log.info("opcua_unit_added", unit=unit_id)
+
+    async def _remove_unit(self, unit_id: str) -> None:
+        assert self._server is not None and self.publisher is not None
+        instance = self._units.pop(unit_id)
+        for nodeid in [n for n, (u, _) in self._setpoint_nodes.items() if u == unit_id]:
+            del self._setpoint_nodes[nodeid]
+        assert self._gateway is not None
+        await model.delete_instance(self._server, self._gateway.child("Units"), instance)
+        self.publisher.forget(unit_id)  # the unit counts drop only once its nodes are gone
+        self.log.info("opcua_unit_removed", unit=unit_id)
+
+    # -------------------------------------------------------------------------------- methods
+
+    def _unit_set_power(self, unit_id: str):
+        async def set_power(parent: ua.NodeId, p_kw: Any, q_kvar: Any, command_id: Any):
+            return await self._call(self.commands.set_unit_power(
+                unit_id, _number(p_kw), _number(q_kvar), _text(command_id), role=current_role(),
+                user=current_user_name()))
+        return set_power
+
+    async def _gateway_set_power(self, parent: ua.NodeId, p_kw: Any, q_kvar: Any, command_id: Any):
+        return await self._call(self.commands.set_gateway_power(
+            _number(p_kw), _number(q_kvar), _text(command_id), role=current_role(), user=current_user_name()))
+
+    def _unit_reset_fault(self, unit_id: str):
+        async def reset_fault(parent: ua.NodeId):
+            try:
+                await self.commands.reset_fault(unit_id, role=current_role())
+            except CommandRejected as err:
+                self.log.warning("opcua_command_refused", unit=unit_id, status=err.status, reason=err.message)
+                return ua.StatusCode(getattr(ua.StatusCodes, err.status))
+            self.log.info("opcua_fault_reset", unit=unit_id, user=current_user_name())
+            return []
+        return reset_fault
+
+    async def _call(self, command: Any) -> Any:
+        try:
+            applied: Applied = await command
+        except CommandRejected as err:
+            self.log.warning("opcua_command_refused", status=err.status, reason=err.message, user=current_user_name())
+            return ua.StatusCode(getattr(ua.StatusCodes, err.status))
+        return [ua.Variant(applied.p_kw, ua.VariantType.Double), ua.Variant(applied.q_kvar, ua.VariantType.Double)]
+
+    def _on_applied(self, unit_id: str, applied: Applied) -> None:
+        """Show the accepted setpoint on the unit's setpoint variables (written by the next loop turn)."""
+        instance = self._units.get(unit_id)
+        if instance is None or self._server is None:
+            return
+        server = self._server
+
+        async def show() -> None:
+            for name, value in (("PowerSetpointKw", applied.p_kw), ("ReactivePowerSetpointKvar", applied.q_kvar)):
+                await server.write_attribute_value(instance.child(name),
+                                                   ua.DataValue(ua.Variant(value, ua.VariantType.Double)))
+
+        task = asyncio.get_running_loop().create_task(show())
+        self._pending_writes.add(task)
+        task.add_done_callback(self._pending_writes.discard)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, ua.Variant):
+        value = value.Value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan  # refused as BadInvalidArgument by the command handler
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, ua.Variant):
+        value = value.Value
+    return value if isinstance(value, str) else ""
+
+
+def _hostnames(listen_host: str) -> tuple[str, ...]:
+    names = [socket.gethostname(), "localhost", "127.0.0.1"]
+    if listen_host and listen_host not in ("0.0.0.0", "::") and listen_host not in names:
+        names.append(listen_host)
+    return tuple(names)
