@@ -160,6 +160,9 @@ class UnitSection(StrictModel):
     driver: str = Field(description="Driver name registered by a vendor plugin (bessgw plugins list)")
     chemistry: str | None = Field(None, description="Expected chemistry; a unit offering another is refused")
     enabled: bool = True
+    auto_start: bool = Field(
+        False, description="Start the unit (PCS on / contactors closed) whenever it is found in standby"
+    )
     poll_interval_s: float | None = Field(None, gt=0, le=3600)
     stale_after_s: float | None = Field(None, gt=0, le=3600)
     bad_after_s: float | None = Field(None, gt=0, le=86400)
@@ -321,7 +324,7 @@ class ControlSection(StrictModel):
 
     period_s: float = Field(0.1, gt=0, le=60, description="Control period: arbitrate, allocate, write")
     write_timeout_s: float | None = Field(
-        None, gt=0, le=60, description="Bound on one unit's setpoint write (default: the control period)"
+        None, gt=0, le=60, description="Bound on one unit's setpoint write (default: the period, at least 0.5 s)"
     )
     hold_s: float = Field(
         10.0, ge=0, le=3600, description="With no live source, hold the last target this long, then ramp to 0"

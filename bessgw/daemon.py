@@ -345,6 +345,7 @@ class Gateway:
             reconnect_min_s=timing.retry_min_s,
             reconnect_max_s=timing.retry_max_s,
             telemetry_log_interval_s=config.gateway.telemetry_log_interval_s,
+            auto_start=section.auto_start,
         )
         task = self._root.create_task(supervisor.run(), name=f"unit:{section.id}")
         self.units[section.id] = _RunningUnit(section, _fingerprint(config, section), supervisor, task)

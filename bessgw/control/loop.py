@@ -116,7 +116,8 @@ class ControlLoop:
         self.clock = clock
         self.log = log
         self.period_s = settings.period_s
-        self.write_timeout_s = settings.write_timeout_s or settings.period_s
+        # a Modbus write with read-back is two round trips: never less than 0.5 s by default
+        self.write_timeout_s = settings.write_timeout_s or max(settings.period_s, 0.5)
         self._present = np.zeros(len(self.units))  # last value successfully written, per unit
         self._present_q = np.zeros(len(self.units))
         self._written_ok = np.zeros(len(self.units), dtype=bool)  # does the unit hold _present for sure?

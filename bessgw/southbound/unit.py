@@ -38,6 +38,8 @@ from bessgw.southbound.backoff import Backoff
 #: renegotiate when SOC or temperature moved this much since the last negotiation
 _RENEGOTIATE_SOC_PCT = 0.5
 _RENEGOTIATE_TEMP_C = 0.5
+#: how often ``auto_start`` asks a unit still in standby again
+_AUTO_START_RETRY_S = 5.0
 #: a refused unit is asked again this rarely (its firmware may have been upgraded meanwhile)
 _REFUSED_RETRY_S = 60.0
 
@@ -73,6 +75,7 @@ class UnitSupervisor:
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         telemetry_log_interval_s: float = 0.0,
+        auto_start: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.unit_id = unit_id
@@ -88,6 +91,8 @@ class UnitSupervisor:
         self.clock = clock
         self.backoff = Backoff(reconnect_min_s, reconnect_max_s)
         self.telemetry_log_interval_s = telemetry_log_interval_s
+        self.auto_start = auto_start
+        self._start_requested_at = -math.inf
 
         self.capability: Capability | None = None
         self.limits: EffectiveLimits | None = None
@@ -182,6 +187,8 @@ class UnitSupervisor:
             telemetry = await self.driver.read()
             self.polls += 1
             self._publish(self._qualify(telemetry))
+            if self.auto_start and telemetry.state is UnitState.STANDBY:
+                await self._start_unit()
             if self._down_logged:
                 self._down_logged = False
                 self.log.info("unit_recovered", polls=self.polls)
@@ -191,6 +198,20 @@ class UnitSupervisor:
             if next_at < now:  # overran: skip the missed slots instead of bursting to catch up
                 next_at = now + interval - ((now - next_at) % interval)
             await asyncio.sleep(next_at - now)
+
+    async def _start_unit(self) -> None:
+        """``auto_start``: ask a unit found in standby to run, at most every few seconds."""
+        now = self.clock()
+        if now - self._start_requested_at < _AUTO_START_RETRY_S or self.limits is None:
+            return
+        self._start_requested_at = now
+        try:
+            await self.driver.set_running(True)
+        except NotImplementedError:
+            self.auto_start = False
+            self.log.warning("auto_start_unsupported", driver=self.spec.name)
+            return
+        self.log.info("unit_start_requested")
 
     async def _heartbeat_loop(self) -> None:
         interval = self.timing.heartbeat_interval_s

@@ -132,3 +132,59 @@ def test_unexpected_chemistry_is_refused() -> None:
     asyncio.run(scenario())
     assert supervisor.telemetry.quality is Quality.BAD
     assert "offers chemistry 'lfp' but config expects 'nmc'" in supervisor.refused_reason
+
+
+def test_auto_start_asks_a_standby_unit_to_run() -> None:
+    supervisor, driver = make()
+    driver.running = False
+
+    async def read() -> Telemetry:
+        state = UnitState.RUNNING if driver.running else UnitState.STANDBY
+        return Telemetry(unit_id="u1", timestamp=driver.context.clock(), state=state, soc_pct=50.0,
+                         cell_temp_min_c=24.0, cell_temp_max_c=26.0)
+
+    async def set_running(running: bool) -> None:
+        driver.running = running
+
+    driver.read = read  # type: ignore[method-assign]
+    driver.set_running = set_running  # type: ignore[method-assign]
+    supervisor.auto_start = True
+
+    async def scenario() -> None:
+        task = asyncio.create_task(supervisor.run())
+        try:
+            await until(supervisor, lambda t: t.state is UnitState.RUNNING)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert driver.running
+
+
+def test_without_auto_start_a_standby_unit_stays_in_standby() -> None:
+    supervisor, driver = make()
+    calls: list[bool] = []
+
+    async def read() -> Telemetry:
+        return Telemetry(unit_id="u1", timestamp=driver.context.clock(), state=UnitState.STANDBY, soc_pct=50.0,
+                         cell_temp_min_c=24.0, cell_temp_max_c=26.0)
+
+    async def set_running(running: bool) -> None:
+        calls.append(running)
+
+    driver.read = read  # type: ignore[method-assign]
+    driver.set_running = set_running  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        task = asyncio.create_task(supervisor.run())
+        try:
+            async with timeout(5):
+                while supervisor.polls < 20:
+                    await supervisor.wait_update(5)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert calls == []
