@@ -204,7 +204,9 @@ def decode_campus_key(text: str) -> bytes:
 class FederationSection(StrictModel):
     """``[federation]``: gossip with the other gateways of the campus (SWIM membership + versioned state).
 
-    Timing defaults follow memberlist's LAN profile; every gateway of a campus should use the same values.
+    Timing defaults follow memberlist's LAN profile (except ``suspicion_mult``, see there); every gateway of a
+    campus should use the same values. Changing them trades detection and spread time against bytes per
+    second (``bench/gossip.py`` measures both against Serf).
     """
 
     enabled: bool = True
@@ -223,7 +225,9 @@ class FederationSection(StrictModel):
     probe_timeout_s: float = Field(0.5, gt=0, le=60, description="SWIM: wait this long for a direct ack")
     indirect_checks: int = Field(3, ge=0, le=16, description="SWIM: members asked to probe indirectly (k)")
     suspicion_mult: float = Field(
-        4.0, gt=0, le=100, description="Suspicion timeout = mult * log10(members) * probe_interval_s (minimum)"
+        3.0, gt=0, le=100,
+        description="Suspicion timeout = mult * log10(members) * probe_interval_s (minimum); memberlist uses 4, "
+        "3 is safe here because suspects are re-probed at once by others and refute within a gossip round",
     )
     suspicion_max_mult: float = Field(
         6.0, ge=1, le=100, description="Lifeguard: suspicion starts at max_mult * minimum, shrinks with confirmations"
@@ -232,7 +236,9 @@ class FederationSection(StrictModel):
     gossip_interval_s: float = Field(0.2, gt=0, le=60, description="Piggybacked dissemination round")
     gossip_fanout: int = Field(3, ge=1, le=64, description="Members sent to per gossip round")
     retransmit_mult: int = Field(4, ge=1, le=64, description="Each update is sent mult * log10(members+1) times")
-    push_pull_interval_s: float = Field(10.0, gt=0, le=3600, description="Full sync with one random member")
+    push_pull_interval_s: float = Field(
+        30.0, gt=0, le=3600, description="Anti-entropy with one random member (hashes first, then what differs)"
+    )
     reconnect_interval_s: float = Field(10.0, gt=0, le=3600, description="Try one dead member this often")
     dead_reap_s: float = Field(
         86400.0, gt=0, description="Forget a dead member (and its units) after this long"
@@ -528,6 +534,12 @@ def load_config(path: str | Path, registry: PluginRegistry | None = None) -> Con
     """Read, parse and validate a config file; with ``registry``, also the plugin-specific tables."""
     path = Path(path)
     config = parse_config(read_toml(path), str(path))
+    if config.federation is not None and config.federation.enabled:
+        try:  # a missing or malformed key file is a config error, found now rather than at first gossip
+            config.federation.campus_keys()
+        except ConfigError as err:
+            problems = [f"{path}: federation.key_file: {problem}" for problem in err.problems]
+            raise ConfigError(str(path), problems) from err
     if registry is not None:
         check_against_plugins(config, registry, str(path))
     return config

@@ -420,12 +420,25 @@ def _build_opcua(gateway: Gateway, config: Config) -> Service | None:
                        gateway.log.bind(service="opcua"), control=control)
 
 
+def _build_federation(gateway: Gateway, config: Config) -> Service | None:
+    settings = config.federation
+    if settings is None or not settings.enabled:
+        return None
+    from bessgw.federation.service import FederationService
+
+    endpoints = {"opcua": config.northbound.opcua.endpoint} if config.northbound.opcua.enabled else {}
+    return FederationService(settings, config.gateway.id, endpoints=endpoints, keys=settings.campus_keys(),
+                             source=gateway.directory.snapshots, log=gateway.log.bind(service="federation"))
+
+
 #: gateway-wide services, in start order; each issue that adds one registers it here
 SERVICES: list[ServiceSpec] = [
     ServiceSpec("control", _control_section, _build_control),
     ServiceSpec("admin", lambda config: config.gateway.state_dir, _build_admin),
     ServiceSpec("opcua", lambda config: (config.northbound.opcua, config.gateway.id, config.gateway.state_dir),
                 _build_opcua),
+    ServiceSpec("federation", lambda config: (config.federation, config.gateway.id, config.northbound.opcua.endpoint),
+                _build_federation),
 ]
 
 

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bessgw.config import Config, config_json_schema, load_config, parse_config
+from bessgw.config import (
+    Config,
+    check_against_plugins,
+    config_json_schema,
+    load_config,
+    parse_config,
+    read_toml,
+)
 from bessgw.errors import EX_CONFIG, ConfigError
 from bessgw.plugin.manager import build_plugin_manager
 
@@ -132,3 +139,16 @@ def test_json_schema_lists_every_table() -> None:
     schema = config_json_schema()
     assert set(schema["properties"]) == set(Config.model_fields)
     assert schema["$defs"]["ModbusLink"]["properties"]["port"]["maximum"] == 65535
+def test_shipped_configs_are_valid(plugin_path) -> None:
+    registry = build_plugin_manager().collect()
+    root = Path(__file__).resolve().parents[2] / "config"
+    shipped = sorted(root.rglob("*.toml"))
+    assert shipped, "config/ ships no TOML files"
+    for path in shipped:  # (key files named by federation.key_file exist only on real gateways)
+        check_against_plugins(parse_config(read_toml(path), str(path)), registry, str(path))
+
+
+def test_unreadable_campus_key_file_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + f'\n[federation]\nbind_host = "127.0.0.1"\nkey_file = "{tmp_path}/nokeys"\n')
+    (line,) = errors_of(path)
+    assert line.startswith(f"{path}: federation.key_file: {tmp_path}/nokeys: cannot read campus keys")

@@ -1,0 +1,493 @@
+"""A gossip node: SWIM membership + scuttlebutt state over one authenticated UDP socket.
+
+The node owns the I/O and the timing; the rules live in :mod:`membership` and :mod:`state`. Loops (each
+bounded by its interval, all in one task group): probe one member per ``probe_interval_s``; piggyback
+queued updates to ``gossip_fanout`` members per ``gossip_interval_s``; push-pull (membership hash + state
+digest hash, then only what differs) with one random member per ``push_pull_interval_s``; try one dead
+member (or the seeds, when alone) per ``reconnect_interval_s`` so healed partitions and restarted
+gateways merge without anyone acting; expire suspicions.
+
+Receiving never blocks and never raises: a datagram that does not open, decode, validate or pass the
+replay guard is counted under its reason (``drops``) and dropped, with a rate-limited warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from bessgw.compat import TaskGroup, timeout
+from bessgw.config import FederationSection
+from bessgw.federation.crypto import OVERHEAD_BYTES, KeyRing
+from bessgw.federation.errors import DatagramError
+from bessgw.federation.membership import Change, Member, Membership
+from bessgw.federation.replay import ReplayGuard, boot_stamp, boot_time
+from bessgw.federation.state import StateStore, split_items, split_parts
+from bessgw.federation.transport import Addr, Faults, UdpTransport
+from bessgw.federation.wire import (
+    DigestItem,
+    Entry,
+    Header,
+    MemberUpdate,
+    Message,
+    MsgType,
+    Status,
+    body_of,
+    decode,
+    encode,
+    pack,
+    packed_size,
+)
+
+#: bytes kept free for the envelope and a message's own fields when filling a datagram with items
+_ENVELOPE_RESERVE = 160
+#: at most this many indirect probes relayed for others at once (a flood of PING_REQs cannot pile up tasks)
+_MAX_RELAYS = 64
+
+
+class GossipNode:
+    """One campus member. Create, ``await start()`` (binds), then run ``run()`` as a task until cancelled."""
+
+    def __init__(
+        self,
+        node_id: str,
+        settings: FederationSection,
+        *,
+        keys: list[bytes] | None = None,
+        log: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        self.id = node_id
+        self.settings = settings
+        self.keyring = KeyRing(keys if keys is not None else settings.campus_keys())
+        self.log = log if log is not None else structlog.get_logger("bessgw.federation").bind(node=node_id)
+        self.clock = clock
+        self.wall = wall
+        self.rng = rng or random.Random()
+        self.boot = boot_stamp(wall())
+        self.transport = UdpTransport(self._on_datagram, faults)
+        self.replay = ReplayGuard(settings.replay_window_s)
+        self.drops: Counter[str] = Counter()
+        self.changes: list[Callable[[Change], None]] = []  #: called for every membership status change
+        self.on_state: list[Callable[[Entry], None]] = []  #: called for every state entry new to us
+        self.membership: Membership | None = None
+        self.state: StateStore | None = None
+        self.addr: Addr | None = None
+        self._seq = 0
+        self._probe_seq = 0
+        self._acks: dict[int, asyncio.Future[None]] = {}
+        self._nacks: dict[int, int] = {}
+        self._relays = 0
+        self._confirming: set[str] = set()
+        self._last_drop_log = -1e9
+        self._logged_drops: Counter[str] = Counter()
+        self._tg: TaskGroup | None = None
+        self.joined = asyncio.Event()
+        self.leave_on_stop = False  #: on cancellation of ``run``, say goodbye before closing the socket
+
+    @property
+    def faults(self) -> Faults:
+        return self.transport.faults
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> Addr:
+        """Bind the socket and set up the tables; returns the address peers reach us at."""
+        if self.addr is not None:
+            return self.addr
+        bound = await self.transport.open(self.settings.bind_host, self.settings.bind_port)
+        s = self.settings
+        self.addr = (s.advertise_host or bound[0], s.advertise_port or bound[1])
+        self.membership = Membership(
+            self.id, self.addr[0], self.addr[1],
+            probe_interval_s=s.probe_interval_s, suspicion_mult=s.suspicion_mult,
+            suspicion_max_mult=s.suspicion_max_mult, awareness_max=s.awareness_max,
+            retransmit_mult=s.retransmit_mult, dead_reap_s=s.dead_reap_s, clock=self.clock, rng=self.rng,
+        )
+        self.state = StateStore(self.id, self.boot, accept=self._accepts_owner)
+        self.log.info("federation_listening", addr=f"{self.addr[0]}:{self.addr[1]}", seeds=s.seeds)
+        return self.addr
+
+    async def run(self) -> None:
+        """Gossip until cancelled; the socket is closed on the way out."""
+        await self.start()
+        try:
+            async with TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self._probe_loop(), name=f"{self.id}-probe")
+                tg.create_task(self._gossip_loop(), name=f"{self.id}-gossip")
+                tg.create_task(self._push_pull_loop(), name=f"{self.id}-push-pull")
+                tg.create_task(self._reconnect_loop(), name=f"{self.id}-reconnect")
+                tg.create_task(self._tick_loop(), name=f"{self.id}-tick")
+        finally:
+            self._tg = None
+            if self.leave_on_stop:
+                self.leave_now()  # synchronous sends: fine while we are being cancelled
+            self.transport.close()
+
+    async def leave(self, timeout_s: float = 1.0) -> None:
+        """Graceful leave, then a short pause so the datagrams leave the host before the socket closes."""
+        self.leave_now()
+        await asyncio.sleep(min(timeout_s, self.settings.gossip_interval_s))
+
+    def leave_now(self) -> None:
+        """Tell a few members directly that we leave (they gossip it on); never blocks, idempotent."""
+        if self.membership is None or self.membership.leaving or self.transport.closed:
+            return
+        m = self._members
+        update = m.leave()
+        for peer in m.random_peers(max(3, self.settings.gossip_fanout)):
+            self._send(peer.addr, Message(MsgType.LEAVE, members=(update,)), piggyback=False)
+
+    # ------------------------------------------------------------------------------ local state
+
+    def set(self, key: str, value: dict[str, Any] | None) -> bool:
+        """Write (or with None, tombstone) one of our keys; True if it changed. Disseminated by gossip."""
+        entry = self._state.set(key, value)
+        if entry is None:
+            return False
+        self._queue_entry(entry)
+        return True
+
+    def _queue_entry(self, entry: Entry) -> None:
+        self._members.queue.add(("entry", entry.owner, entry.key), entry, packed_size(entry.to_wire()))
+
+    # ------------------------------------------------------------------------------ accessors
+
+    @property
+    def _members(self) -> Membership:
+        if self.membership is None:
+            raise RuntimeError("node not started")
+        return self.membership
+
+    @property
+    def _state(self) -> StateStore:
+        if self.state is None:
+            raise RuntimeError("node not started")
+        return self.state
+
+    def _accepts_owner(self, owner: str) -> bool:
+        member = self._members.members.get(owner)
+        return member is not None and member.status != Status.LEFT
+
+    def member_hash(self) -> bytes:
+        items = [[u.node, u.incarnation, int(u.status)] for u in self._members.full_list()]
+        return hashlib.blake2b(pack(items), digest_size=16).digest()
+
+    def _digest(self) -> list[DigestItem]:
+        names = [m.node for m in self._members.members.values() if m.status != Status.LEFT]
+        return self._state.digest(names)
+
+    @property
+    def budget(self) -> int:
+        return self.settings.max_datagram_bytes - OVERHEAD_BYTES - _ENVELOPE_RESERVE
+
+    # ------------------------------------------------------------------------------ sending
+
+    def _send(self, addr: Addr, msg: Message, piggyback: bool = True) -> None:
+        if piggyback:
+            msg = self._with_piggyback(msg)
+        self._seq += 1
+        header = Header(self.id, self.boot, self._seq, max(0, int(self.wall() - boot_time(self.boot))))
+        self.transport.send(self.keyring.seal(encode(header, msg)), addr)
+
+    def _with_piggyback(self, msg: Message) -> Message:
+        m = self._members
+        room = self.budget - packed_size(_body_estimate(msg))
+        members: list[MemberUpdate] = []
+        entries: list[Entry] = []
+        n = len(m.members)
+        for item in m.queue.take(room, n):
+            (members if isinstance(item, MemberUpdate) else entries).append(item)
+        if not members and not entries:
+            return msg
+        return Message(**{**_fields(msg), "members": msg.members + tuple(members),
+                          "entries": msg.entries + tuple(entries)})
+
+    # ------------------------------------------------------------------------------ loops
+
+    async def _probe_loop(self) -> None:
+        while True:
+            started = self.clock()
+            interval = self._members.scaled(self.settings.probe_interval_s)
+            target = self._members.next_probe_target()
+            if target is not None:
+                await self._probe(target, interval)
+            await asyncio.sleep(max(0.0, interval - (self.clock() - started)))
+
+    async def _probe(self, target: Member, interval: float) -> None:
+        m = self._members
+        seq = self._next_probe_seq()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks[seq] = future
+        try:
+            self._send(target.addr, Message(MsgType.PING, probe_seq=seq, target=target.node))
+            timeout = m.scaled(self.settings.probe_timeout_s)
+            if await _wait(future, timeout):
+                m.adjust_awareness(-1)
+                return
+            helpers = m.random_peers(self.settings.indirect_checks, exclude=(target.node,), statuses=(Status.ALIVE,))
+            self._nacks[seq] = 0
+            for helper in helpers:
+                self._send(helper.addr, Message(MsgType.PING_REQ, probe_seq=seq, target=target.node,
+                                                addr=target.addr))
+            acked = await _wait(future, max(0.0, interval - timeout))
+            missed_nacks = len(helpers) - self._nacks.get(seq, 0)
+            if acked:
+                m.adjust_awareness(-1)
+                return
+            m.adjust_awareness(+1 if missed_nacks > 0 or not helpers else 0)
+            if target.status != Status.DEAD and target.node in m.members:
+                self._report(m.suspect(target.node))
+        finally:
+            self._acks.pop(seq, None)
+            self._nacks.pop(seq, None)
+
+    def _maybe_confirm(self, node: str) -> None:
+        """Someone suspects ``node``: a few of us probe it out of turn, so that a dead node collects the
+        independent confirmations Lifeguard's suspicion timer waits for within one probe interval instead of
+        whenever round-robin order reaches it (and a live one is probed again, which only helps it refute).
+        About ``2 * (expected + 1)`` members volunteer, whatever the campus size."""
+        m = self._members
+        if node in self._confirming or self._tg is None or node == self.id:
+            return
+        expected = max(1, int(self.settings.suspicion_mult) - 2)
+        if self.rng.random() >= min(1.0, 2 * (expected + 1) / max(1, m.alive_count() - 1)):
+            return
+        self._confirming.add(node)
+        self._tg.create_task(self._confirm(node))
+
+    async def _confirm(self, node: str) -> None:
+        try:
+            member = self._members.members.get(node)
+            if member is not None and member.status in (Status.SUSPECT, Status.ALIVE):
+                await self._probe(member, self._members.scaled(self.settings.probe_interval_s))
+        finally:
+            self._confirming.discard(node)
+
+    async def _relay_probe(self, requester: Addr, orig_seq: int, target: str, addr: Addr) -> None:
+        seq = self._next_probe_seq()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks[seq] = future
+        try:
+            self._send(addr, Message(MsgType.PING, probe_seq=seq, target=target))
+            # answer inside the requester's window: nack before its probe interval runs out
+            acked = await _wait(future, self.settings.probe_timeout_s * 0.8)
+            self._send(requester, Message(MsgType.ACK if acked else MsgType.NACK, probe_seq=orig_seq))
+        finally:
+            self._acks.pop(seq, None)
+            self._relays -= 1
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.gossip_interval_s)
+            if not len(self._members.queue):
+                continue
+            for peer in self._members.random_peers(self.settings.gossip_fanout):
+                msg = self._with_piggyback(Message(MsgType.GOSSIP))
+                if not msg.members and not msg.entries:
+                    break
+                self._send(peer.addr, msg, piggyback=False)
+
+    async def _push_pull_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.push_pull_interval_s * (0.5 + self.rng.random()))
+            for peer in self._members.random_peers(1, statuses=(Status.ALIVE,)):
+                self._sync(peer.addr, join=False)
+
+    async def _reconnect_loop(self) -> None:
+        await self._join_seeds()
+        while True:
+            await asyncio.sleep(self.settings.reconnect_interval_s * (0.5 + self.rng.random()))
+            m = self._members
+            if not m.peers(Status.ALIVE, Status.SUSPECT):
+                await self._join_seeds()
+            for peer in m.random_peers(1, statuses=(Status.DEAD,)):
+                self._sync(peer.addr, join=True)
+
+    async def _join_seeds(self) -> None:
+        """Send a full sync to every seed (any one answering is enough: gossip does the rest)."""
+        loop = asyncio.get_running_loop()
+        for seed in self.settings.seeds:
+            host, _, port = seed.rpartition(":")
+            host = host.strip("[]")
+            try:
+                async with timeout(2.0):
+                    infos = await loop.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)
+            except (OSError, asyncio.TimeoutError) as err:
+                self.log.warning("federation_seed_unresolvable", seed=seed, error=str(err))
+                continue
+            for info in infos[:1]:
+                addr = (info[4][0], info[4][1])
+                if addr != self.addr:
+                    self._sync(addr, join=True)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.1, self.settings.probe_interval_s / 4))
+            changes, reaped = self._members.tick()
+            self._report(changes)
+            for name in reaped:
+                self._state.drop(name)
+
+    # ------------------------------------------------------------------------------ push-pull
+
+    def _sync(self, addr: Addr, join: bool) -> None:
+        m = self._members
+        self._send(addr, Message(MsgType.SYNC, join=join, member_hash=self.member_hash(),
+                                 state_hash=StateStore.digest_hash(self._digest()),
+                                 members=(m.me.update(),)))
+
+    def _send_members(self, addr: Addr, reply: bool) -> None:
+        full = self._members.full_list()
+        for index, part in enumerate(split_items(full, self.budget, lambda u: packed_size(u.to_wire()))):
+            self._send(addr, Message(MsgType.MEMBERS, probe_seq=index, reply=reply, full_members=tuple(part)),
+                       piggyback=False)
+
+    def _send_digest(self, addr: Addr, digest: list[DigestItem], reply: bool) -> None:
+        for part in split_items(digest, self.budget, lambda d: packed_size(d.to_wire())):
+            if part:
+                self._send(addr, Message(MsgType.DIGEST, reply=reply, digest=tuple(part)), piggyback=False)
+
+    def _send_deltas(self, addr: Addr, digest: tuple[DigestItem, ...]) -> None:
+        for group in split_parts(self._state.deltas_for(digest), self.budget):
+            self._send(addr, Message(MsgType.DELTA, deltas=tuple(group)), piggyback=False)
+
+    # ------------------------------------------------------------------------------ receiving
+
+    def _on_datagram(self, data: bytes, source: Addr) -> None:
+        try:
+            header, msg = decode(self.keyring.open(data))
+            if header.sender == self.id:
+                raise DatagramError("self", "a datagram claims to come from us (duplicate gateway id?)")
+            self.replay.check(header.sender, header.boot, header.seq, header.age_s, self.wall())
+            if self.membership is None:
+                raise DatagramError("not_started")
+            self._handle(header, msg, source)
+        except DatagramError as err:
+            self._drop(err.reason, err.detail, source)
+        except Exception as err:  # a bug in our handling must not take the socket down
+            self._drop("internal", f"{type(err).__name__}: {err}", source)
+            self.log.error("federation_handler_error", error=str(err), exc_info=True)
+
+    def _drop(self, reason: str, detail: str, source: Addr) -> None:
+        self.drops[reason] += 1
+        now = self.clock()
+        if now - self._last_drop_log >= self.settings.bad_log_interval_s:
+            self._last_drop_log = now
+            since = self.drops - self._logged_drops
+            self._logged_drops = Counter(self.drops)
+            self.log.warning("federation_datagram_dropped", reason=reason, detail=detail[:200],
+                             source=f"{source[0]}:{source[1]}", dropped_since_last_log=dict(since))
+
+    def _handle(self, header: Header, msg: Message, source: Addr) -> None:
+        m = self._members
+        for update in msg.members:
+            changes = m.apply(update)
+            self._report(changes)
+            if update.status in (Status.SUSPECT, Status.DEAD):
+                member = m.members.get(update.node)
+                # a new suspicion, or a stale one (an older incarnation) about a member we think alive:
+                # either way a hint worth checking ourselves, at our view's incarnation
+                if member is not None and member.status in (Status.SUSPECT, Status.ALIVE) and (
+                    changes or member.status == Status.ALIVE
+                ):
+                    self._maybe_confirm(update.node)
+        for entry in msg.entries:
+            if self._state.apply_entry(entry):
+                self._queue_entry(entry)  # rumour: pass it on
+                self._notify_state(entry)
+        kind = msg.type
+        if kind == MsgType.PING:
+            if msg.target and msg.target != self.id:
+                raise DatagramError("wrong_target", f"ping for {msg.target}")
+            self._send(source, Message(MsgType.ACK, probe_seq=msg.probe_seq))
+        elif kind == MsgType.ACK:
+            future = self._acks.get(msg.probe_seq)
+            if future is not None and not future.done():
+                future.set_result(None)
+        elif kind == MsgType.NACK:
+            if msg.probe_seq in self._nacks:
+                self._nacks[msg.probe_seq] += 1
+        elif kind == MsgType.PING_REQ:
+            if msg.addr is None or not msg.target:
+                raise DatagramError("invalid", "ping-req without target")
+            if self._relays >= _MAX_RELAYS or self._tg is None:
+                raise DatagramError("busy", "too many indirect probes in flight")
+            self._relays += 1
+            self._tg.create_task(self._relay_probe(source, msg.probe_seq, msg.target, msg.addr))
+        elif kind == MsgType.SYNC:
+            if msg.join or msg.member_hash != self.member_hash():
+                self._send_members(source, reply=False)
+            digest = self._digest()
+            if msg.join or msg.state_hash != StateStore.digest_hash(digest):
+                self._send_digest(source, digest, reply=False)
+        elif kind == MsgType.MEMBERS:
+            for update in msg.full_members:
+                self._report(m.apply(update, from_sync=True))
+            if not msg.reply and msg.probe_seq == 0:
+                self._send_members(source, reply=True)
+        elif kind == MsgType.DIGEST:
+            self._send_deltas(source, msg.digest)
+            if not msg.reply:
+                behind = self._state.behind(msg.digest)
+                if behind:
+                    self._send_digest(source, behind, reply=True)
+        elif kind == MsgType.DELTA:
+            for part in msg.deltas:
+                for entry in self._state.apply_delta(part):
+                    self._notify_state(entry)
+        if not self.joined.is_set() and m.peers(Status.ALIVE):
+            self.joined.set()
+
+    def _report(self, changes: list[Change]) -> None:
+        for change in changes:
+            if change.new in (Status.DEAD, Status.LEFT) or change.old in (Status.DEAD, Status.LEFT):
+                self.log.info("federation_member", member=change.node, status=change.new.name.lower(),
+                              was=change.old.name.lower() if change.old is not None else None,
+                              incarnation=change.incarnation)
+            if change.new == Status.LEFT:
+                self._state.drop(change.node)
+            for callback in self.changes:
+                callback(change)
+
+    def _notify_state(self, entry: Entry) -> None:
+        for callback in self.on_state:
+            callback(entry)
+
+    def _next_probe_seq(self) -> int:
+        self._probe_seq += 1
+        return self._probe_seq
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _fields(msg: Message) -> dict[str, Any]:
+    return {name: getattr(msg, name) for name in Message.__dataclass_fields__}
+
+
+def _body_estimate(msg: Message) -> list[Any]:
+    return [body_of(msg)]
+
+
+async def _wait(future: asyncio.Future[None], timeout_s: float) -> bool:
+    """Whether ``future`` completes within ``timeout_s`` (the future itself is left alone)."""
+    if future.done():
+        return True
+    try:
+        await asyncio.wait_for(asyncio.shield(future), timeout_s)
+    except asyncio.TimeoutError:
+        return False
+    return True

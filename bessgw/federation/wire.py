@@ -1,0 +1,349 @@
+"""The gossip wire format: msgpack messages, strictly validated on the way in.
+
+One datagram carries one message (the authenticated header plus a body). Bodies are msgpack maps with
+short keys; every field is type- and range-checked here, so the rest of the node only ever sees the
+frozen dataclasses below. msgpack is decoded with tight limits and ``strict_map_key``; never pickle.
+
+Message types:
+
+- ``PING`` / ``ACK`` / ``NACK`` / ``PING_REQ``: SWIM probes (``PING_REQ`` asks a member to probe ``target``
+  at ``addr`` for us; it answers ``NACK`` when it got no ack, Lifeguard's hint that *we* may be the slow one).
+- ``SYNC``: push-pull opener with hashes of the sender's membership and state digest; ``join`` forces a
+  full exchange. ``MEMBERS``: the full membership (in parts). ``DIGEST``: scuttlebutt digest (in parts).
+  ``DELTA``: the entries the other side lacks, per owner, with the contiguous range they complete.
+- ``LEAVE``: the ``left`` update about the sender carries the meaning. ``GOSSIP``: piggyback only.
+
+Every type may piggyback membership updates (``m``) and fresh state entries (``d``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from bessgw.federation.errors import DatagramError
+
+MAX_ID_LEN = 64
+MAX_KEY_LEN = 128
+MAX_ITEMS = 1024
+MAX_VALUE_FIELDS = 64
+MAX_STR = 512
+MAX_INT = 2**63 - 1
+
+
+class MsgType(enum.IntEnum):
+    PING = 1
+    ACK = 2
+    NACK = 3
+    PING_REQ = 4
+    SYNC = 5
+    MEMBERS = 6
+    DIGEST = 7
+    DELTA = 8
+    LEAVE = 9
+    GOSSIP = 10
+
+
+class Status(enum.IntEnum):
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUpdate:
+    """A claim about one member: it is ``status`` at ``incarnation``; ``by`` names a suspecter."""
+
+    node: str
+    host: str
+    port: int
+    incarnation: int
+    status: Status
+    by: str = ""
+
+    def to_wire(self) -> list[Any]:
+        return [self.node, self.host, self.port, self.incarnation, int(self.status), self.by]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One versioned key of ``owner`` (``value`` None: a tombstone)."""
+
+    owner: str
+    generation: int
+    version: int
+    key: str
+    value: dict[str, Any] | None
+
+    def to_wire(self) -> list[Any]:
+        return [self.owner, self.generation, self.version, self.key, self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestItem:
+    """What a node holds of ``owner``: every entry up to ``watermark`` of ``generation``."""
+
+    owner: str
+    generation: int
+    watermark: int
+
+    def to_wire(self) -> list[Any]:
+        return [self.owner, self.generation, self.watermark]
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaPart:
+    """Entries of ``owner`` newer than ``base``; with them the receiver holds everything up to ``upto``."""
+
+    owner: str
+    generation: int
+    base: int
+    upto: int
+    entries: tuple[tuple[str, int, dict[str, Any] | None], ...]
+
+    def to_wire(self) -> list[Any]:
+        return [self.owner, self.generation, self.base, self.upto, [list(e) for e in self.entries]]
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Authenticated sender header, checked by the replay guard."""
+
+    sender: str
+    boot: int
+    seq: int
+    age_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    type: MsgType
+    probe_seq: int = 0
+    target: str = ""
+    addr: tuple[str, int] | None = None
+    reply: bool = False
+    join: bool = False
+    member_hash: bytes = b""
+    state_hash: bytes = b""
+    members: tuple[MemberUpdate, ...] = ()
+    entries: tuple[Entry, ...] = ()
+    full_members: tuple[MemberUpdate, ...] = ()
+    digest: tuple[DigestItem, ...] = ()
+    deltas: tuple[DeltaPart, ...] = field(default_factory=tuple)
+
+
+# ------------------------------------------------------------------------------------------ encode
+
+
+def body_of(msg: Message) -> dict[str, Any]:
+    """The msgpack map for ``msg`` (empty fields omitted)."""
+    body: dict[str, Any] = {"t": int(msg.type)}
+    if msg.probe_seq:
+        body["q"] = msg.probe_seq
+    if msg.target:
+        body["tg"] = msg.target
+    if msg.addr is not None:
+        body["a"] = list(msg.addr)
+    if msg.reply:
+        body["r"] = True
+    if msg.join:
+        body["j"] = True
+    if msg.member_hash:
+        body["mh"] = msg.member_hash
+    if msg.state_hash:
+        body["sh"] = msg.state_hash
+    if msg.members:
+        body["m"] = [m.to_wire() for m in msg.members]
+    if msg.entries:
+        body["d"] = [e.to_wire() for e in msg.entries]
+    if msg.full_members:
+        body["ms"] = [m.to_wire() for m in msg.full_members]
+    if msg.digest:
+        body["dg"] = [d.to_wire() for d in msg.digest]
+    if msg.deltas:
+        body["dp"] = [p.to_wire() for p in msg.deltas]
+    return body
+
+
+def encode(header: Header, msg: Message) -> bytes:
+    return pack([header.sender, header.boot, header.seq, header.age_s, body_of(msg)])
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def packed_size(item: Any) -> int:
+    """Bytes ``item`` takes inside a message (for filling a datagram up to its budget)."""
+    return len(pack(item))
+
+
+# ------------------------------------------------------------------------------------------ decode
+
+
+def decode(plaintext: bytes) -> tuple[Header, Message]:
+    """Parse and validate a decrypted datagram, or raise :class:`DatagramError` (``malformed``/``invalid``)."""
+    try:
+        raw = msgpack.unpackb(
+            plaintext,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_str_len=MAX_STR,
+            max_bin_len=64,
+            max_array_len=MAX_ITEMS,
+            max_map_len=MAX_VALUE_FIELDS,
+            max_ext_len=0,
+        )
+    except Exception as err:  # msgpack raises a zoo of types (ExtraData, ValueError, FormatError, ...)
+        raise DatagramError("malformed", f"{type(err).__name__}: {err}") from None
+    try:
+        return _header(raw), _message(raw[4])
+    except (TypeError, ValueError, KeyError, IndexError) as err:
+        raise DatagramError("invalid", str(err)) from None
+
+
+def _header(raw: Any) -> Header:
+    if not isinstance(raw, list) or len(raw) != 5:
+        raise ValueError("envelope must be [sender, boot, seq, age_s, body]")
+    return Header(_ident(raw[0], "sender"), _uint(raw[1], "boot"), _uint(raw[2], "seq"), _uint(raw[3], "age_s"))
+
+
+def _message(body: Any) -> Message:
+    if not isinstance(body, dict):
+        raise ValueError("body must be a map")
+    unknown = set(body) - {"t", "q", "tg", "a", "r", "j", "mh", "sh", "m", "d", "ms", "dg", "dp"}
+    if unknown:
+        raise ValueError(f"unknown body keys {sorted(unknown)}")
+    msg_type = MsgType(_uint(body["t"], "t"))
+    addr = None
+    if "a" in body:
+        a = _list(body["a"], "a")
+        if len(a) != 2:
+            raise ValueError("addr must be [host, port]")
+        addr = (_host(a[0]), _port(a[1]))
+    return Message(
+        type=msg_type,
+        probe_seq=_uint(body.get("q", 0), "q"),
+        target=_ident(body["tg"], "target") if "tg" in body else "",
+        addr=addr,
+        reply=_bool(body.get("r", False), "r"),
+        join=_bool(body.get("j", False), "j"),
+        member_hash=_bytes(body.get("mh", b""), "mh"),
+        state_hash=_bytes(body.get("sh", b""), "sh"),
+        members=tuple(_member(m) for m in _list(body.get("m", []), "m")),
+        entries=tuple(_entry(e) for e in _list(body.get("d", []), "d")),
+        full_members=tuple(_member(m) for m in _list(body.get("ms", []), "ms")),
+        digest=tuple(_digest(d) for d in _list(body.get("dg", []), "dg")),
+        deltas=tuple(_delta(p) for p in _list(body.get("dp", []), "dp")),
+    )
+
+
+def _member(raw: Any) -> MemberUpdate:
+    m = _list(raw, "member")
+    if len(m) != 6:
+        raise ValueError("member update must have 6 fields")
+    by = m[5]
+    return MemberUpdate(
+        _ident(m[0], "node"), _host(m[1]), _port(m[2]), _uint(m[3], "incarnation"), Status(_uint(m[4], "status")),
+        _ident(by, "by") if by else "",
+    )
+
+
+def _entry(raw: Any) -> Entry:
+    e = _list(raw, "entry")
+    if len(e) != 5:
+        raise ValueError("entry must have 5 fields")
+    return Entry(_ident(e[0], "owner"), _uint(e[1], "generation"), _uint(e[2], "version"), _key(e[3]), _value(e[4]))
+
+
+def _digest(raw: Any) -> DigestItem:
+    d = _list(raw, "digest")
+    if len(d) != 3:
+        raise ValueError("digest item must have 3 fields")
+    return DigestItem(_ident(d[0], "owner"), _uint(d[1], "generation"), _uint(d[2], "watermark"))
+
+
+def _delta(raw: Any) -> DeltaPart:
+    p = _list(raw, "delta")
+    if len(p) != 5:
+        raise ValueError("delta part must have 5 fields")
+    base, upto = _uint(p[2], "base"), _uint(p[3], "upto")
+    if upto < base:
+        raise ValueError("delta upto below base")
+    entries = []
+    for raw_entry in _list(p[4], "delta entries"):
+        e = _list(raw_entry, "delta entry")
+        if len(e) != 3:
+            raise ValueError("delta entry must be [key, version, value]")
+        entries.append((_key(e[0]), _uint(e[1], "version"), _value(e[2])))
+    return DeltaPart(_ident(p[0], "owner"), _uint(p[1], "generation"), base, upto, tuple(entries))
+
+
+def _value(raw: Any) -> dict[str, Any] | None:
+    """A state value: None (tombstone) or a flat map of str -> scalar / list of scalars."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError("value must be a map or nil")
+    for name, item in raw.items():
+        if not isinstance(name, str) or len(name) > MAX_KEY_LEN:
+            raise ValueError("value field names must be short strings")
+        items: Sequence[Any] = item if isinstance(item, list) else (item,)
+        for scalar in items:
+            if scalar is not None and not isinstance(scalar, (str, int, float, bool)):
+                raise ValueError(f"value field {name!r} is not a scalar")
+    return raw
+
+
+def _list(raw: Any, what: str) -> list[Any]:
+    if not isinstance(raw, list):
+        raise ValueError(f"{what} must be an array")
+    return raw
+
+
+def _uint(raw: Any, what: str) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 0 <= raw <= MAX_INT:
+        raise ValueError(f"{what} must be an unsigned integer")
+    return raw
+
+
+def _bool(raw: Any, what: str) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError(f"{what} must be a boolean")
+    return raw
+
+
+def _bytes(raw: Any, what: str) -> bytes:
+    if not isinstance(raw, bytes):
+        raise ValueError(f"{what} must be bytes")
+    return raw
+
+
+def _ident(raw: Any, what: str) -> str:
+    if not isinstance(raw, str) or not 0 < len(raw) <= MAX_ID_LEN or not raw.isprintable():
+        raise ValueError(f"{what} must be a printable id of 1..{MAX_ID_LEN} characters")
+    return raw
+
+
+def _key(raw: Any) -> str:
+    if not isinstance(raw, str) or not 0 < len(raw) <= MAX_KEY_LEN or not raw.isprintable():
+        raise ValueError(f"key must be a printable string of 1..{MAX_KEY_LEN} characters")
+    return raw
+
+
+def _host(raw: Any) -> str:
+    if not isinstance(raw, str) or not 0 < len(raw) <= 255 or not raw.isprintable():
+        raise ValueError("host must be a printable string")
+    return raw
+
+
+def _port(raw: Any) -> int:
+    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw <= 65535:
+        raise ValueError("port must be 1..65535")
+    return raw
