@@ -188,3 +188,30 @@ def test_without_auto_start_a_standby_unit_stays_in_standby() -> None:
 
     asyncio.run(scenario())
     assert calls == []
+
+
+def test_heartbeat_is_withheld_while_the_gate_is_closed() -> None:
+    supervisor, driver = make()
+    healthy = [True]
+    supervisor.heartbeat_gate = lambda: healthy[0]
+
+    async def scenario() -> None:
+        task = asyncio.create_task(supervisor.run())
+        try:
+            async with timeout(5):
+                while driver.heartbeats < 3:
+                    await supervisor.wait_update(5)
+                healthy[0] = False  # control stopped stepping: the container's own watchdog must take over
+                sent = driver.heartbeats
+                while supervisor.heartbeats_withheld < 5:
+                    await supervisor.wait_update(5)
+                assert driver.heartbeats <= sent + 1  # at most one beat was already under way
+                healthy[0] = True
+                resumed_from = driver.heartbeats
+                while driver.heartbeats < resumed_from + 2:
+                    await supervisor.wait_update(5)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
