@@ -28,7 +28,21 @@ from bessgw.model import (
 )
 from bessgw.plugin.can import CanFrame, CanLink
 from bessgw.plugin.hookspecs import PROJECT_NAME
-from bessgw.plugin.modbus import RegisterLink
+from bessgw.plugin.modbus import (
+    MAX_READ_REGISTERS,
+    MAX_WRITE_REGISTERS,
+    RegisterDecoder,
+    RegisterField,
+    RegisterLink,
+    RegisterSnapshot,
+    RegisterSpan,
+    RegisterType,
+    WordOrder,
+    decode_string,
+    decode_value,
+    encode_string,
+    encode_value,
+)
 from bessgw.plugin.roles import (
     ChemistryModel,
     DriverContext,
@@ -46,6 +60,8 @@ from bessgw.plugin.version import PLUGIN_API_VERSION
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
+    "MAX_READ_REGISTERS",
+    "MAX_WRITE_REGISTERS",
     "PLUGIN_API_VERSION",
     "BessgwError",
     "CanFrame",
@@ -65,7 +81,12 @@ __all__ = [
     "Logger",
     "PluginError",
     "Quality",
+    "RegisterDecoder",
+    "RegisterField",
     "RegisterLink",
+    "RegisterSnapshot",
+    "RegisterSpan",
+    "RegisterType",
     "Setpoint",
     "SimulatorContext",
     "SimulatorSpec",
@@ -74,6 +95,11 @@ __all__ = [
     "TelemetryObserver",
     "UnitState",
     "VendorDriver",
+    "WordOrder",
+    "decode_string",
+    "decode_value",
+    "encode_string",
+    "encode_value",
     "hookimpl",
     "parse_version",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -182,7 +183,9 @@ class UnitSupervisor:
     async def _poll_loop(self) -> None:
         interval = self.timing.poll_interval_s
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        # first poll now, later ones at a random phase: units that (re)connect together (start-up, a
+        # switch reboot) would otherwise poll in lockstep forever and load the loop in bursts
+        next_at = loop.time() + random.uniform(0.0, interval)
         while True:
             telemetry = await self.driver.read()
             self.polls += 1
@@ -215,13 +218,15 @@ class UnitSupervisor:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.timing.heartbeat_interval_s
+        first_interval: float | None = random.uniform(0.0, interval)  # beat now, then a random phase
         while True:
             gate = self.heartbeat_gate
             if gate is None or gate():
                 await self.driver.heartbeat()
             else:
                 self.heartbeats_withheld += 1
-            await asyncio.sleep(interval)
+            await asyncio.sleep(first_interval if first_interval is not None else interval)
+            first_interval = None
 
     # ------------------------------------------------------------------------------- quality
 

@@ -1,0 +1,1 @@
+"""Modbus TCP southbound transport: shared endpoint connections, coalesced reads, breaker and backoff."""
