@@ -19,7 +19,7 @@ from typing import Any
 
 from bessgw.compat import timeout
 from bessgw.config import UnitDefaults
-from bessgw.errors import DeviceError, IncompatibleDeviceError
+from bessgw.errors import DeviceError, DeviceProtocolError, IncompatibleDeviceError
 from bessgw.model import (
     Capability,
     EffectiveLimits,
@@ -113,6 +113,7 @@ class UnitSupervisor:
         self._negotiated_at: tuple[Capability | None, float, float] | None = None
         self._down_logged = False
         self._down_reason = ""
+        self._down_answering = False
         self._last_telemetry_log = 0.0
 
     # ----------------------------------------------------------------------------- public view
@@ -154,6 +155,8 @@ class UnitSupervisor:
                     self._refuse(str(err))
                     await asyncio.sleep(_REFUSED_RETRY_S)
                     continue
+                except DeviceProtocolError as err:  # it answers, but with an error: its data is bad
+                    self._went_down(f"{type(err).__name__}: {err}", answering=True)
                 except DeviceError as err:
                     self._went_down(f"{type(err).__name__}: {err}")
                 except Exception as err:  # the device boundary: a driver bug must not kill the gateway
@@ -262,17 +265,21 @@ class UnitSupervisor:
         if base is None:
             return Telemetry(unit_id=self.unit_id, timestamp=self.clock(), quality=Quality.BAD,
                              state=UnitState.OFFLINE, quality_reason=reason)
+        if self._down_answering:  # an error answer (e.g. a Modbus exception code): bad at once
+            return base.with_quality(Quality.BAD, self._down_reason)
         aged = self._qualify(base)
         if aged.quality is Quality.GOOD:
             return base.with_quality(Quality.STALE, reason)
         return aged.with_quality(aged.quality, f"{reason}; {aged.quality_reason}")
 
-    def _went_down(self, reason: str) -> None:
+    def _went_down(self, reason: str, answering: bool = False) -> None:
+        """The session ended; ``answering``: the device is reachable but answers with errors (BAD now)."""
         self.poll_errors += 1
         self._down_reason = reason
         if not self._down_logged:
             self._down_logged = True
             self.log.warning("unit_down", reason=reason)
+        self._down_answering = answering
         self._publish(self._offline_view(), negotiate_too=False)
 
     def _refuse(self, reason: str) -> None:

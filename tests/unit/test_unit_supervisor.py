@@ -215,3 +215,32 @@ def test_heartbeat_is_withheld_while_the_gate_is_closed() -> None:
             await asyncio.gather(task, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_an_error_answer_is_bad_at_once_not_stale() -> None:
+    from bessgw.errors import DeviceProtocolError
+
+    supervisor, driver = make()
+
+    async def read() -> Telemetry:
+        raise DeviceProtocolError("read 100+10 answered exception code 4 (server device failure)", code=4)
+
+    async def scenario() -> list[Quality]:
+        task = asyncio.create_task(supervisor.run())
+        seen: list[Quality] = []
+        try:
+            await until(supervisor, lambda t: t.quality is Quality.GOOD)
+            driver.read = read  # type: ignore[method-assign]
+            await until(supervisor, lambda t: t.quality is not Quality.GOOD)
+            seen.append(supervisor.telemetry.quality)
+            for _ in range(5):
+                await supervisor.wait_update(5.0)
+                seen.append(supervisor.telemetry.quality)
+            return seen
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    seen = asyncio.run(scenario())
+    assert set(seen) == {Quality.BAD}
+    assert "exception code 4" in supervisor.telemetry.quality_reason
