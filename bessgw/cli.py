@@ -224,6 +224,11 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config`` of the commands that ask a running gateway (default: where the systemd unit looks)."""
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bessgw", description="Gateway daemon for battery storage campuses")
     parser.add_argument("--version", action="version", version=f"bessgw {__version__}")
@@ -249,18 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     journal = commands.add_parser("journal", help="the durable command journal")
     journal_commands = journal.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
     tail = journal_commands.add_parser("tail", help="the last accepted commands, oldest first")
-    tail.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+    _add_config_option(tail)
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
     tail.add_argument("-n", "--lines", type=int, default=20, help="how many entries (default 20)")
     tail.set_defaults(handler=_cmd_journal_tail)
 
     status = commands.add_parser("status", help="units, control and services of a running gateway")
-    status.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+    _add_config_option(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_cmd_status)
 
     setpoint = commands.add_parser("setpoint", help="set the local operator override target of a running gateway")
-    setpoint.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+    _add_config_option(setpoint)
     setpoint.add_argument("--p-kw", type=float, required=True, help="active power, > 0 discharges, < 0 charges")
     setpoint.add_argument("--q-kvar", type=float, default=0.0, help="reactive power")
     setpoint.add_argument("--id", help="command id (repeating an id has no further effect); default: random")
@@ -272,11 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     setpoint.set_defaults(handler=_cmd_setpoint)
 
     release = commands.add_parser("release", help="withdraw the local operator override")
-    release.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+    _add_config_option(release)
     release.set_defaults(handler=_cmd_release)
 
     members = commands.add_parser("members", help="the federation membership table of a running gateway")
-    members.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
+    _add_config_option(members)
     members.add_argument("--json", action="store_true", help="machine-readable output")
     members.set_defaults(handler=_cmd_members)
 
