@@ -416,8 +416,12 @@ def _build_opcua(gateway: Gateway, config: Config) -> Service | None:
         running = gateway.services.get("control")
         return running.service if running is not None else None
 
+    def campus() -> Any:
+        running = gateway.services.get("federation")
+        return running.service.campus_view() if running is not None else None
+
     return OpcUaServer(settings, config.gateway.id, gateway.directory, config.gateway.state_dir,
-                       gateway.log.bind(service="opcua"), control=control)
+                       gateway.log.bind(service="opcua"), control=control, campus=campus)
 
 
 def _build_federation(gateway: Gateway, config: Config) -> Service | None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 
 from asyncua import Node, Server, ua
 
+from bessgw.model import UnitState
+
 NAMESPACE_URI = "urn:bessgw:opcua"
 
 # UNECE Recommendation 20 common codes (OPC UA Part 8: UnitId = the code's ASCII packed big-endian)
@@ -27,6 +29,7 @@ KILOWATT_HOUR = ("KWH", "kWh", "kilowatt hour")
 VOLT = ("VLT", "V", "volt")
 AMPERE = ("AMP", "A", "ampere")
 CELSIUS = ("CEL", "°C", "degree Celsius")
+SECOND = ("SEC", "s", "second")
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
 
@@ -103,6 +106,42 @@ GATEWAY_VARIABLES: tuple[Variable, ...] = (
     Variable("SocPct", _D, "Energy-weighted state of charge", PERCENT, (0.0, 100.0)),
 )
 
+#: ``Objects/Campus`` itself, with federation: the campus-wide aggregate of this gateway's campus view
+CAMPUS_VARIABLES: tuple[Variable, ...] = (
+    Variable("AvailableChargeKw", _D, "Campus: sum of the Good units' available charge power", KILOWATT),
+    Variable("AvailableDischargeKw", _D, "Campus: sum of the Good units' available discharge power", KILOWATT),
+    Variable("EnergyKwh", _D, "Campus: sum of the Good units' usable energy", KILOWATT_HOUR),
+    Variable("MeanSocPct", _D, "Campus: mean state of charge of the Good units", PERCENT, (0.0, 100.0)),
+    Variable("UnitCount", _U, "Units on the campus (this gateway's and every known peer's)"),
+    Variable("UnitsGood", _U, "Campus units with good data"),
+    Variable("UnitsStale", _U, "Campus units with stale data (old, or their gateway suspected)"),
+    Variable("UnitsBad", _U, "Campus units with bad data or an unreachable gateway"),
+    *(Variable(f"Units{state.value.capitalize()}", _U, f"Campus units in state {state.value}")
+      for state in UnitState),
+    Variable("GatewaysAlive", _U, "Gateways of the campus seen alive (this one included)"),
+    Variable("GatewaysSuspect", _U, "Gateways suspected (not answering probes)"),
+    Variable("GatewaysDead", _U, "Gateways declared dead (not yet reaped)"),
+)
+
+#: a peer gateway as this gateway sees it through federation (read-only, no SetPower)
+PEER_GATEWAY_VARIABLES: tuple[Variable, ...] = (
+    Variable("Status", _S, "Membership status seen from this gateway: alive, suspect, dead, left"),
+    Variable("Address", _S, "The peer's gossip address"),
+    Variable("UnitCount", _U, "Units the peer announces"),
+)
+
+#: a peer's unit: the summary the peer gossips, with this gateway's judgement of its quality
+PEER_UNIT_VARIABLES: tuple[Variable, ...] = (
+    Variable("SocPct", _D, "State of charge", PERCENT, (0.0, 100.0)),
+    Variable("PowerKw", _D, "Active power, > 0 discharging into the grid", KILOWATT, (-1000.0, 1000.0)),
+    Variable("AvailableChargeKw", _D, "Charge power the unit can take now", KILOWATT),
+    Variable("AvailableDischargeKw", _D, "Discharge power the unit can give now", KILOWATT),
+    Variable("EnergyKwh", _D, "Usable energy", KILOWATT_HOUR),
+    Variable("State", _S, "Operating state: unknown, offline, standby, running, fault"),
+    Variable("DataAgeS", _D, "Seconds since the owning gateway measured the values", SECOND),
+    Variable("QualityReason", _S, "Why the data is not Good, if it is not"),
+)
+
 SET_POWER_INPUTS = (("p_kw", _D, "Active power in kW, > 0 discharges"),
                     ("q_kvar", _D, "Reactive power in kvar"),
                     ("command_id", _S, "Caller's id: repeating it repeats the answer without a second write"))
@@ -131,6 +170,8 @@ class Types:
     battery_unit: ua.NodeId
     gateway: ua.NodeId
     templates: dict[ua.NodeId, list[_TemplateNode]] = field(default_factory=dict)
+    peer_gateway: ua.NodeId | None = None  #: set by :func:`create_campus_types` (federation only)
+    peer_unit: ua.NodeId | None = None
 
 
 @dataclass
@@ -149,8 +190,11 @@ def _qname(ns: int, name: str) -> ua.QualifiedName:
 
 
 async def _add_variable(server: Server, parent: ua.NodeId, ns: int, variable: Variable, *,
-                        prop: bool = False) -> ua.NodeId:
-    """Add a type child: AnalogItemType when it has a unit, PropertyType for properties, Mandatory."""
+                        prop: bool = False, mandatory: bool = True) -> ua.NodeId:
+    """Add a type child: AnalogItemType when it has a unit, PropertyType for properties, Mandatory.
+
+    With ``mandatory=False`` the variable is a plain instance child (the Campus folder's aggregate).
+    """
     nodeid = ua.NodeId(f"{parent.Identifier}.{variable.name}", ns)
     item = ua.AddNodesItem()
     item.RequestedNewNodeId = nodeid
@@ -185,15 +229,17 @@ async def _add_variable(server: Server, parent: ua.NodeId, ns: int, variable: Va
     result = (await server.iserver.isession.add_nodes([item]))[0]
     result.StatusCode.check()
     node = server.get_node(nodeid)
-    await node.set_modelling_rule(True)
+    if mandatory:
+        await node.set_modelling_rule(True)
     if variable.unit is not None and not prop:
         eu = await node.add_property(ua.NodeId(f"{nodeid.Identifier}.EngineeringUnits", ns),
                                      _qname(0, "EngineeringUnits"), eu_information(variable.unit))
-        await eu.set_modelling_rule(True)
         low, high = variable.eu_range or (-1e9, 1e9)
         rng = await node.add_property(ua.NodeId(f"{nodeid.Identifier}.EURange", ns), _qname(0, "EURange"),
                                       ua.Range(low, high))
-        await rng.set_modelling_rule(True)
+        if mandatory:
+            await eu.set_modelling_rule(True)
+            await rng.set_modelling_rule(True)
     return nodeid
 
 
@@ -241,6 +287,25 @@ async def create_types(server: Server) -> Types:
     units = await gateway_type.add_folder(ua.NodeId("GatewayType.Units", ns), _qname(ns, "Units"))
     await units.set_modelling_rule(True)
     return Types(ns=ns, battery_unit=unit_type.nodeid, gateway=gateway_type.nodeid)
+
+
+async def create_campus_types(server: Server, types: Types) -> None:
+    """Declare ``PeerGatewayType`` and ``PeerUnitType`` (only when the server shows a campus view).
+
+    Lighter than ``GatewayType``/``BatteryUnitType``: a peer's units are commanded by their own gateway,
+    so these types declare no SetPower/ResetFault and no writable variable at all.
+    """
+    ns = types.ns
+    base = server.nodes.base_object_type
+    gateway_type = await base.add_object_type(ua.NodeId("PeerGatewayType", ns), _qname(ns, "PeerGatewayType"))
+    for variable in PEER_GATEWAY_VARIABLES:
+        await _add_variable(server, gateway_type.nodeid, ns, variable)
+    units = await gateway_type.add_folder(ua.NodeId("PeerGatewayType.Units", ns), _qname(ns, "Units"))
+    await units.set_modelling_rule(True)
+    unit_type = await base.add_object_type(ua.NodeId("PeerUnitType", ns), _qname(ns, "PeerUnitType"))
+    for variable in PEER_UNIT_VARIABLES:
+        await _add_variable(server, unit_type.nodeid, ns, variable)
+    types.peer_gateway, types.peer_unit = gateway_type.nodeid, unit_type.nodeid
 
 
 @dataclass(frozen=True)
@@ -333,6 +398,39 @@ async def create_gateway(server: Server, types: Types, gateway_id: str) -> Insta
     gateways = await campus.add_folder(ua.NodeId("Campus/Gateways", ns), _qname(ns, "Gateways"))
     instance = await _instance(server, types, gateways, ua.NodeId(f"Gateway/{gateway_id}", ns), gateway_id,
                                types.gateway)
+    await mark_waiting(server, instance)
+    return instance
+
+
+async def create_campus_aggregate(server: Server, types: Types) -> Instance:
+    """The campus-wide aggregate variables, directly on ``Objects/Campus`` (``Campus.<Name>`` NodeIds)."""
+    campus = ua.NodeId("Campus", types.ns)
+    values = {variable.name: await _add_variable(server, campus, types.ns, variable, mandatory=False)
+              for variable in CAMPUS_VARIABLES}
+    instance = Instance(node=server.get_node(campus), values=values)
+    await mark_waiting(server, instance)
+    return instance
+
+
+def gateways_folder(types: Types) -> ua.NodeId:
+    return ua.NodeId("Campus/Gateways", types.ns)
+
+
+async def create_peer_gateway(server: Server, types: Types, gateway_id: str) -> Instance:
+    """``Objects/Campus/Gateways/<peer>``, a ``PeerGatewayType`` (NodeId ``Gateway/<peer>``)."""
+    assert types.peer_gateway is not None, "create_campus_types first"
+    instance = await _instance(server, types, server.get_node(gateways_folder(types)),
+                               ua.NodeId(f"Gateway/{gateway_id}", types.ns), gateway_id, types.peer_gateway)
+    await mark_waiting(server, instance)
+    return instance
+
+
+async def create_peer_unit(server: Server, types: Types, gateway: Instance, gateway_id: str,
+                           unit_id: str) -> Instance:
+    """``.../Gateways/<peer>/Units/<unit>``, a ``PeerUnitType`` (NodeId ``Unit/<peer>/<unit>``)."""
+    assert types.peer_unit is not None, "create_campus_types first"
+    instance = await _instance(server, types, server.get_node(gateway.child("Units")),
+                               ua.NodeId(f"Unit/{gateway_id}/{unit_id}", types.ns), unit_id, types.peer_unit)
     await mark_waiting(server, instance)
     return instance
 

@@ -30,8 +30,11 @@ from asyncua import Server, ua
 from bessgw import __version__
 from bessgw.model import Capability, EffectiveLimits, Quality, Telemetry
 from bessgw.northbound.information_model import (
+    CAMPUS_VARIABLES,
     CAPABILITY_PROPERTIES,
     GATEWAY_VARIABLES,
+    PEER_GATEWAY_VARIABLES,
+    PEER_UNIT_VARIABLES,
     UNIT_VARIABLES,
     Instance,
 )
@@ -57,7 +60,8 @@ _TELEMETRY_FIELDS = {
 }
 _LIMIT_FIELDS = {"MaxChargeKw": "max_charge_kw", "MaxDischargeKw": "max_discharge_kw",
                  "MaxReactiveKvar": "max_q_kvar"}
-_VARIANTS = {v.name: v.variant for v in (*UNIT_VARIABLES, *CAPABILITY_PROPERTIES, *GATEWAY_VARIABLES)}
+_VARIANTS = {v.name: v.variant for v in (*UNIT_VARIABLES, *CAPABILITY_PROPERTIES, *GATEWAY_VARIABLES,
+                                         *CAMPUS_VARIABLES, *PEER_GATEWAY_VARIABLES, *PEER_UNIT_VARIABLES)}
 #: names a deadband may be configured for (numeric values)
 DEADBAND_NAMES = frozenset(
     name for name, variant in _VARIANTS.items() if variant is ua.VariantType.Double
@@ -73,7 +77,7 @@ def quality_status(quality: Quality, connected: bool) -> ua.StatusCode:
 
 
 @dataclass
-class _Published:
+class Published:
     """What one unit's nodes show now, to compare the next sample against."""
 
     instance: Instance
@@ -97,21 +101,21 @@ class Publisher:
         self.default_deadband = default_deadband
         self._server_time = dt.datetime.now(_UTC)
         self.on_alarms = on_alarms
-        self.units: dict[str, tuple[UnitSupervisor, _Published]] = {}
-        self.gateway: _Published | None = None
+        self.units: dict[str, tuple[UnitSupervisor, Published]] = {}
+        self.gateway: Published | None = None
         self.gateway_id = ""
         self.values_written = 0
         self.cycles = 0
         self.last_cycle_s = 0.0
 
     def set_gateway(self, instance: Instance, gateway_id: str) -> None:
-        self.gateway = _Published(instance)
+        self.gateway = Published(instance)
         self.gateway_id = gateway_id
 
     def add(self, supervisor: UnitSupervisor, instance: Instance) -> None:
-        self.units[supervisor.unit_id] = (supervisor, _Published(instance))
+        self.units[supervisor.unit_id] = (supervisor, Published(instance))
 
-    def forget(self, unit_id: str) -> _Published | None:
+    def forget(self, unit_id: str) -> Published | None:
         entry = self.units.pop(unit_id, None)
         return entry[1] if entry else None
 
@@ -143,7 +147,7 @@ class Publisher:
 
     # ---------------------------------------------------------------------------------- units
 
-    async def _publish_unit(self, supervisor: UnitSupervisor, published: _Published, now: dt.datetime) -> bool:
+    async def _publish_unit(self, supervisor: UnitSupervisor, published: Published, now: dt.datetime) -> bool:
         telemetry, limits, capability = supervisor.telemetry, supervisor.limits, supervisor.capability
         connected, refused = supervisor.connected, supervisor.refused_reason
         if (telemetry is published.telemetry and limits is published.limits and capability is published.capability
@@ -162,7 +166,7 @@ class Publisher:
         published.connected, published.refused_reason = connected, refused
         return wrote > 0
 
-    async def _write_telemetry(self, published: _Published, telemetry: Telemetry, connected: bool,
+    async def _write_telemetry(self, published: Published, telemetry: Telemetry, connected: bool,
                                now: dt.datetime) -> int:
         status = quality_status(telemetry.quality, connected)
         source = dt.datetime.fromtimestamp(telemetry.timestamp, _UTC)
@@ -184,14 +188,14 @@ class Publisher:
                                      source)
         return wrote
 
-    async def _write_limits(self, published: _Published, limits: EffectiveLimits | None, now: dt.datetime) -> int:
+    async def _write_limits(self, published: Published, limits: EffectiveLimits | None, now: dt.datetime) -> int:
         wrote = 0
         for name, attribute in _LIMIT_FIELDS.items():
             value = getattr(limits, attribute) if limits is not None else math.nan
             wrote += await self._set(published, name, value, _GOOD if limits is not None else _NOT_NEGOTIATED, now)
         return wrote
 
-    async def _write_capability(self, published: _Published, capability: Capability, now: dt.datetime) -> int:
+    async def _write_capability(self, published: Published, capability: Capability, now: dt.datetime) -> int:
         values = {
             "Vendor": capability.vendor, "Model": capability.model, "SerialNumber": capability.serial,
             "FirmwareVersion": capability.firmware_version, "ProtocolVersion": capability.protocol_version,
@@ -222,7 +226,7 @@ class Publisher:
 
     # -------------------------------------------------------------------------------- gateway
 
-    async def _publish_gateway(self, published: _Published, now: dt.datetime) -> None:
+    async def _publish_gateway(self, published: Published, now: dt.datetime) -> None:
         supervisors = [entry[0] for entry in self.units.values()]
         counts = {quality: 0 for quality in Quality}
         charge = discharge = energy = stored = 0.0
@@ -246,7 +250,13 @@ class Publisher:
 
     # ------------------------------------------------------------------------------- writing
 
-    async def _set(self, published: _Published, name: str, value: Any, status: ua.StatusCode,
+    async def set_value(self, published: Published, name: str, value: Any, status: ua.StatusCode,
+                        source_ts: dt.datetime, server_ts: dt.datetime) -> int:
+        """:meth:`_set` for other writers (the campus mirror): same deadbands, Bad-means-no-value rule."""
+        self._server_time = server_ts
+        return await self._set(published, name, value, status, source_ts)
+
+    async def _set(self, published: Published, name: str, value: Any, status: ua.StatusCode,
                    source_ts: dt.datetime) -> int:
         """Write one value if it moved beyond its deadband or its status changed; returns 1 if written."""
         variant = _VARIANTS[name]

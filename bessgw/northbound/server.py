@@ -4,6 +4,8 @@ It builds the address space from :mod:`information_model`, keeps it in step with
 (nodes appear and disappear as config reloads add and remove units), publishes values through
 :mod:`publisher`, and routes SetPower calls and setpoint writes to :mod:`methods`. Security — endpoints,
 certificates, trust list, users and roles — is set up here from :mod:`certificates` and :mod:`access`.
+With a ``campus`` provider (the federation's campus view), :mod:`campus` mirrors the peers' gateways and
+units and the campus aggregate into ``Objects/Campus``.
 
 asyncua is an implementation detail: nothing of it leaves this package.
 """
@@ -25,6 +27,7 @@ from bessgw.config import OpcUaSettings
 from bessgw.errors import BessgwError, ConfigError
 from bessgw.northbound import information_model as model
 from bessgw.northbound.access import RolePermissions, UserDirectory, current_role, current_user_name
+from bessgw.northbound.campus import CampusMirror, CampusProvider
 from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_certificate
 from bessgw.northbound.events import AlarmEvents
 from bessgw.northbound.methods import Applied, CommandHandler, CommandRejected, ControlProvider
@@ -53,7 +56,7 @@ class OpcUaServer:
     """Serves the gateway's address space at ``settings.endpoint``."""
 
     def __init__(self, settings: OpcUaSettings, gateway_id: str, directory: UnitDirectory, state_dir: Path,
-                 log: Logger, control: ControlProvider | None = None) -> None:
+                 log: Logger, control: ControlProvider | None = None, campus: CampusProvider | None = None) -> None:
         unknown = sorted(set(settings.deadbands) - DEADBAND_NAMES)
         if unknown:
             raise ConfigError("northbound.opcua.deadbands", [
@@ -65,6 +68,8 @@ class OpcUaServer:
         self.state_dir = state_dir
         self.log = log
         self.pki_dir = settings.pki_dir or state_dir / "pki"
+        self.campus = campus  #: the federation's campus view (peers and aggregate), when given
+        self.campus_mirror: CampusMirror | None = None
         self.commands = CommandHandler(directory, settings.command_timeout_s, on_applied=self._on_applied,
                                        control=control)
         self.started = asyncio.Event()
@@ -112,6 +117,8 @@ class OpcUaServer:
             async with TaskGroup() as group:
                 group.create_task(self.publisher.run(), name="opcua:publisher")
                 group.create_task(self._follow_directory(), name="opcua:directory")
+                if self.campus_mirror is not None:
+                    group.create_task(self.campus_mirror.run(), name="opcua:campus")
         finally:
             self._running = False
             self.started.clear()
@@ -157,6 +164,11 @@ class OpcUaServer:
         self.publisher = Publisher(server, settings.sampling_interval_s, settings.deadbands,
                                    settings.default_deadband, on_alarms=self.alarm_events.changed)
         self.publisher.set_gateway(self._gateway, self.gateway_id)
+        self.campus_mirror = None
+        if self.campus is not None:
+            await model.create_campus_types(server, self._types)
+            self.campus_mirror = CampusMirror(server, self._types, self.publisher, self.campus,
+                                              settings.sampling_interval_s, self.log)
         return server
 
     async def _load_certificate(self, server: Server, application_uri: str) -> None:
