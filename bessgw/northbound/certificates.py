@@ -114,6 +114,10 @@ def thumbprint(certificate: x509.Certificate) -> str:
     return certificate.fingerprint(hashes.SHA1()).hex()
 
 
+#: files in trusted/ that count as certificates
+_CERT_SUFFIXES = frozenset({".der", ".pem", ".crt", ".cer"})
+
+
 class TrustList:
     """Validates client certificates against ``trusted/`` and files refused ones into ``rejected/``.
 
@@ -135,19 +139,28 @@ class TrustList:
         self.rejected = 0
 
     async def __call__(self, certificate: x509.Certificate, app_description: ua.ApplicationDescription) -> None:
-        await self._reload_if_changed()
+        if not await self._reload_if_changed():
+            # nothing trusted yet (a fresh install): refuse and file the certificate so that an admin can
+            # trust it; asyncua's store cannot even be loaded empty
+            self._reject(certificate, "BadCertificateUntrusted")
+            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
         try:
             await self._validator.validate(certificate, app_description)
         except ServiceError as err:
             self._reject(certificate, ua.StatusCode(err.code).name)
             raise
 
-    async def _reload_if_changed(self) -> None:
-        entries = list(self.trusted_dir.iterdir())
+    async def _reload_if_changed(self) -> bool:
+        """Reload ``trusted/`` when it changed; whether it holds any certificate at all."""
+        entries = [entry for entry in self.trusted_dir.iterdir() if entry.suffix.lower() in _CERT_SUFFIXES]
+        if not entries:
+            self._loaded_stamp = None
+            return False
         stamp = (self.trusted_dir.stat().st_mtime, len(entries))
         if stamp != self._loaded_stamp:
             await self._store.load()
             self._loaded_stamp = stamp
+        return True
 
     def _reject(self, certificate: x509.Certificate, reason: str) -> None:
         self.rejected += 1
