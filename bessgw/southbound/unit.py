@@ -168,7 +168,7 @@ class UnitSupervisor:
             self.connected = False
 
     async def _session(self) -> None:
-        offer = await self.driver.identify()
+        offer = await self._identify()
         self.capability = offer
         self.driver._offer = offer
         if self.expected_chemistry and offer.chemistry != self.expected_chemistry:
@@ -182,6 +182,24 @@ class UnitSupervisor:
             asyncio.create_task(self._poll_loop(), name=f"poll:{self.unit_id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.unit_id}"),
         )
+
+    async def _identify(self) -> Capability:
+        """``driver.identify()``, while the last known values keep ageing (it may wait seconds)."""
+        identify = asyncio.ensure_future(self.driver.identify())
+        step = max(0.05, min(self.timing.stale_after_s, self.timing.bad_after_s) / 4)
+        try:
+            while True:
+                done, _ = await asyncio.wait({identify}, timeout=step)
+                if done:
+                    return identify.result()
+                if self.last_good is not None:
+                    view = self._offline_view()
+                    if view.quality is not self.telemetry.quality:
+                        self._publish(view, negotiate_too=False)
+        finally:
+            if not identify.done():
+                identify.cancel()
+                await asyncio.gather(identify, return_exceptions=True)
 
     async def _poll_loop(self) -> None:
         interval = self.timing.poll_interval_s

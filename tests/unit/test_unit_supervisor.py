@@ -244,3 +244,30 @@ def test_an_error_answer_is_bad_at_once_not_stale() -> None:
     seen = asyncio.run(scenario())
     assert set(seen) == {Quality.BAD}
     assert "exception code 4" in supervisor.telemetry.quality_reason
+
+
+def test_values_keep_ageing_while_identify_waits() -> None:
+    supervisor, driver = make()
+    release = asyncio.Event()
+    original_identify = driver.identify
+
+    async def slow_identify() -> Capability:
+        await release.wait()  # the device is back on the wire but slow to identify itself
+        return await original_identify()
+
+    async def scenario() -> None:
+        task = asyncio.create_task(supervisor.run())
+        try:
+            await until(supervisor, lambda t: t.quality is Quality.GOOD)
+            driver.online = False
+            await until(supervisor, lambda t: t.quality is Quality.STALE)
+            driver.identify = slow_identify  # type: ignore[method-assign]
+            driver.online = True  # reads work again, but identify hangs until released
+            await until(supervisor, lambda t: t.quality is Quality.BAD)  # aged to bad meanwhile
+            release.set()
+            await until(supervisor, lambda t: t.quality is Quality.GOOD)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
