@@ -44,7 +44,10 @@ class GatewaySection(StrictModel):
     """``[gateway]``: who this gateway is and how the process behaves."""
 
     id: str = Field(pattern=IDENTIFIER, description="Gateway id, unique in the campus")
-    state_dir: Path = Field(Path("/var/lib/bessgw"), description="Writable state (journal, certificates)")
+    state_dir: Path = Field(
+        Path("/var/lib/bessgw"),
+        description="Writable state (journal, certificates, admin socket); relative to the config file's directory",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: readable on a TTY, JSON otherwise (journald, pipes)"
@@ -96,11 +99,37 @@ class CanSettings(StrictModel):
         return self
 
 
+class OpcUaClientSettings(StrictModel):
+    """``[southbound.opcua]``: behaviour shared by every OPC UA server the gateway is a client of."""
+
+    request_timeout_s: float = Field(2.0, gt=0, le=60, description="Bound on one read, write or method call")
+    connect_timeout_s: float = Field(5.0, gt=0, le=120, description="Bound on connect + secure channel + session")
+    reconnect_min_s: float = Field(0.5, gt=0, le=600)
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+    keepalive_interval_s: float = Field(
+        1.0, gt=0, le=600, description="Watchdog: read the server's CurrentTime this often; a failure reconnects"
+    )
+    publish_interval_s: float = Field(0.1, gt=0, le=60, description="Default subscription publishing interval")
+    certificate_path: Path | None = Field(
+        None, description="Client certificate (DER or PEM); generated into state_dir/pki/southbound if unset"
+    )
+    private_key_path: Path | None = Field(None, description="Private key (PEM) of certificate_path")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpcUaClientSettings:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if (self.certificate_path is None) != (self.private_key_path is None):
+            raise ValueError("set both certificate_path and private_key_path, or neither (then one is generated)")
+        return self
+
+
 class SouthboundSection(StrictModel):
     """``[southbound]``: transport-wide settings."""
 
     modbus: ModbusSettings = ModbusSettings()
     can: CanSettings = CanSettings()
+    opcua: OpcUaClientSettings = OpcUaClientSettings()
 
 
 class UnitDefaults(StrictModel):
@@ -142,6 +171,37 @@ class CanLink(StrictModel):
     )
 
 
+class OpcUaDeviceLink(StrictModel):
+    """``units[i].opcua``: where an OPC UA unit is. Units with the same endpoint and login share one session."""
+
+    endpoint: str = Field(pattern=r"^opc\.tcp://[^/:]+:\d{1,5}(/.*)?$", description="Server endpoint URL")
+    security_policy: Literal["Basic256Sha256", "None"] = Field(
+        "Basic256Sha256", description="None (no signing, no encryption) is for labs only"
+    )
+    security_mode: Literal["SignAndEncrypt", "Sign"] = "SignAndEncrypt"
+    username: str | None = Field(None, description="User name login (anonymous when unset)")
+    password: str | None = Field(None, description="Password of username (prefer password_file)")
+    password_file: Path | None = Field(None, description="File whose first line is the password of username")
+    server_certificate_path: Path | None = Field(
+        None, description="Pin the server's certificate (DER or PEM); unset: accept what the endpoint offers"
+    )
+    namespace_uri: str = Field(description="Namespace of the unit's browse names, e.g. urn:vendor-b:vrfb")
+    object_path: str = Field(
+        description="Browse path of the unit's root object under Objects, e.g. Containers/VRFB-01"
+    )
+    publish_interval_s: float | None = Field(None, gt=0, le=60, description="Default: [southbound.opcua]")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpcUaDeviceLink:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set either password or password_file, not both")
+        if (self.password is not None or self.password_file is not None) and self.username is None:
+            raise ValueError("a password needs a username")
+        if not [part for part in self.object_path.split("/") if part]:
+            raise ValueError("object_path must name at least one object")
+        return self
+
+
 class SiteLimitsTable(StrictModel):
     """``units[i].site_limits``: the site engineer's limits; absent keys impose none."""
 
@@ -171,6 +231,7 @@ class UnitSection(StrictModel):
     retry_max_s: float | None = Field(None, gt=0, le=3600)
     modbus: ModbusLink | None = None
     can: CanLink | None = None
+    opcua: OpcUaDeviceLink | None = None
     site_limits: SiteLimitsTable = SiteLimitsTable()
     options: dict[str, Any] = Field(default_factory=dict, description="Driver-specific, see the plugin docs")
 
@@ -530,10 +591,22 @@ def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
         raise ConfigError(path, format_validation_error(path, err)) from err
 
 
+def _anchor_paths(config: Config, base: Path) -> Config:
+    """Relative ``state_dir`` and ``key_file`` are relative to the config file, not to the working
+    directory (systemd starts us in ``/``; a person runs ``bessgw status`` from anywhere)."""
+    gateway = config.gateway
+    if not gateway.state_dir.is_absolute():
+        gateway = gateway.model_copy(update={"state_dir": (base / gateway.state_dir).resolve()})
+    federation = config.federation
+    if federation is not None and federation.key_file is not None and not federation.key_file.is_absolute():
+        federation = federation.model_copy(update={"key_file": (base / federation.key_file).resolve()})
+    return config.model_copy(update={"gateway": gateway, "federation": federation})
+
+
 def load_config(path: str | Path, registry: PluginRegistry | None = None) -> Config:
     """Read, parse and validate a config file; with ``registry``, also the plugin-specific tables."""
     path = Path(path)
-    config = parse_config(read_toml(path), str(path))
+    config = _anchor_paths(parse_config(read_toml(path), str(path)), path.parent)
     if config.federation is not None and config.federation.enabled:
         try:  # a missing or malformed key file is a config error, found now rather than at first gossip
             config.federation.campus_keys()
@@ -586,7 +659,7 @@ def check_against_plugins(config: Config, registry: PluginRegistry, path: str = 
         if unit.chemistry is not None and unit.chemistry.lower() not in registry.chemistries:
             known = ", ".join(sorted(registry.chemistries)) or "none installed"
             problems.append(f"{where}.chemistry: unknown chemistry {unit.chemistry!r} (installed: {known})")
-        for transport in ("modbus", "can"):
+        for transport in ("modbus", "can", "opcua"):
             table = getattr(unit, transport)
             if spec.transport == transport and table is None:
                 problems.append(f"{where}: driver {unit.driver!r} talks {transport}: add a [units.{transport}] table")

@@ -43,6 +43,7 @@ from bessgw.plugin.modbus import (
     encode_string,
     encode_value,
 )
+from bessgw.plugin.opcua import ChangeHandler, DataChange, OpcUaLink
 from bessgw.plugin.roles import (
     ChemistryModel,
     DriverContext,
@@ -67,8 +68,10 @@ __all__ = [
     "CanFrame",
     "CanLink",
     "Capability",
+    "ChangeHandler",
     "ChemistryEnvelope",
     "ChemistryModel",
+    "DataChange",
     "DeviceError",
     "DeviceProtocolError",
     "DeviceTimeoutError",
@@ -79,6 +82,7 @@ __all__ = [
     "EquivalentCircuit",
     "IncompatibleDeviceError",
     "Logger",
+    "OpcUaLink",
     "PluginError",
     "Quality",
     "RegisterDecoder",

@@ -21,6 +21,7 @@ from bessgw.plugin.roles import Logger
 TRANSPORTS: dict[str, str] = {
     "modbus": "bessgw.southbound.modbus.transport:ModbusTransport",
     "can": "bessgw.southbound.can.transport:CanTransport",
+    "opcua": "bessgw.southbound.opcua.transport:OpcUaTransport",
 }
 
 

@@ -152,3 +152,15 @@ def test_unreadable_campus_key_file_names_the_key(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + f'\n[federation]\nbind_host = "127.0.0.1"\nkey_file = "{tmp_path}/nokeys"\n')
     (line,) = errors_of(path)
     assert line.startswith(f"{path}: federation.key_file: {tmp_path}/nokeys: cannot read campus keys")
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, monkeypatch) -> None:
+    site = tmp_path / "etc"
+    site.mkdir()
+    (site / "campus.keys").write_text("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n")
+    path = write(site, '[gateway]\nid = "gw"\nstate_dir = "../var/gw"\n'
+                       '[federation]\nbind_host = "127.0.0.1"\nkey_file = "campus.keys"\n')
+    monkeypatch.chdir("/")
+    config = load_config(path)
+    assert config.gateway.state_dir == tmp_path / "var" / "gw"
+    assert config.federation.key_file == site / "campus.keys"

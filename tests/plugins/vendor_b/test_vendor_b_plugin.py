@@ -1,0 +1,141 @@
+"""vendor_b as a plugin: what it registers, the conformance kit, and `bessgw sim vendor_b` as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import bessgw_vendor_b.plugin as plugin_module
+import pytest
+from asyncua import Client
+from bessgw_vendor_b.addressspace import IDENTITY, NAMESPACE_URI, TELEMETRY
+from bessgw_vendor_b.driver import FEATURES, VendorBUnitOptions
+
+from bessgw.config import check_against_plugins, parse_config
+from bessgw.errors import ConfigError
+from bessgw.plugin import DriverContext
+from bessgw.plugin.manager import build_plugin_manager
+from bessgw.southbound.opcua.transport import OpcUaTransport
+from bessgw.testing import DriverConformance
+from tests.plugins.vendor_a.harness import RecordingLog, registry
+from tests.plugins.vendor_b.harness import SimulatorThread, gateway_config
+
+BESSGW = str(Path(sys.executable).with_name("bessgw"))
+README = Path(plugin_module.__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def sim_thread():
+    thread = SimulatorThread(count=1, tick_s=0.05)
+    yield thread
+    thread.close()
+
+
+def test_plugin_registers_an_opcua_driver_and_a_simulator():
+    assert plugin_module.BESSGW_PLUGIN_API == "1.0"
+    found = build_plugin_manager().collect()
+    driver = found.drivers["vendor_b"]
+    assert driver.transport == "opcua" and driver.unit_options is VendorBUnitOptions
+    args = found.simulators["vendor_b"].parse_args(["--port", "4850", "--count", "3"])
+    assert (args.port, args.count, args.host) == (4850, 3, "127.0.0.1")
+    with pytest.raises(ValueError, match="--port"):
+        found.simulators["vendor_b"].parse_args([])
+
+
+def test_config_requires_the_opcua_table_for_vendor_b():
+    config = parse_config({"gateway": {"id": "g"}, "units": [{"id": "b", "driver": "vendor_b"}]})
+    with pytest.raises(ConfigError, match=r"units\[0\]: driver 'vendor_b' talks opcua: add a \[units.opcua\] table"):
+        check_against_plugins(config, registry())
+    config = parse_config({"gateway": {"id": "g"}, "units": [{"id": "b", "driver": "vendor_a", "opcua": {
+        "endpoint": "opc.tcp://127.0.0.1:1/x", "namespace_uri": "u", "object_path": "a"}, "modbus": {}}]})
+    with pytest.raises(ConfigError, match=r"units\[0\].opcua: driver 'vendor_a' does not use opcua"):
+        check_against_plugins(config, registry())
+
+
+def test_offer_has_flow_battery_specifics_and_no_cold_charge_derating(sim_thread):
+    async def scenario():
+        config = gateway_config(sim_thread.sim)
+        transport = OpcUaTransport(config, RecordingLog())
+        driver = registry().drivers["vendor_b"].factory(
+            DriverContext(unit_id="b0", link=transport.link_for(config.units[0])))
+        try:
+            return await driver.identify(), await driver.read()
+        finally:
+            await driver.close()
+            await transport.close()
+
+    offer, telemetry = asyncio.run(asyncio.wait_for(scenario(), 30.0))
+    vrfb, lfp = registry().chemistries["vrfb"], registry().chemistries["lfp"]
+    assert offer.chemistry == "vrfb" and {"electrolyte_temperature", "pump_state"} <= offer.features == FEATURES
+    assert offer.soc_max_pct - offer.soc_min_pct == vrfb.soc_max_pct - vrfb.soc_min_pct
+    assert {"electrolyte_temp_c", "pump_running"} <= set(telemetry.extra)
+    # charging at 2 °C: LFP is derated for cold charging, the flow battery is not
+    assert vrfb.envelope(50.0, 2.0).charge_derating > lfp.envelope(50.0, 2.0).charge_derating
+
+
+class TestVendorBConformance(DriverConformance):
+    @pytest.fixture
+    def driver_spec(self):
+        return registry().drivers["vendor_b"]
+
+    @pytest.fixture
+    def open_driver(self, driver_spec, sim_thread):
+        @contextlib.asynccontextmanager
+        async def open_():
+            config = gateway_config(sim_thread.sim)
+            transport = OpcUaTransport(config, RecordingLog())
+            driver = driver_spec.factory(DriverContext(unit_id="b0", link=transport.link_for(config.units[0]),
+                                                       options=VendorBUnitOptions()))
+            try:
+                yield driver
+            finally:
+                await driver.close()
+                await transport.close()
+
+        return open_
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_bessgw_sim_serves_the_documented_address_space_and_stops_on_sigterm():
+    async def scenario():
+        port = _free_port()
+        with tempfile.TemporaryDirectory() as pki:
+            process = await asyncio.create_subprocess_exec(
+                BESSGW, "sim", "vendor_b", "--port", str(port), "--soc-pct", "61.5", "--pki-dir", pki,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+            try:
+                line = await asyncio.wait_for(process.stdout.readline(), 30.0)
+                assert line.decode().strip() == "ready"
+                client = Client(f"opc.tcp://127.0.0.1:{port}/vendor_b", timeout=5)  # an independent client
+                async with client:
+                    ns = await client.get_namespace_index(NAMESPACE_URI)
+                    root = await client.nodes.objects.get_child([f"{ns}:Containers", f"{ns}:VRFB-01"])
+                    soc = await (await root.get_child([f"{ns}:Telemetry", f"{ns}:SocPct"])).read_value()
+                    names = {(await node.read_browse_name()).Name
+                             for node in await (await root.get_child(f"{ns}:Identity")).get_children()}
+                assert soc == pytest.approx(61.5, abs=0.5) and names == set(IDENTITY)
+                process.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(process.wait(), 15.0) == 0
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+    asyncio.run(scenario())
+
+
+def test_readme_documents_every_node():
+    text = README.read_text(encoding="utf-8")
+    for name in [*IDENTITY, *TELEMETRY, "PowerSetpointKw", "HeartbeatCounter", "SetPower", "ResetFault",
+                 NAMESPACE_URI]:
+        assert f"`{name}" in text, name
