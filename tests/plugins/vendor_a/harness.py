@@ -20,6 +20,7 @@ from bessgw.model import SiteLimits, Telemetry
 from bessgw.plugin import DriverContext
 from bessgw.plugin.manager import build_plugin_manager
 from bessgw.southbound.modbus.transport import ModbusTransport
+from bessgw.southbound.transport import Transport
 from bessgw.southbound.unit import UnitSupervisor
 
 _REGISTRY = None
@@ -107,31 +108,37 @@ def gateway_config(ports: list[int], *, modbus: dict[str, Any] | None = None,
     })
 
 
-class Gateway:
-    """Transport + one supervisor per configured unit, run as tasks of the current loop."""
+class SupervisedGateway:
+    """A transport + one supervisor per configured unit, run as tasks of the current loop.
 
-    def __init__(self, config: Config, log: RecordingLog | None = None) -> None:
+    The daemon's southbound runtime in-process, for any driver: subclasses name the transport and driver.
+    """
+
+    def __init__(self, config: Config, transport: Transport, driver: str, log: RecordingLog,
+                 reconnect_min_s: float, reconnect_max_s: float, run_transport: bool = False) -> None:
         self.config = config
-        self.log = log or RecordingLog()
-        self.transport = ModbusTransport(config, self.log.bind(transport="modbus"))
+        self.log = log
+        self.transport = transport
+        self.run_transport = run_transport
         self.arrivals = Arrivals()
-        spec = registry().drivers["vendor_a"]
-        settings = config.southbound.modbus
+        spec = registry().drivers[driver]
         self.supervisors: dict[str, UnitSupervisor] = {}
         for unit in config.units:
             unit_log = self.log.bind(unit=unit.id)
-            driver = spec.factory(DriverContext(unit_id=unit.id, link=self.transport.link_for(unit),
-                                                options=unit_options(unit, spec.unit_options), log=unit_log))
+            context = DriverContext(unit_id=unit.id, link=self.transport.link_for(unit),
+                                    options=unit_options(unit, spec.unit_options), log=unit_log)
             self.supervisors[unit.id] = UnitSupervisor(
-                unit.id, driver, spec, config.unit_timing(unit), SiteLimits(), dict(registry().chemistries),
-                observers=[self.arrivals], log=unit_log,
-                reconnect_min_s=settings.reconnect_min_s, reconnect_max_s=settings.reconnect_max_s,
+                unit.id, spec.factory(context), spec, config.unit_timing(unit), SiteLimits(),
+                dict(registry().chemistries), observers=[self.arrivals], log=unit_log,
+                reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s,
             )
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def __aenter__(self) -> Gateway:
+    async def __aenter__(self):
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(s.run(), name=f"unit:{uid}") for uid, s in self.supervisors.items()]
+        if self.run_transport:
+            self._tasks.append(loop.create_task(self.transport.run(), name=f"transport:{self.transport.name}"))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -140,12 +147,12 @@ class Gateway:
         try:
             if self._tasks:
                 _done, pending = await asyncio.wait(self._tasks, timeout=5.0)
-                if pending:  # a unit task that ignores cancellation would hang the daemon's shutdown
+                if pending:  # a task that ignores cancellation would hang the daemon's shutdown
                     for task in asyncio.all_tasks():
                         _print_await_chain(task)
-                    raise AssertionError(f"unit tasks did not stop when cancelled: {pending}")
+                    raise AssertionError(f"tasks did not stop when cancelled: {pending}")
         finally:
-            await self.transport.close()
+            await asyncio.wait_for(self.transport.close(), 10.0)
 
     def alive(self) -> bool:
         """Every supervisor task still runs (none crashed or returned)."""
@@ -168,9 +175,19 @@ class Gateway:
                     f"{unit_id}: condition not met within {timeout_s} s; last telemetry {supervisor.telemetry}"
                 )
             try:
-                await supervisor.wait_update(remaining)
+                await supervisor.wait_update(min(remaining, 0.5))
             except TimeoutError:
                 continue
+
+
+class Gateway(SupervisedGateway):
+    """vendor_a units behind the Modbus transport."""
+
+    def __init__(self, config: Config, log: RecordingLog | None = None) -> None:
+        log = log or RecordingLog()
+        settings = config.southbound.modbus
+        super().__init__(config, ModbusTransport(config, log.bind(transport="modbus")), "vendor_a", log,
+                         settings.reconnect_min_s, settings.reconnect_max_s)
 
 
 def simulator(count: int = 1, **kw: Any) -> VendorASimulator:

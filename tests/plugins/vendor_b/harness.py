@@ -20,12 +20,9 @@ from typing import Any
 from bessgw_vendor_b.addressspace import NAMESPACE_URI
 from bessgw_vendor_b.simulator import VendorBSimulator
 
-from bessgw.config import Config, parse_config, unit_options
-from bessgw.model import SiteLimits, Telemetry
-from bessgw.plugin import DriverContext
+from bessgw.config import Config, parse_config
 from bessgw.southbound.opcua.transport import OpcUaTransport
-from bessgw.southbound.unit import UnitSupervisor
-from tests.plugins.vendor_a.harness import Arrivals, RecordingLog, registry
+from tests.plugins.vendor_a.harness import RecordingLog, SupervisedGateway, registry
 
 
 class SimulatorThread:
@@ -101,63 +98,18 @@ def gateway_config(sim: VendorBSimulator, *, indexes: tuple[int, ...] = (0,), op
     })
 
 
-class Gateway:
-    """Transport + one supervisor per configured unit, run as tasks of the current loop."""
+class Gateway(SupervisedGateway):
+    """vendor_b units behind the OPC UA client transport (which supervises its sessions in ``run``)."""
 
     def __init__(self, config: Config, log: RecordingLog | None = None) -> None:
-        self.config = config
-        self.log = log or RecordingLog()
-        self.transport = OpcUaTransport(config, self.log.bind(transport="opcua"))
-        self.arrivals = Arrivals()
-        spec = registry().drivers["vendor_b"]
+        log = log or RecordingLog()
         settings = config.southbound.opcua
-        self.supervisors: dict[str, UnitSupervisor] = {}
-        for unit in config.units:
-            unit_log = self.log.bind(unit=unit.id)
-            driver = spec.factory(DriverContext(unit_id=unit.id, link=self.transport.link_for(unit),
-                                                options=unit_options(unit, spec.unit_options), log=unit_log))
-            self.supervisors[unit.id] = UnitSupervisor(
-                unit.id, driver, spec, config.unit_timing(unit), SiteLimits(), dict(registry().chemistries),
-                observers=[self.arrivals], log=unit_log,
-                reconnect_min_s=settings.reconnect_min_s, reconnect_max_s=settings.reconnect_max_s,
-            )
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def __aenter__(self) -> Gateway:
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(s.run(), name=f"unit:{uid}") for uid, s in self.supervisors.items()]
-        self._tasks.append(loop.create_task(self.transport.run(), name="transport:opcua"))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        try:
-            _done, pending = await asyncio.wait(self._tasks, timeout=5.0)
-            assert not pending, f"tasks did not stop when cancelled: {pending}"
-        finally:
-            await asyncio.wait_for(self.transport.close(), 10.0)
+        super().__init__(config, OpcUaTransport(config, log.bind(transport="opcua")), "vendor_b", log,
+                         settings.reconnect_min_s, settings.reconnect_max_s, run_transport=True)
 
     def endpoint(self, unit_id: str = "b0"):
         unit = next(u for u in self.config.units if u.id == unit_id)
         return self.transport.endpoint_for(unit)
-
-    async def wait_for(self, unit_id: str, predicate: Callable[[Telemetry], bool], timeout_s: float) -> Telemetry:
-        """The first telemetry of ``unit_id`` (current or next published) satisfying ``predicate``."""
-        supervisor = self.supervisors[unit_id]
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if predicate(supervisor.telemetry):
-                return supervisor.telemetry
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"{unit_id}: condition not met within {timeout_s} s; last telemetry {supervisor.telemetry}"
-                )
-            try:
-                await supervisor.wait_update(min(remaining, 0.5))
-            except TimeoutError:
-                continue
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.02) -> None:
