@@ -1,0 +1,194 @@
+"""Reading, validating and explaining a config file: the error lines a site engineer acts on."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from bessgw.config.schema import Config
+from bessgw.config.southbound import UnitSection
+from bessgw.errors import ConfigError
+from bessgw.plugin.manager import PluginRegistry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+def _key_path(loc: Iterable[Any]) -> str:
+    """pydantic's ``loc`` as the engineer wrote it: ``('units', 3, 'modbus', 'port')`` -> ``units[3].modbus.port``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith(("function-", "tagged-union")):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_validation_error(path: str, err: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    """One line per pydantic error: ``file: key.path: message (got value)``."""
+    lines = []
+    for item in err.errors(include_url=False):
+        loc = prefix + tuple(item.get("loc", ()))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; `bessgw config-schema` lists every key)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        elif "input" in item and item["type"] not in ("model_type", "dict_type"):
+            message += f" (got {_describe(item['input'])})"
+        lines.append(f"{path}: {_key_path(loc)}: {message}")
+    return lines
+
+
+_TOML_POSITION = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; syntax errors name the line and column."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(str(path), [f"{path}: cannot read: {err.strerror or err}"]) from err
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), [f"{path}: not UTF-8 text (byte {err.start})"]) from err
+    except tomllib.TOMLDecodeError as err:
+        text = str(err)
+        match = _TOML_POSITION.match(text)
+        if match:
+            where = f"line {match['line']}, column {match['col']}"
+            text = match["msg"]
+        else:
+            where = "TOML"
+        raise ConfigError(str(path), [f"{path}: {where}: TOML syntax error: {text}"]) from err
+
+
+def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
+    """Validate already-parsed TOML data against the core schema."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(path, format_validation_error(path, err)) from err
+
+
+def _anchor_paths(config: Config, base: Path) -> Config:
+    """Relative ``state_dir`` and ``key_file`` are relative to the config file, not to the working
+    directory (systemd starts us in ``/``; a person runs ``bessgw status`` from anywhere)."""
+    gateway = config.gateway
+    if not gateway.state_dir.is_absolute():
+        gateway = gateway.model_copy(update={"state_dir": (base / gateway.state_dir).resolve()})
+    federation = config.federation
+    if federation is not None and federation.key_file is not None and not federation.key_file.is_absolute():
+        federation = federation.model_copy(update={"key_file": (base / federation.key_file).resolve()})
+    return config.model_copy(update={"gateway": gateway, "federation": federation})
+
+
+def load_config(path: str | Path, registry: PluginRegistry | None = None) -> Config:
+    """Read, parse and validate a config file; with ``registry``, also the plugin-specific tables."""
+    path = Path(path)
+    config = _anchor_paths(parse_config(read_toml(path), str(path)), path.parent)
+    if config.federation is not None and config.federation.enabled:
+        try:  # a missing or malformed key file is a config error, found now rather than at first gossip
+            config.federation.campus_keys()
+        except ConfigError as err:
+            problems = [f"{path}: federation.key_file: {problem}" for problem in err.problems]
+            raise ConfigError(str(path), problems) from err
+    if registry is not None:
+        check_against_plugins(config, registry, str(path))
+    return config
+
+
+def _validate_table(model: type | None, table: dict[str, Any], path: str, loc: tuple[Any, ...]) -> list[str]:
+    if model is None:
+        if table:
+            return [f"{path}: {_key_path(loc)}: this plugin takes no options (got {sorted(table)})"]
+        return []
+    try:
+        model.model_validate(table)  # type: ignore[attr-defined]
+    except ValidationError as err:
+        return format_validation_error(path, err, loc)
+    return []
+
+
+def plugin_options(config: Config, spec_model: type | None, name: str) -> Any:
+    """The validated ``plugins.<name>`` table for a driver (defaults when absent)."""
+    if spec_model is None:
+        return None
+    return spec_model.model_validate(config.plugins.get(name, {}))  # type: ignore[attr-defined]
+
+
+def unit_options(unit: UnitSection, spec_model: type | None) -> Any:
+    """The validated ``units[i].options`` table."""
+    if spec_model is None:
+        return None
+    return spec_model.model_validate(unit.options)  # type: ignore[attr-defined]
+
+
+def check_against_plugins(config: Config, registry: PluginRegistry, path: str = "<config>") -> None:
+    """Second pass: driver names, transport tables and plugin-owned tables, all errors at once."""
+    problems: list[str] = []
+    drivers = registry.drivers
+    installed = ", ".join(sorted(drivers)) or "none installed"
+    for index, unit in enumerate(config.units):
+        loc = ("units", index)
+        spec = drivers.get(unit.driver)
+        where = f"{path}: {_key_path(loc)}"
+        if spec is None:
+            problems.append(f"{where}.driver: unknown driver {unit.driver!r} (installed: {installed})")
+            continue
+        if unit.chemistry is not None and unit.chemistry.lower() not in registry.chemistries:
+            known = ", ".join(sorted(registry.chemistries)) or "none installed"
+            problems.append(f"{where}.chemistry: unknown chemistry {unit.chemistry!r} (installed: {known})")
+        for transport in ("modbus", "can", "opcua"):
+            table = getattr(unit, transport)
+            if spec.transport == transport and table is None:
+                problems.append(f"{where}: driver {unit.driver!r} talks {transport}: add a [units.{transport}] table")
+            elif spec.transport != transport and table is not None:
+                problems.append(
+                    f"{where}.{transport}: driver {unit.driver!r} does not use {transport} (it uses {spec.transport})"
+                )
+        problems += _validate_table(spec.unit_options, unit.options, path, loc + ("options",))
+    owners = {spec.name: spec for spec in drivers.values()}
+    for name, table in config.plugins.items():
+        spec = owners.get(name)
+        if spec is None:
+            problems.append(f"{path}: plugins.{name}: no installed driver is called {name!r} (installed: {installed})")
+            continue
+        problems += _validate_table(spec.plugin_options, table, path, ("plugins", name))
+    for index, sim in enumerate(config.simulators):
+        spec = registry.simulators.get(sim.name)
+        if spec is None:
+            known = ", ".join(sorted(registry.simulators)) or "none installed"
+            problems.append(f"{path}: simulators[{index}].name: unknown simulator {sim.name!r} (installed: {known})")
+            continue
+        try:
+            spec.parse_args(list(sim.args))
+        except ValueError as err:
+            problems.append(f"{path}: simulators[{index}].args: {err}")
+    if problems:
+        raise ConfigError(path, problems)
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of the config file, for editors (``bessgw config-schema``)."""
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "bessgw gateway configuration"
+    return schema
