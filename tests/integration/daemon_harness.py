@@ -17,6 +17,21 @@ def bessgw_command() -> list[str]:
     return [sys.executable, "-m", "bessgw.cli"]
 
 
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (tests run in parallel with others)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def gateway_status(config: Path, env: dict[str, str]) -> dict:
+    """``bessgw status --json`` of the running gateway whose config is ``config``."""
+    result = subprocess.run([*bessgw_command(), "status", "--config", str(config), "--json"], env=env,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
 class GatewayProcess:
     """A gateway subprocess plus the systemd side of sd_notify (a datagram socket we read)."""
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 from pathlib import Path
 
@@ -16,17 +15,12 @@ import pytest
 from asyncua import Client, ua
 
 from bessgw.northbound.passwords import hash_password
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command, free_tcp_port, gateway_status
 
 pytestmark = pytest.mark.daemon
 
 PASSWORD = "operator-secret"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 CONFIG = """
@@ -72,15 +66,9 @@ soc_pct = 30
 """
 
 
-def status(config: Path, env: dict[str, str]) -> dict:
-    result = subprocess.run([*bessgw_command(), "status", "--config", str(config), "--json"], env=env,
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
 
 def test_setpower_goes_through_control_and_the_journal(tmp_path: Path, subprocess_env) -> None:
-    port = free_port()
+    port = free_tcp_port()
     config = tmp_path / "gw.toml"
     config.write_text(CONFIG.format(state=tmp_path / "state", port=port, hash=hash_password(PASSWORD)))
     env = dict(subprocess_env, BESSGW_PLUGINS="bessgw_example")
@@ -114,7 +102,7 @@ def test_setpower_goes_through_control_and_the_journal(tmp_path: Path, subproces
                 await asyncio.wait_for(client.disconnect(), 10)
 
         asyncio.run(scenario())
-        state = status(config, env)
+        state = gateway_status(config, env)
         assert state["control"]["source"] == "scada" and state["control"]["target_p_kw"] == 400.0
         assert state["control"]["overrides"] == {"m2": -50.0}
         # m2 is held by its override, so m1 alone carries the gateway target

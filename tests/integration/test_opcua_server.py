@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import shutil
-import socket
 import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -35,6 +34,7 @@ from bessgw.plugin import DriverContext
 from bessgw.plugin.manager import build_plugin_manager
 from bessgw.southbound.directory import UnitDirectory
 from bessgw.southbound.unit import UnitSupervisor
+from tests.integration.daemon_harness import free_tcp_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +44,6 @@ PASSWORDS = {"vera": "viewer-pass", "otto": "operator-pass", "ada": "admin-pass"
 ROLES = {"vera": "viewer", "otto": "operator", "ada": "admin"}
 WAIT_S = 10.0
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def client_certificate(directory: Path, name: str) -> tuple[CertificateFiles, str]:
@@ -168,7 +163,7 @@ def make_settings(tmp: Path, **overrides: Any) -> OpcUaSettings:
     users = [OpcUaUser(name=name, password_hash=hash_password(PASSWORDS[name]), role=role)
              for name, role in ROLES.items()]
     values: dict[str, Any] = dict(
-        enabled=True, endpoint=f"opc.tcp://127.0.0.1:{free_port()}/bessgw", users=users,
+        enabled=True, endpoint=f"opc.tcp://127.0.0.1:{free_tcp_port()}/bessgw", users=users,
         sampling_interval_s=0.05, max_subscriptions_per_session=3, session_idle_timeout_s=30,
     )
     values.update(overrides)

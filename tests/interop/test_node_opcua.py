@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +28,7 @@ import pytest
 
 from bessgw.northbound.certificates import CertificateFiles, ensure_certificate
 from bessgw.northbound.passwords import hash_password
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command
+from tests.integration.daemon_harness import GatewayProcess, free_tcp_port, gateway_status
 
 pytestmark = [pytest.mark.interop, pytest.mark.daemon]
 
@@ -74,11 +73,6 @@ soc_pct = 30
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def node_opcua() -> Path:
@@ -102,12 +96,6 @@ def run_client(node: Path, **arguments: object) -> tuple[int, dict]:
     return result.returncode, json.loads(lines[-1])
 
 
-def status(config: Path, env: dict[str, str]) -> dict:
-    result = subprocess.run([*bessgw_command(), "status", "--config", str(config), "--json"], env=env,
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
 
 @contextmanager
 def gateway(tmp_path: Path, env: dict[str, str], trust_other_client: bool) -> Iterator[tuple[GatewayProcess, Path]]:
@@ -122,7 +110,7 @@ def gateway(tmp_path: Path, env: dict[str, str], trust_other_client: bool) -> It
         ensure_certificate(CertificateFiles(trusted / "scada.der", tmp_path / "scada-key.pem"), "urn:site:scada",
                            "site scada", client=True, hostnames=("localhost",))
     config = tmp_path / "gw.toml"
-    config.write_text(CONFIG.format(state=state, port=free_port(), hash=hash_password(PASSWORD)))
+    config.write_text(CONFIG.format(state=state, port=free_tcp_port(), hash=hash_password(PASSWORD)))
     gw = GatewayProcess(config, dict(env, BESSGW_PLUGINS="bessgw_example"), tmp_path)
     try:
         gw.wait_notify("READY", timeout_s=30)
@@ -179,7 +167,7 @@ def test_node_opcua_client_browses_reads_and_commands(tmp_path: Path, subprocess
         #    gateway's telemetry log line, then ask the running gateway itself)
         gw.wait_log(lambda e: e.get("event") == "telemetry" and e.get("unit") == "m1" and e.get("p_kw") == -120.5,
                     timeout_s=10)
-        units = {unit["id"]: unit for unit in status(config, subprocess_env)["units"]}
+        units = {unit["id"]: unit for unit in gateway_status(config, subprocess_env)["units"]}
         assert units["m1"]["p_kw"] == -120.5, units["m1"]
         assert units["m2"]["p_kw"] == 0.0, units["m2"]  # nothing else was commanded
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from bessgw.plugin import DriverContext
 from bessgw.plugin.manager import build_plugin_manager
 from bessgw.southbound.opcua.transport import OpcUaTransport
 from bessgw.testing import DriverConformance
+from tests.integration.daemon_harness import free_tcp_port
 from tests.plugins.vendor_a.harness import RecordingLog, registry
 from tests.plugins.vendor_b.harness import SimulatorThread, gateway_config
 
@@ -100,15 +100,10 @@ class TestVendorBConformance(DriverConformance):
         return open_
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def test_bessgw_sim_serves_the_documented_address_space_and_stops_on_sigterm():
     async def scenario():
-        port = _free_port()
+        port = free_tcp_port()
         with tempfile.TemporaryDirectory() as pki:
             process = await asyncio.create_subprocess_exec(
                 BESSGW, "sim", "vendor_b", "--port", str(port), "--soc-pct", "61.5", "--pki-dir", pki,
