@@ -39,7 +39,7 @@ from bessgw.control.loop import ControlLoop, policies_from
 from bessgw.model import Capability, Setpoint, SiteLimits, Telemetry, UnitState
 from bessgw.plugin import DriverContext, DriverSpec, VendorDriver
 from bessgw.plugin.manager import build_plugin_manager
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.supervisor import UnitSupervisor
 
 SIZES = (100, 1_000, 10_000)
 TARGET_MS = 1.0

@@ -173,7 +173,7 @@ async def gateway(ports: list[int], freeze_gc: bool = False) -> dict[str, Any]:
     from bessgw.plugin import DriverContext
     from bessgw.plugin.manager import build_plugin_manager
     from bessgw.southbound.modbus.transport import ModbusTransport
-    from bessgw.southbound.unit import UnitSupervisor
+    from bessgw.unit.supervisor import UnitSupervisor
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # warnings and up
     log = structlog.get_logger()

@@ -84,8 +84,8 @@ async def _gateway(conn: Any, tmp: Path) -> None:
     from bessgw.northbound.server import OpcUaServer
     from bessgw.plugin import DriverContext
     from bessgw.plugin.manager import build_plugin_manager
-    from bessgw.southbound.directory import UnitDirectory
-    from bessgw.southbound.unit import UnitSupervisor
+    from bessgw.unit.directory import UnitDirectory
+    from bessgw.unit.supervisor import UnitSupervisor
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # warnings and up only
     example = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8"), re.S)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import structlog
 
 from bessgw import __version__
+from bessgw.backoff import Backoff
 from bessgw.compat import TaskGroup
 from bessgw.config import Config, UnitSection, load_config, plugin_options, unit_options
 from bessgw.errors import BessgwError, ConfigError
@@ -34,10 +35,9 @@ from bessgw.model import SiteLimits
 from bessgw.plugin.manager import PluginManager, PluginRegistry
 from bessgw.plugin.roles import DriverContext, SimulatorContext
 from bessgw.sdnotify import Notifier
-from bessgw.southbound.backoff import Backoff
-from bessgw.southbound.directory import UnitDirectory
 from bessgw.southbound.transport import Transport, build_transport
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.directory import UnitDirectory
+from bessgw.unit.supervisor import UnitSupervisor
 
 SIMULATOR_READY_TIMEOUT_S = 15.0
 
@@ -357,10 +357,7 @@ class Gateway:
         self.directory.remove(unit_id)
         running.task.cancel()
         await asyncio.wait({running.task}, timeout=2.0)
-        try:
-            await asyncio.wait_for(running.supervisor.driver.close(), timeout=2.0)
-        except (asyncio.TimeoutError, Exception) as err:
-            self.log.warning("driver_close_failed", unit=unit_id, error=repr(err))
+        await running.supervisor.close(timeout_s=2.0)
         spec = self.registry.drivers.get(running.section.driver)
         if spec is not None and spec.transport in self.transports:
             self.transports[spec.transport][0].release(running.section)

@@ -40,7 +40,8 @@ from bessgw.control.arbitration import Arbiter, ArbitrationState, SourcePolicy
 from bessgw.control.envelope import gate_arrays
 from bessgw.model import Quality, Setpoint, UnitState
 from bessgw.plugin.roles import Logger
-from bessgw.southbound.unit import UnitSnapshot, UnitSupervisor
+from bessgw.unit.snapshot import UnitSnapshot
+from bessgw.unit.supervisor import UnitSupervisor
 
 #: values closer than this to the last written one are not written again
 _WRITE_EPSILON = 1e-6
@@ -177,7 +178,7 @@ class ControlLoop:
         for index, unit in enumerate(self.units):
             snap = unit.snapshot()
             snaps.append(snap)
-            reason = _unavailable_reason(snap, unit.clock(), unit.timing.stale_after_s)
+            reason = _unavailable_reason(snap, unit.clock(), snap.stale_after_s)
             limits = snap.limits
             if limits is not None:
                 fleet.max_charge_kw[index] = limits.max_charge_kw

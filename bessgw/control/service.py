@@ -21,7 +21,7 @@ from bessgw.control.commands import Command, CommandProcessor, CommandResult, Ga
 from bessgw.control.journal import Journal
 from bessgw.control.loop import ControlLoop, ControlState, policies_from
 from bessgw.plugin.roles import Logger
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.supervisor import UnitSupervisor
 
 #: seconds per day, for journal pruning
 _DAY_S = 86_400.0

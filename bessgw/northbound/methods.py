@@ -32,8 +32,8 @@ from bessgw.control.service import ControlService
 from bessgw.errors import BessgwError, DeviceError
 from bessgw.model import Setpoint
 from bessgw.northbound.access import Role
-from bessgw.southbound.directory import UnitDirectory
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.directory import UnitDirectory
+from bessgw.unit.supervisor import UnitSupervisor
 
 #: the control plane's setpoint source that OPC UA commands act as
 SCADA_SOURCE = "scada"
@@ -104,7 +104,7 @@ class CommandHandler:
         _require(role, Role.ADMIN, "ResetFault needs the admin role")
         supervisor = self._supervisor(unit_id)
         try:
-            await asyncio.wait_for(supervisor.driver.reset_fault(), self.command_timeout_s)
+            await asyncio.wait_for(supervisor.reset_fault(), self.command_timeout_s)
         except asyncio.TimeoutError as err:
             raise CommandRejected("BadTimeout", f"unit {unit_id} did not answer in time") from err
         except NotImplementedError as err:

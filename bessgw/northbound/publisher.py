@@ -38,7 +38,7 @@ from bessgw.northbound.information_model import (
     UNIT_VARIABLES,
     Instance,
 )
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit import UnitSnapshot, UnitSupervisor
 
 _UTC = dt.timezone.utc
 #: told (unit id, unit node, alarms raised, alarms cleared, measurement time) when a unit's alarm set changes
@@ -82,6 +82,7 @@ class Published:
 
     instance: Instance
     values: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    snapshot: UnitSnapshot | None = None
     telemetry: Telemetry | None = None
     limits: EffectiveLimits | None = None
     capability: Capability | None = None
@@ -148,8 +149,12 @@ class Publisher:
     # ---------------------------------------------------------------------------------- units
 
     async def _publish_unit(self, supervisor: UnitSupervisor, published: Published, now: dt.datetime) -> bool:
-        telemetry, limits, capability = supervisor.telemetry, supervisor.limits, supervisor.capability
-        connected, refused = supervisor.connected, supervisor.refused_reason
+        snap = supervisor.snapshot()
+        if snap is published.snapshot:  # the supervisor hands out a new snapshot only when something changed
+            return False
+        published.snapshot = snap
+        telemetry, limits, capability = snap.telemetry, snap.limits, snap.capability
+        connected, refused = snap.connected, snap.refused_reason
         if (telemetry is published.telemetry and limits is published.limits and capability is published.capability
                 and connected == published.connected and refused == published.refused_reason):
             return False
@@ -231,14 +236,15 @@ class Publisher:
         counts = {quality: 0 for quality in Quality}
         charge = discharge = energy = stored = 0.0
         for supervisor in supervisors:
-            telemetry = supervisor.telemetry
+            snap = supervisor.snapshot()
+            telemetry = snap.telemetry
             counts[telemetry.quality] += 1
-            if supervisor.limits is not None and supervisor.connected:
-                charge += supervisor.limits.max_charge_kw
-                discharge += supervisor.limits.max_discharge_kw
-            if supervisor.capability is not None and not math.isnan(telemetry.soc_pct):
-                energy += supervisor.capability.energy_kwh
-                stored += supervisor.capability.energy_kwh * telemetry.soc_pct / 100.0
+            if snap.limits is not None and snap.connected:
+                charge += snap.limits.max_charge_kw
+                discharge += snap.limits.max_discharge_kw
+            if snap.capability is not None and not math.isnan(telemetry.soc_pct):
+                energy += snap.capability.energy_kwh
+                stored += snap.capability.energy_kwh * telemetry.soc_pct / 100.0
         values: dict[str, Any] = {
             "GatewayId": self.gateway_id, "SoftwareVersion": __version__, "UnitCount": len(supervisors),
             "UnitsGood": counts[Quality.GOOD], "UnitsStale": counts[Quality.STALE], "UnitsBad": counts[Quality.BAD],

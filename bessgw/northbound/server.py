@@ -33,8 +33,8 @@ from bessgw.northbound.events import AlarmEvents
 from bessgw.northbound.methods import Applied, CommandHandler, CommandRejected, ControlProvider
 from bessgw.northbound.publisher import DEADBAND_NAMES, Publisher
 from bessgw.plugin.roles import Logger
-from bessgw.southbound.directory import UnitDirectory
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.directory import UnitDirectory
+from bessgw.unit.supervisor import UnitSupervisor
 
 #: bound on asyncua's shutdown (it closes every client connection)
 STOP_TIMEOUT_S = 3.0

@@ -52,7 +52,7 @@ def test_malformed_frames_are_counted_and_dropped_and_the_reader_goes_on() -> No
         channel = unique_channel()
         async with simulator(channel, count=2) as sim, CanGateway(can_config(channel, [1, 2])) as gw:
             await gw.connected()
-            driver = gw.units["c1"].driver
+            driver = gw.units["c1"]._driver
             stats = gw.transport.bus("virtual", channel).stats
             sim.corrupt(1, "short", frames=5)
             await gw.wait_for("c1", lambda u: driver.malformed >= 5, 3.0)
@@ -74,7 +74,7 @@ def test_malformed_frames_are_counted_and_dropped_and_the_reader_goes_on() -> No
             for unit_id in ("c1", "c2"):  # telemetry still flows, never showed SOC 655 %
                 unit = await gw.wait_for(unit_id, lambda u: u.telemetry.quality is Quality.GOOD, 3.0)
                 assert 0 <= unit.telemetry.soc_pct <= 100
-            assert gw.units["c2"].driver.malformed == 0
+            assert gw.units["c2"]._driver.malformed == 0
 
     asyncio.run(scenario())
 

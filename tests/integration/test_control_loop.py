@@ -27,7 +27,7 @@ from bessgw.errors import DeviceTimeoutError
 from bessgw.model import Quality, SiteLimits
 from bessgw.plugin import DriverContext
 from bessgw.plugin.manager import build_plugin_manager
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.supervisor import UnitSupervisor
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from bessgw.northbound.access import Role
 from bessgw.northbound.methods import CommandHandler, CommandRejected
 from bessgw.plugin import DriverContext
 from bessgw.plugin.manager import build_plugin_manager
-from bessgw.southbound.directory import UnitDirectory
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.directory import UnitDirectory
+from bessgw.unit.supervisor import UnitSupervisor
 
 TIMING = UnitDefaults(poll_interval_s=0.02, stale_after_s=1.0, bad_after_s=2.0, heartbeat_interval_s=0.5)
 
@@ -60,14 +60,14 @@ def test_concurrent_repeats_of_one_command_write_once(plugin_path) -> None:
         task = await running(unit)
         try:
             handler = CommandHandler(directory, command_timeout_s=2.0)
-            unit.driver.gate, unit.driver.entered = asyncio.Event(), asyncio.Event()
+            unit._driver.gate, unit._driver.entered = asyncio.Event(), asyncio.Event()
             calls = [asyncio.ensure_future(handler.set_unit_power("u1", 100.0, 0.0, "same", role=Role.OPERATOR,
                                                                   user="otto")) for _ in range(3)]
-            await asyncio.wait_for(unit.driver.entered.wait(), 5)  # the device is busy with the first call
-            unit.driver.gate.set()
+            await asyncio.wait_for(unit._driver.entered.wait(), 5)  # the device is busy with the first call
+            unit._driver.gate.set()
             results = await asyncio.wait_for(asyncio.gather(*calls), 5)
             assert {(r.p_kw, r.q_kvar) for r in results} == {(100.0, 0.0)}
-            assert unit.driver.writes == 1
+            assert unit._driver.writes == 1
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -87,12 +87,12 @@ def test_transient_refusals_are_not_remembered_but_range_refusals_are(plugin_pat
         task = await running(unit)
         try:
             applied = await handler.set_unit_power("u2", 10.0, 0.0, "retry-me", role=Role.OPERATOR, user="otto")
-            assert applied.p_kw == 10.0 and unit.driver.writes == 1
+            assert applied.p_kw == 10.0 and unit._driver.writes == 1
             for _ in range(2):
                 with pytest.raises(CommandRejected) as too_much:
                     await handler.set_unit_power("u2", 9999.0, 0.0, "too-much", role=Role.OPERATOR, user="otto")
                 assert too_much.value.status == "BadOutOfRange"
-            assert unit.driver.writes == 1
+            assert unit._driver.writes == 1
             with pytest.raises(CommandRejected) as nan:
                 await handler.set_unit_power("u2", float("nan"), 0.0, "nan", role=Role.OPERATOR, user="otto")
             assert nan.value.status == "BadInvalidArgument"

@@ -32,8 +32,8 @@ from bessgw.northbound.passwords import hash_password
 from bessgw.northbound.server import OpcUaServer
 from bessgw.plugin import DriverContext
 from bessgw.plugin.manager import build_plugin_manager
-from bessgw.southbound.directory import UnitDirectory
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.directory import UnitDirectory
+from bessgw.unit.supervisor import UnitSupervisor
 from tests.integration.daemon_harness import free_tcp_port
 
 pytestmark = pytest.mark.integration
@@ -156,7 +156,7 @@ class Gateway:
         return self.server.endpoint_url
 
     def driver(self, unit_id: str) -> Any:
-        return self.supervisors[unit_id].driver
+        return self.supervisors[unit_id]._driver
 
 
 def make_settings(tmp: Path, **overrides: Any) -> OpcUaSettings:
@@ -378,7 +378,7 @@ def test_gateway_set_power_shares_across_units(gateway: Gateway) -> None:
             assert result[0] == pytest.approx(90.0)
             for supervisor in units:
                 share = 90.0 * supervisor.limits.max_discharge_kw / total
-                assert supervisor.driver.p_kw == pytest.approx(share)
+                assert supervisor._driver.p_kw == pytest.approx(share)
             with pytest.raises(ua.uaerrors.BadOutOfRange):
                 await gw.call_method(f"{ns}:SetPower", total + 1.0, 0.0, "cmd-gateway-2")
 
@@ -397,7 +397,7 @@ def test_stale_shows_uncertain_then_bad_with_the_data_timestamp(gateway: Gateway
             soc = await (await unit_node(client, "mem-3")).get_child(f"{ns}:SocPct")
             async with watching(client, soc) as watch:
                 await watch.until(lambda v: v.StatusCode.is_good())
-                supervisor.driver.frozen = True
+                supervisor._driver.frozen = True
                 try:
                     uncertain = await watch.until(lambda v: v.StatusCode.is_uncertain())
                     assert uncertain.StatusCode.value == ua.StatusCodes.UncertainLastUsableValue
@@ -409,7 +409,7 @@ def test_stale_shows_uncertain_then_bad_with_the_data_timestamp(gateway: Gateway
                     bad = await watch.until(lambda v: v.StatusCode.is_bad())
                     assert _utc(bad.SourceTimestamp) == pytest.approx(expected, abs=dt.timedelta(milliseconds=1))
                 finally:
-                    supervisor.driver.frozen = False
+                    supervisor._driver.frozen = False
                 good = await watch.until(lambda v: v.StatusCode.is_good())
                 assert _utc(good.SourceTimestamp) > expected
 

@@ -70,12 +70,12 @@ def test_set_power_and_start_reach_the_simulator(sim):
         async with Gateway(gateway_config(sim.sim, indexes=(1,))) as gw:
             supervisor = gw.supervisors["b1"]
             await gw.wait_for("b1", _good, 15.0)
-            await supervisor.driver.set_running(True)
+            await supervisor._driver.set_running(True)
             written = await supervisor.apply(Setpoint(p_kw=80.0, q_kvar=5.0, command_id="t-1"))
             running = await gw.wait_for("b1", lambda t: t.state is UnitState.RUNNING and t.p_kw == 80.0, 5.0)
             heartbeat = await sim.acall(sim.sim.control_value(1, "HeartbeatCounter"))
             await supervisor.apply(Setpoint(p_kw=0.0, q_kvar=0.0, command_id="t-2"))
-            await supervisor.driver.set_running(False)
+            await supervisor._driver.set_running(False)
             return written, running, heartbeat
 
     written, running, heartbeat = run(scenario())
@@ -174,7 +174,7 @@ def test_slow_responses_time_out_with_a_device_timeout(sim):
             await gw.wait_for("b0", _good, 15.0)
             sim.do(lambda: setattr(sim.sim, "slow_s", 2.0))
             with pytest.raises(DeviceTimeoutError, match="no answer in time"):
-                await gw.supervisors["b0"].driver.write_setpoint(Setpoint(p_kw=1.0, q_kvar=0.0, command_id="s"))
+                await gw.supervisors["b0"]._driver.write_setpoint(Setpoint(p_kw=1.0, q_kvar=0.0, command_id="s"))
 
     run(scenario())
 

@@ -13,7 +13,7 @@ from bessgw.config import UnitDefaults
 from bessgw.model import EffectiveLimits, Quality, SiteLimits, Telemetry
 from bessgw.plugin import DriverContext, SimulatorSpec, hookimpl
 from bessgw.plugin.manager import build_plugin_manager
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.supervisor import UnitSupervisor
 
 FAST = UnitDefaults(poll_interval_s=0.01, stale_after_s=1.0, bad_after_s=2.0, heartbeat_interval_s=0.05)
 

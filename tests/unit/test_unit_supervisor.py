@@ -14,7 +14,7 @@ from bessgw.errors import DeviceError, DeviceTimeoutError
 from bessgw.model import Capability, Quality, Setpoint, SiteLimits, Telemetry, UnitState
 from bessgw.plugin import DriverContext, DriverSpec, VendorDriver
 from bessgw.plugin.manager import build_plugin_manager
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.supervisor import UnitSupervisor
 
 TIMING = UnitDefaults(poll_interval_s=0.01, stale_after_s=0.3, bad_after_s=0.6, heartbeat_interval_s=0.02)
 

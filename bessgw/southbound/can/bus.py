@@ -23,11 +23,11 @@ from typing import Any
 
 import can
 
+from bessgw.backoff import Backoff
 from bessgw.config import CanSettings
 from bessgw.errors import DeviceError, DeviceUnavailableError
 from bessgw.plugin.can import CanFrame, FrameHandler, HeartbeatFactory
 from bessgw.plugin.roles import Logger
-from bessgw.southbound.backoff import Backoff
 
 #: frames handed to the loop in one call at most (keeps each loop turn short under a flood)
 BATCH_MAX = 256

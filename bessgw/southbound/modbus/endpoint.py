@@ -24,11 +24,11 @@ from typing import Any
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
+from bessgw.backoff import Backoff
 from bessgw.compat import timeout
 from bessgw.config import ModbusSettings
 from bessgw.errors import DeviceProtocolError, DeviceTimeoutError, DeviceUnavailableError
 from bessgw.plugin.roles import Logger
-from bessgw.southbound.backoff import Backoff
 from bessgw.southbound.modbus.breaker import CircuitBreaker
 
 #: Modbus exception codes, for messages an engineer can act on

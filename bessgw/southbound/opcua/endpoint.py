@@ -21,12 +21,12 @@ from typing import Any
 from asyncua import Client, Node, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
+from bessgw.backoff import Backoff
 from bessgw.compat import timeout
 from bessgw.config import Config, OpcUaDeviceLink
 from bessgw.errors import DeviceError, DeviceProtocolError, DeviceTimeoutError, DeviceUnavailableError
 from bessgw.plugin.opcua import ChangeHandler, DataChange
 from bessgw.plugin.roles import Logger
-from bessgw.southbound.backoff import Backoff
 from bessgw.southbound.opcua.certificate import client_identity
 
 _CURRENT_TIME = ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime)

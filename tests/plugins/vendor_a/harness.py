@@ -21,7 +21,7 @@ from bessgw.plugin import DriverContext
 from bessgw.plugin.manager import build_plugin_manager
 from bessgw.southbound.modbus.transport import ModbusTransport
 from bessgw.southbound.transport import Transport
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.supervisor import UnitSupervisor
 
 _REGISTRY = None
 

@@ -21,7 +21,7 @@ from bessgw.model import SiteLimits
 from bessgw.plugin import DriverContext
 from bessgw.plugin.manager import PluginRegistry, build_plugin_manager
 from bessgw.southbound.can.transport import CanTransport
-from bessgw.southbound.unit import UnitSupervisor
+from bessgw.unit.supervisor import UnitSupervisor
 
 _counter = itertools.count()
 
@@ -84,7 +84,7 @@ class CanGateway:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for unit in self.units.values():
-            await unit.driver.close()
+            await unit._driver.close()
         await self.transport.close()
 
     async def wait_for(self, unit_id: str, predicate: Callable[[UnitSupervisor], bool],

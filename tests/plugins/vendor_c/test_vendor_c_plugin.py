@@ -66,6 +66,6 @@ def test_a_bms_speaking_another_protocol_major_is_refused_with_the_reason() -> N
                 CanGateway(can_config(channel, [1])) as gw:
             unit = await gw.wait_for("c1", lambda u: bool(u.refused_reason), 5.0)
             assert "speaks protocol 2" in unit.refused_reason and unit.limits is None
-            assert isinstance(unit.driver, VendorCDriver)
+            assert isinstance(unit._driver, VendorCDriver)
 
     asyncio.run(scenario())

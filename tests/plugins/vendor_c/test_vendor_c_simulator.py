@@ -28,7 +28,7 @@ def test_watchdog_opens_contactors_when_the_gateway_heartbeat_stops() -> None:
             node = sim.nodes[1]
             async with CanGateway(can_config(channel, [1])) as gw:
                 await gw.connected()
-                await gw.units["c1"].driver.set_running(True)
+                await gw.units["c1"]._driver.set_running(True)
                 await sim.wait_until(lambda: node.contactors_closed, 2.0)
                 await gw.units["c1"].apply(Setpoint(p_kw=400.0))
                 await sim.wait_until(lambda: node.p_setpoint_kw == 400.0, 2.0)
@@ -47,7 +47,7 @@ def test_heartbeat_stops_when_the_unit_task_stops_renewing_its_lease() -> None:
                             defaults={"heartbeat_interval_s": 0.1})
         async with simulator(channel, count=1, watchdog_s=0.6) as sim, CanGateway(config) as gw:
             await gw.connected()
-            await gw.units["c1"].driver.set_running(True)
+            await gw.units["c1"]._driver.set_running(True)
             await sim.wait_until(lambda: sim.nodes[1].contactors_closed, 2.0)
             gw._tasks[1].cancel()  # the unit's task dies; the bus (transport) keeps running
             await sim.wait_until(lambda: sim.nodes[1].watchdog_tripped, 3.0)

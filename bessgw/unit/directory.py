@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from bessgw.southbound.unit import UnitSnapshot, UnitSupervisor
+from bessgw.unit.snapshot import UnitSnapshot
+from bessgw.unit.supervisor import UnitSupervisor
 
 Listener = Callable[[str, "UnitSupervisor | None"], None]
 

@@ -1,10 +1,16 @@
-"""The unit supervisor: one task per battery unit, the bulkhead between devices.
+"""The unit supervisor: one task per battery unit, the bulkhead between devices, the only door to a driver.
 
 It identifies the unit, negotiates its capability, polls it on its own schedule, keeps the device-side
 heartbeat going, decides telemetry quality by age, and reconnects with jittered exponential backoff. A
 hung or failing unit never blocks another: everything device-related happens inside this task, and this
 is the only place with a broad ``except`` (the device boundary). Going down and coming back are each
 logged once, not once per poll.
+
+Every call into the driver — ``identify``, ``read``, ``write_setpoint``, ``heartbeat``, ``set_running``,
+``reset_fault``, ``close`` — goes through this class and is serialised by one lock, which is what makes the
+promise of :class:`~bessgw.plugin.VendorDriver` true: a driver never sees two calls at once. Upper layers
+never touch the driver; they read :meth:`UnitSupervisor.snapshot` (one immutable value per change) and
+command through :meth:`UnitSupervisor.apply`.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from bessgw.backoff import Backoff
 from bessgw.compat import timeout
 from bessgw.config import UnitDefaults
 from bessgw.errors import DeviceError, DeviceProtocolError, IncompatibleDeviceError
@@ -34,7 +40,7 @@ from bessgw.model import (
 )
 from bessgw.plugin.manager import PluginManager
 from bessgw.plugin.roles import ChemistryModel, DriverSpec, Logger, TelemetryObserver, VendorDriver
-from bessgw.southbound.backoff import Backoff
+from bessgw.unit.snapshot import UnitSnapshot
 
 #: renegotiate when SOC or temperature moved this much since the last negotiation
 _RENEGOTIATE_SOC_PCT = 0.5
@@ -43,18 +49,6 @@ _RENEGOTIATE_TEMP_C = 0.5
 _AUTO_START_RETRY_S = 5.0
 #: a refused unit is asked again this rarely (its firmware may have been upgraded meanwhile)
 _REFUSED_RETRY_S = 60.0
-
-
-@dataclass(frozen=True)
-class UnitSnapshot:
-    """What the rest of the gateway may know about a unit at one moment (for northbound, control)."""
-
-    unit_id: str
-    telemetry: Telemetry
-    capability: Capability | None
-    limits: EffectiveLimits | None
-    refused_reason: str
-    connected: bool
 
 
 class UnitSupervisor:
@@ -80,7 +74,11 @@ class UnitSupervisor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.unit_id = unit_id
-        self.driver = driver
+        self._driver = driver
+        #: one driver call at a time (the VendorDriver concurrency contract)
+        self._driver_lock = asyncio.Lock()
+        self._snapshot: UnitSnapshot | None = None
+        self._identified: Capability | None = None
         self.spec = spec
         self.timing = timing
         self.site = site
@@ -95,12 +93,12 @@ class UnitSupervisor:
         self.auto_start = auto_start
         self._start_requested_at = -math.inf
 
-        self.capability: Capability | None = None
-        self.limits: EffectiveLimits | None = None
-        self.refused_reason = ""
-        self.connected = False
+        self._capability: Capability | None = None
+        self._limits: EffectiveLimits | None = None
+        self._refused_reason = ""
+        self._connected = False
         self.last_good: Telemetry | None = None
-        self.telemetry = Telemetry(unit_id=unit_id, timestamp=clock(), quality=Quality.BAD,
+        self._telemetry = Telemetry(unit_id=unit_id, timestamp=clock(), quality=Quality.BAD,
                                    state=UnitState.OFFLINE, quality_reason="not connected yet")
         self.polls = 0
         self.poll_errors = 0
@@ -119,8 +117,71 @@ class UnitSupervisor:
     # ----------------------------------------------------------------------------- public view
 
     def snapshot(self) -> UnitSnapshot:
-        return UnitSnapshot(self.unit_id, self.telemetry, self.capability, self.limits,
-                            self.refused_reason, self.connected)
+        """The unit as the rest of the gateway may see it now; the same object until something changes."""
+        snap = self._snapshot
+        if snap is None:
+            snap = self._snapshot = UnitSnapshot(self.unit_id, self._telemetry, self._capability, self._limits,
+                                                 self._refused_reason, self._connected,
+                                                 self.timing.stale_after_s)
+        return snap
+
+    # read-only views of the snapshot's fields (tests and logs); writes go through the setters below, which
+    # invalidate the cached snapshot
+    @property
+    def telemetry(self) -> Telemetry:
+        return self._telemetry
+
+    @telemetry.setter
+    def telemetry(self, value: Telemetry) -> None:
+        self._telemetry, self._snapshot = value, None
+
+    @property
+    def capability(self) -> Capability | None:
+        return self._capability
+
+    @capability.setter
+    def capability(self, value: Capability | None) -> None:
+        if value is not self._capability:
+            self._capability, self._snapshot = value, None
+
+    @property
+    def limits(self) -> EffectiveLimits | None:
+        return self._limits
+
+    @limits.setter
+    def limits(self, value: EffectiveLimits | None) -> None:
+        if value is not self._limits:
+            self._limits, self._snapshot = value, None
+
+    @property
+    def refused_reason(self) -> str:
+        return self._refused_reason
+
+    @refused_reason.setter
+    def refused_reason(self, value: str) -> None:
+        if value != self._refused_reason:
+            self._refused_reason, self._snapshot = value, None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        if value != self._connected:
+            self._connected, self._snapshot = value, None
+
+    @property
+    def driver_name(self) -> str:
+        """The driver's registered name (for logs and status); the driver itself stays private."""
+        return self.spec.name
+
+    # ------------------------------------------------------------------------------ driver door
+
+    async def _call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Call one driver method under the driver lock: a driver never sees two calls at once."""
+        async with self._driver_lock:
+            return await method(*args)
 
     async def apply(self, setpoint: Setpoint) -> Setpoint:
         """Write ``setpoint`` clamped to the effective limits; returns what was written.
@@ -128,8 +189,8 @@ class UnitSupervisor:
         Refuses (``DeviceError``) while the unit is not negotiated or not connected. Control may still
         write 0 kW to a connected unit whose data is stale, to take it out of service safely.
         """
-        if self.limits is None or not self.connected:
-            raise DeviceError(f"unit {self.unit_id} is not available ({self.refused_reason or 'offline'})")
+        if self._limits is None or not self._connected:
+            raise DeviceError(f"unit {self.unit_id} is not available ({self._refused_reason or 'offline'})")
         clamped = Setpoint(
             p_kw=self.limits.clamp_p(setpoint.p_kw),
             q_kvar=max(-self.limits.max_q_kvar, min(self.limits.max_q_kvar, setpoint.q_kvar)),
@@ -138,8 +199,27 @@ class UnitSupervisor:
             issued_at=setpoint.issued_at,
             expires_at=setpoint.expires_at,
         )
-        await self.driver.write_setpoint(clamped)
+        await self._call(self._driver.write_setpoint, clamped)
         return clamped
+
+    async def reset_fault(self) -> None:
+        """Ask the unit to reset latched faults; ``NotImplementedError`` if its driver cannot."""
+        if not self._connected:
+            raise DeviceError(f"unit {self.unit_id} is not connected")
+        await self._call(self._driver.reset_fault)
+
+    async def close(self, timeout_s: float = 2.0) -> None:
+        """Release what the driver holds, bounded in time (after :meth:`run` was cancelled).
+
+        Errors are logged, not raised: the unit is going away anyway.
+        """
+        try:
+            async with timeout(timeout_s):
+                await self._call(self._driver.close)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # the device boundary, at the end of the unit's life
+            self.log.warning("driver_close_failed", error=f"{type(err).__name__}: {err}")
 
     # ----------------------------------------------------------------------------------- task
 
@@ -170,7 +250,7 @@ class UnitSupervisor:
     async def _session(self) -> None:
         offer = await self._identify()
         self.capability = offer
-        self.driver._offer = offer
+        self._identified = offer
         if self.expected_chemistry and offer.chemistry != self.expected_chemistry:
             raise IncompatibleDeviceError(
                 f"unit offers chemistry {offer.chemistry!r} but config expects {self.expected_chemistry!r}"
@@ -181,11 +261,12 @@ class UnitSupervisor:
         await _first_failure(
             asyncio.create_task(self._poll_loop(), name=f"poll:{self.unit_id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.unit_id}"),
+            asyncio.create_task(self._age_loop(), name=f"age:{self.unit_id}"),
         )
 
     async def _identify(self) -> Capability:
         """``driver.identify()``, while the last known values keep ageing (it may wait seconds)."""
-        identify = asyncio.ensure_future(self.driver.identify())
+        identify = asyncio.ensure_future(self._call(self._driver.identify))
         step = max(0.05, min(self.timing.stale_after_s, self.timing.bad_after_s) / 4)
         try:
             while True:
@@ -208,7 +289,7 @@ class UnitSupervisor:
         # switch reboot) would otherwise poll in lockstep forever and load the loop in bursts
         next_at = loop.time() + random.uniform(0.0, interval)
         while True:
-            telemetry = await self.driver.read()
+            telemetry = await self._call(self._driver.read)
             self.polls += 1
             self._publish(self._qualify(telemetry))
             if self.auto_start and telemetry.state is UnitState.STANDBY:
@@ -230,7 +311,7 @@ class UnitSupervisor:
             return
         self._start_requested_at = now
         try:
-            await self.driver.set_running(True)
+            await self._call(self._driver.set_running, True)
         except NotImplementedError:
             self.auto_start = False
             self.log.warning("auto_start_unsupported", driver=self.spec.name)
@@ -243,19 +324,36 @@ class UnitSupervisor:
         while True:
             gate = self.heartbeat_gate
             if gate is None or gate():
-                await self.driver.heartbeat()
+                await self._call(self._driver.heartbeat)
             else:
                 self.heartbeats_withheld += 1
             await asyncio.sleep(first_interval if first_interval is not None else interval)
             first_interval = None
 
+    async def _age_loop(self) -> None:
+        """While a read hangs (a frozen device, a long request timeout) the published data keeps ageing.
+
+        Quality follows the data's age whatever the timeouts: Good data becomes Stale after
+        ``stale_after_s`` and Bad after ``bad_after_s`` even if no read returns in between.
+        """
+        step = max(0.05, min(self.timing.stale_after_s, self.timing.bad_after_s) / 4)
+        while True:
+            await asyncio.sleep(step)
+            current = self._telemetry
+            if current.quality is Quality.BAD or self.last_good is None:
+                continue
+            aged = self._qualify(self.last_good, remember=False)
+            if aged.quality is not current.quality and aged.quality is not Quality.GOOD:
+                self._publish(aged, negotiate_too=False)
+
     # ------------------------------------------------------------------------------- quality
 
-    def _qualify(self, telemetry: Telemetry) -> Telemetry:
+    def _qualify(self, telemetry: Telemetry, remember: bool = True) -> Telemetry:
         """Apply the age rule: data older than stale_after_s is stale, older than bad_after_s is bad."""
         age = telemetry.age_s(self.clock())
         if telemetry.quality is Quality.GOOD:
-            self.last_good = telemetry
+            if remember:
+                self.last_good = telemetry
             if age > self.timing.bad_after_s:
                 return telemetry.with_quality(Quality.BAD, f"no data for {age:.1f} s")
             if age > self.timing.stale_after_s:
@@ -313,7 +411,7 @@ class UnitSupervisor:
     # ---------------------------------------------------------------------------- negotiation
 
     def _renegotiate_if_needed(self, telemetry: Telemetry) -> None:
-        offer = self.driver.current_offer() or self.capability
+        offer = self._driver.current_offer() or self._identified
         if offer is None:
             return
         soc, temp = telemetry.soc_pct, _worst_temp(telemetry)
