@@ -66,7 +66,7 @@ def _cmd_config_schema(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bessgw.daemon import run_gateway
-    from bessgw.logsetup import configure_logging
+    from bessgw.daemon.logsetup import configure_logging
 
     pm, registry = load_plugins()
     path = Path(args.config)
@@ -91,7 +91,7 @@ def _cmd_journal_tail(args: argparse.Namespace) -> int:
 
 def _ask(config_path: str, payload: dict) -> dict:
     """Send one admin request to the gateway whose config is ``config_path``; errors as BessgwError."""
-    from bessgw.admin import request, socket_path
+    from bessgw.daemon.admin import request, socket_path
 
     config = load_config(Path(config_path))
     path = socket_path(config.gateway.state_dir)
@@ -186,7 +186,7 @@ def _cmd_hash_password(args: argparse.Namespace) -> int:
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    from bessgw.logsetup import configure_logging
+    from bessgw.daemon.logsetup import configure_logging
 
     _pm, registry = load_plugins()
     spec = registry.simulators.get(args.name)

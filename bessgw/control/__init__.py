@@ -8,13 +8,22 @@ idempotent and durable; ``loop`` runs it all once per control period.
 
 from bessgw.control.allocation import Allocation, Allocator, Fleet, allocate
 from bessgw.control.arbitration import Arbiter, ArbitrationState, Mode, SourcePolicy
-from bessgw.control.commands import Command, CommandProcessor, CommandResult, GatewayRange
+from bessgw.control.commands import (
+    MAX_ID_LENGTH,
+    Command,
+    CommandProcessor,
+    CommandResult,
+    GatewayRange,
+    Ranges,
+    check_text,
+)
 from bessgw.control.envelope import GatedSetpoint, gate, gate_arrays, ramp_window
 from bessgw.control.errors import CommandRejectedError, ControlError, JournalError, UnknownSourceError
 from bessgw.control.journal import Journal, JournalEntry, read_tail, tail_text
 from bessgw.control.loop import ControlLoop, ControlState, UnitOverride, policies_from
 
 __all__ = [
+    "MAX_ID_LENGTH",
     "Allocation",
     "Allocator",
     "Arbiter",
@@ -33,10 +42,12 @@ __all__ = [
     "JournalEntry",
     "JournalError",
     "Mode",
+    "Ranges",
     "SourcePolicy",
     "UnitOverride",
     "UnknownSourceError",
     "allocate",
+    "check_text",
     "gate",
     "gate_arrays",
     "policies_from",

@@ -104,6 +104,7 @@ class Arbiter:
         self._lost_at = now  # when it was lost (or when stop was asked)
         self._ramp_from = now  # when the ramp to 0 begins (after the hold, or at an expiry)
         self._why = ""
+        self._dropped: list[tuple[str, str, str]] = []  # (source, command id, why) not yet taken
 
     @property
     def state(self) -> ArbitrationState:
@@ -174,7 +175,21 @@ class Arbiter:
                                        f" (timeout {slot.policy.heartbeat_timeout_s:g} s)")
             slot.p_kw = None
             notes.append(f"{name} {slot.dropped_reason}")
+            self._dropped.append((name, slot.command_id, slot.dropped_reason))
         return notes
+
+    def take_dropped(self) -> list[tuple[str, str, str]]:
+        """The setpoints dropped since the last call: (source, command id, why) — for the journal."""
+        dropped, self._dropped = self._dropped, []
+        return dropped
+
+    def timeouts(self) -> dict[str, float]:
+        """Each source's heartbeat timeout (s)."""
+        return {name: slot.policy.heartbeat_timeout_s for name, slot in self._slots.items()}
+
+    def heard_at(self) -> dict[str, float]:
+        """When each source was last heard from (epoch s, the caller's clock); for persisting heartbeats."""
+        return {name: slot.heard_at for name, slot in self._slots.items() if slot.heard_at is not None}
 
     def decide(self, now: float, *, ramp_kw_per_s: float) -> ArbitrationState:
         """Arbitrate at ``now``; ``ramp_kw_per_s`` is the aggregate rate for a ramp to 0 (inf: at once)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from bessgw.control.errors import JournalError
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -37,12 +38,24 @@ CREATE TABLE IF NOT EXISTS commands (
     applied_p_kw REAL,
     applied_q_kvar REAL,
     expires_at REAL,
-    note TEXT NOT NULL DEFAULT ''
+    note TEXT NOT NULL DEFAULT '',
+    unit_id TEXT NOT NULL DEFAULT '',
+    traceparent TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS commands_by_source ON commands (source, seq);
+CREATE TABLE IF NOT EXISTS heartbeats (
+    source TEXT PRIMARY KEY,
+    heard_at REAL NOT NULL
+);
+"""
+#: schema 1 -> 2: unit commands and trace context; heartbeats persisted for restore
+_MIGRATE_1_TO_2 = """
+ALTER TABLE commands ADD COLUMN unit_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE commands ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';
+CREATE TABLE IF NOT EXISTS heartbeats (source TEXT PRIMARY KEY, heard_at REAL NOT NULL);
 """
 _COLUMNS = ("seq", "command_id", "kind", "source", "principal", "received_at", "requested_p_kw",
-            "requested_q_kvar", "applied_p_kw", "applied_q_kvar", "expires_at", "note")
+            "requested_q_kvar", "applied_p_kw", "applied_q_kvar", "expires_at", "note", "unit_id", "traceparent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +64,7 @@ class JournalEntry:
 
     seq: int
     command_id: str
-    kind: str  # "setpoint" or "release"
+    kind: str  # "setpoint", "release", or "dropped" (the fail-safe dropped the source's setpoint)
     source: str
     principal: str
     received_at: float
@@ -61,6 +74,8 @@ class JournalEntry:
     applied_q_kvar: float | None
     expires_at: float | None
     note: str = ""
+    unit_id: str = ""  # empty: the gateway target
+    traceparent: str = ""
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -76,12 +91,21 @@ class JournalEntry:
                     f" Q {_kw(self.requested_q_kvar)} -> {_kw(self.applied_q_kvar)} kvar")
         else:
             what = self.kind
+        if self.unit_id:
+            what = f"unit {self.unit_id}: {what}"
         expiry = ""
         if self.expires_at is not None:
             expiry = " until " + datetime.fromtimestamp(self.expires_at, tz=timezone.utc).isoformat(
                 timespec="seconds")
         note = f" ({self.note})" if self.note else ""
         return f"{self.seq:>6} {when} {self.source}/{self.principal or '-'} {self.command_id}: {what}{expiry}{note}"
+
+
+def _create_private(path: Path) -> None:
+    """Create the journal readable by its owner (and group) only: it names operators and their commands."""
+    if not path.exists():
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        os.close(fd)
 
 
 def _kw(value: float | None) -> str:
@@ -100,17 +124,22 @@ class Journal:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise JournalError(f"{self.path}: cannot switch the journal to WAL mode (got {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 1:
+                self._db.executescript(f"BEGIN; {_MIGRATE_1_TO_2} PRAGMA user_version=2; COMMIT;")
+                version = 2
+            if version > _SCHEMA_VERSION:
+                raise JournalError(f"{self.path}: journal schema {version} is newer than this release understands"
+                                   f" ({_SCHEMA_VERSION}); run the release that wrote it")
+            self._db.executescript(_SCHEMA)
             if version == 0:
                 self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-            elif version != _SCHEMA_VERSION:
-                raise JournalError(f"{self.path}: journal schema {version} is not {_SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as err:
             raise JournalError(f"{self.path}: cannot open the command journal: {err}") from err
 
@@ -158,6 +187,8 @@ class Journal:
         applied_q_kvar: float | None = None,
         expires_at: float | None = None,
         note: str = "",
+        unit_id: str = "",
+        traceparent: str = "",
     ) -> tuple[JournalEntry, bool]:
         """Journal a command durably; returns ``(entry, True)``, or ``(first entry, False)`` for a known id."""
         for name, value in (("requested_p_kw", requested_p_kw), ("requested_q_kvar", requested_q_kvar),
@@ -172,21 +203,46 @@ class Journal:
                 return _entry(row), False
             cursor = db.execute(
                 "INSERT INTO commands (command_id, kind, source, principal, received_at, requested_p_kw,"
-                " requested_q_kvar, applied_p_kw, applied_q_kvar, expires_at, note)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " requested_q_kvar, applied_p_kw, applied_q_kvar, expires_at, note, unit_id, traceparent)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (command_id, kind, source, principal, received_at, requested_p_kw, requested_q_kvar,
-                 applied_p_kw, applied_q_kvar, expires_at, note),
+                 applied_p_kw, applied_q_kvar, expires_at, note, unit_id, traceparent),
             )
             seq = int(cursor.lastrowid or 0)
         return JournalEntry(seq, command_id, kind, source, principal, received_at, requested_p_kw,
-                            requested_q_kvar, applied_p_kw, applied_q_kvar, expires_at, note), True
+                            requested_q_kvar, applied_p_kw, applied_q_kvar, expires_at, note, unit_id,
+                            traceparent), True
+
+    def record_heartbeats(self, heard_at: dict[str, float]) -> None:
+        """Persist each source's last heartbeat (epoch s), so a restart can tell a silent source."""
+        rows = [(source, at) for source, at in heard_at.items() if math.isfinite(at)]
+        if not rows:
+            return
+        with self._transaction() as db:
+            db.executemany("INSERT INTO heartbeats (source, heard_at) VALUES (?, ?) ON CONFLICT(source)"
+                           " DO UPDATE SET heard_at = MAX(heard_at, excluded.heard_at)", rows)
+
+    def heartbeats(self) -> dict[str, float]:
+        """Each source's last persisted heartbeat (epoch s)."""
+        with self._lock:
+            try:
+                return {source: float(at) for source, at in
+                        self._db.execute("SELECT source, heard_at FROM heartbeats").fetchall()}
+            except sqlite3.Error as err:
+                raise JournalError(f"{self.path}: journal read failed: {err}") from err
+
+    def record_drop(self, *, source: str, unit_id: str, command_id: str, reason: str, at: float) -> JournalEntry:
+        """The fail-safe dropped ``command_id`` of ``source``: journaled so no restart re-applies it."""
+        entry, _new = self.record(command_id=f"{command_id}#dropped", kind="dropped", source=source,
+                                  principal="control", received_at=at, note=reason[:200], unit_id=unit_id)
+        return entry
 
     def prune(self, before: float) -> int:
         """Delete entries received before ``before`` (epoch s), keeping each source's latest; returns how many."""
         with self._transaction() as db:
             cursor = db.execute(
                 "DELETE FROM commands WHERE received_at < ? AND seq NOT IN"
-                " (SELECT MAX(seq) FROM commands GROUP BY source)", (before,))
+                " (SELECT MAX(seq) FROM commands GROUP BY source, unit_id)", (before,))
             return cursor.rowcount
 
     # ------------------------------------------------------------------------------ reading
@@ -207,10 +263,14 @@ class Journal:
         return _tail(self._query, n)
 
     def latest_per_source(self) -> dict[str, JournalEntry]:
-        """Each source's most recent command (what a restart may re-apply, unless it expired)."""
+        """Each source's most recent gateway-level command."""
+        return {source: entry for (source, unit), entry in self.latest_per_target().items() if not unit}
+
+    def latest_per_target(self) -> dict[tuple[str, str], JournalEntry]:
+        """The most recent command per (source, unit id — empty for the gateway): what a restart may re-apply."""
         rows = self._query(f"SELECT {', '.join(_COLUMNS)} FROM commands WHERE seq IN"
-                           " (SELECT MAX(seq) FROM commands GROUP BY source) ORDER BY seq")
-        return {entry.source: entry for entry in rows}
+                           " (SELECT MAX(seq) FROM commands GROUP BY source, unit_id) ORDER BY seq")
+        return {(entry.source, entry.unit_id): entry for entry in rows}
 
     def count(self) -> int:
         with self._lock:
@@ -234,8 +294,11 @@ def read_tail(path: str | Path, n: int = 20) -> list[JournalEntry]:
     except sqlite3.Error as err:
         raise JournalError(f"{path}: cannot open the command journal: {err}") from err
     try:
+        present = {row[1] for row in db.execute("PRAGMA table_info(commands)").fetchall()}
+        columns = ", ".join(c if c in present else "''" for c in _COLUMNS)  # an older journal lacks some
+
         def query(sql: str, args: tuple = ()) -> list[JournalEntry]:
-            return [_entry(row) for row in db.execute(sql, args).fetchall()]
+            return [_entry(row) for row in db.execute(sql.replace(", ".join(_COLUMNS), columns), args).fetchall()]
         return _tail(query, n)
     except sqlite3.Error as err:
         raise JournalError(f"{path}: cannot read the command journal: {err}") from err

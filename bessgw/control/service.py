@@ -17,14 +17,18 @@ from pathlib import Path
 
 from bessgw.config import ControlSection
 from bessgw.control.arbitration import Arbiter
-from bessgw.control.commands import Command, CommandProcessor, CommandResult, GatewayRange
+from bessgw.control.commands import Command, CommandProcessor, CommandResult, GatewayRange, Ranges
+from bessgw.control.errors import CommandRejectedError, ControlError
 from bessgw.control.journal import Journal
-from bessgw.control.loop import ControlLoop, ControlState, policies_from
+from bessgw.control.loop import ControlLoop, ControlState, UnitOverride, policies_from
 from bessgw.plugin.roles import Logger
 from bessgw.unit.supervisor import UnitSupervisor
 
 #: seconds per day, for journal pruning
 _DAY_S = 86_400.0
+#: heartbeats are persisted this often, as a fraction of the shortest source timeout (a restart may
+#: therefore see a source as silent up to this much earlier than it was: the safe direction)
+_HEARTBEAT_PERSIST_FRACTION = 0.25
 
 
 class ControlService:
@@ -48,12 +52,66 @@ class ControlService:
         self.arbiter = Arbiter(policies_from(settings), hold_s=settings.hold_s, now=clock())
         self.loop = ControlLoop(self.units, self.arbiter, settings, clock=clock, log=log)
         self.processor = CommandProcessor(self.journal, self.arbiter, clock=clock,
-                                          gateway_range=self._nameplate_range, on_change=self.loop.poke)
-        restored = self.processor.restore()
+                                          gateway_range=self._gateway_ranges, on_change=self.loop.poke,
+                                          unit_target=self._unit_ranges, apply_unit=self._apply_unit)
+        self._timeouts = {table.name: table.heartbeat_timeout_s for table in settings.sources}
+        restored = self.processor.restore(self.journal.heartbeats(), self._timeouts)
+        self._persisted_heard: dict[str, float] = {}
+        self.started = asyncio.Event()  #: set once the control loop runs
         for unit in self.units:
             unit.heartbeat_gate = self.loop.healthy
         log.info("control_ready", units=len(self.units), restored=len(restored), pruned=pruned,
                  journal=str(self.journal.path))
+
+    def _gateway_ranges(self) -> Ranges:
+        return Ranges(clamp_to=self._nameplate_range(), refuse_outside=self._available_range(),
+                      what="available on this gateway")
+
+    def _available_range(self) -> GatewayRange:
+        """What the commandable units can do now (strict commands are refused outside it)."""
+        snaps = [unit.snapshot() for unit in self.units]
+        limits = [snap.limits for snap in snaps if snap.commandable and snap.limits is not None]
+        if not limits:
+            raise CommandRejectedError("no unit of this gateway can be commanded now", code="unavailable")
+        return GatewayRange(
+            max_charge_kw=sum(lim.max_charge_kw for lim in limits),
+            max_discharge_kw=sum(lim.max_discharge_kw for lim in limits),
+            max_q_kvar=sum(lim.max_q_kvar for lim in limits),
+        )
+
+    def _unit(self, unit_id: str) -> UnitSupervisor:
+        for unit in self.units:
+            if unit.unit_id == unit_id:
+                return unit
+        raise CommandRejectedError(f"unit {unit_id} is not run by this gateway", code="unknown_unit")
+
+    def _unit_ranges(self, command: Command) -> Ranges:
+        """A unit command's target must exist; a setpoint needs it commandable, within its limits."""
+        snap = self._unit(command.unit_id or "").snapshot()
+        if command.kind != "setpoint":
+            return Ranges(GatewayRange(), GatewayRange())
+        if not snap.connected:
+            raise CommandRejectedError(f"unit {snap.unit_id} is not connected", code="unavailable")
+        if snap.limits is None:
+            reason = snap.refused_reason or "not negotiated yet"
+            raise CommandRejectedError(f"unit {snap.unit_id} cannot be commanded: {reason}", code="unavailable")
+        limits = GatewayRange(snap.limits.max_charge_kw, snap.limits.max_discharge_kw, snap.limits.max_q_kvar)
+        return Ranges(limits, limits, f"for unit {snap.unit_id}")
+
+    def _apply_unit(self, result: CommandResult) -> None:
+        """A unit command in force: an override in the control loop (envelope, ramp; the others re-share)."""
+        if result.kind != "setpoint":
+            self.loop.clear_override(result.unit_id)
+            return
+        expires_at = result.expires_at
+        if expires_at is None:  # a unit override lives its source's heartbeat timeout unless repeated
+            expires_at = result.received_at + self._timeouts.get(result.source, 0.0)
+        try:
+            self.loop.set_override(result.unit_id, UnitOverride(
+                p_kw=result.applied_p_kw or 0.0, q_kvar=result.applied_q_kvar or 0.0, expires_at=expires_at,
+                source=result.source, command_id=result.command_id))
+        except KeyError:  # restored for a unit that is no longer configured
+            self.log.info("unit_override_not_restored", unit=result.unit_id, command_id=result.command_id)
 
     def _nameplate_range(self) -> GatewayRange:
         """Commands are clamped to the units' nameplates (stable), not to momentary availability."""
@@ -78,17 +136,61 @@ class ControlService:
         return self.loop.state
 
     async def submit(self, command: Command) -> CommandResult:
-        """Journal (durably) and apply a command; a repeated id returns the first result."""
+        """The one door for commands: journal (durably), apply, acknowledge; a repeated id has no effect.
+
+        Raises :class:`CommandRejectedError` (with its ``code``) for refused commands, and
+        :class:`ControlError` when control is stopping.
+        """
+        if self.arbiter.stopping:
+            raise ControlError("the gateway is stopping: commands are not accepted")
         return await self.processor.submit_async(command)
 
+    def heartbeat(self, source: str) -> None:
+        """``source`` is alive: its setpoint stays in force (it must have sent one)."""
+        self.processor.heartbeat(source)
+
     async def run(self) -> None:
+        loop_task = asyncio.create_task(self.loop.run(), name="control-loop")
+        self.started.set()
         try:
-            await self.loop.run()
+            await self._bookkeeping(loop_task)
         finally:
+            loop_task.cancel()
+            await asyncio.gather(loop_task, return_exceptions=True)
             for unit in self.units:
                 if unit.heartbeat_gate == self.loop.healthy:
                     unit.heartbeat_gate = None
+            try:
+                self._persist_state()  # a reload builds a new service: it restores from what is written here
+            except ControlError as err:
+                self.log.warning("control_state_not_persisted", error=str(err))
             self.journal.close()
+
+    async def _bookkeeping(self, loop_task: asyncio.Task[None]) -> None:
+        """Journal the fail-safe's drops and persist heartbeats, while the control loop runs."""
+        interval = max(0.05, min(self.settings.period_s,
+                                 _HEARTBEAT_PERSIST_FRACTION * min(self._timeouts.values(), default=1.0)))
+        while not loop_task.done():
+            await asyncio.wait({loop_task}, timeout=interval)
+            try:
+                await asyncio.to_thread(self._persist_state)
+            except ControlError as err:  # the journal is failing: commands will be refused too
+                self.log.error("control_state_not_persisted", error=str(err))
+        loop_task.result()  # a loop that ended raises here (the daemon restarts the service)
+
+    def _persist_state(self) -> None:
+        """Write the drops and the heartbeats that changed (blocking: runs in a worker thread)."""
+        now = self.clock()
+        for source, command_id, reason in self.arbiter.take_dropped():
+            entry = self.journal.record_drop(source=source, unit_id="", command_id=command_id or "setpoint",
+                                             reason=reason, at=now)
+            self.log.info("setpoint_dropped", source=source, command_id=command_id, reason=reason, seq=entry.seq)
+        heard = {source: at for source, at in self.arbiter.heard_at().items()
+                 if self._persisted_heard.get(source) != at}
+        if heard:
+            self.journal.record_heartbeats(heard)
+            self._persisted_heard.update(heard)
+
 
     async def drain(self) -> None:
         """Ramp every unit to 0 kW (if configured) while the links still work; bounded in time."""

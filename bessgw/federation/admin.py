@@ -1,5 +1,5 @@
 """How ``bessgw members`` prints the membership table (the request itself goes through the gateway's
-admin socket, :mod:`bessgw.admin`)."""
+admin socket, :mod:`bessgw.daemon.admin`)."""
 
 from __future__ import annotations
 

@@ -63,6 +63,7 @@ class FederationService:
         self.node.leave_on_stop = leave_on_stop
         self.invalid_values = 0  #: peers' entries that authenticated but did not parse as unit summaries
         self._latest: dict[str, UnitSummary] = {}
+        self.started = asyncio.Event()  #: set once the gossip socket is bound and gossip runs
         self._published: dict[str, tuple[tuple[Any, ...], float]] = {}
         self._capabilities: dict[str, dict[str, Any]] = {}
 
@@ -77,6 +78,7 @@ class FederationService:
     async def run(self) -> None:
         """Gossip and publish until cancelled."""
         await self.start()
+        self.started.set()
         async with TaskGroup() as tg:
             tg.create_task(self.node.run(), name="federation-node")
             tg.create_task(self._publish_loop(), name="federation-publish")

@@ -33,6 +33,8 @@ class Transport(abc.ABC):
     def __init__(self, config: Config, log: Logger) -> None:
         self.config = config
         self.log = log
+        #: set by :meth:`run` once every link it has is supervised; the daemon sends READY=1 after it
+        self.started = asyncio.Event()
 
     @abc.abstractmethod
     def link_for(self, unit: UnitSection) -> Any:
@@ -42,7 +44,11 @@ class Transport(abc.ABC):
         """Forget ``unit`` (removed by a reload); its endpoint closes when no unit uses it."""
 
     async def run(self) -> None:
-        """Supervise links (readers, keep-alives) until cancelled. Default: nothing to supervise."""
+        """Supervise links (readers, keep-alives) until cancelled, setting :attr:`started` once they are.
+
+        Default: nothing to supervise.
+        """
+        self.started.set()
         await asyncio.Event().wait()
 
     async def close(self) -> None:

@@ -216,19 +216,19 @@ async def _campus_is(browse: Browser, name: str, expected: Any) -> bool:
 
 
 def test_daemon_wires_the_campus_provider_to_the_running_federation_service(tmp_path: Path) -> None:
-    """``_build_opcua`` hands the server a provider that follows ``gateway.services["federation"]``."""
+    """``_build_opcua`` hands the server a provider that follows ``gateway.services.federation``."""
     from types import SimpleNamespace
 
     from bessgw.config import parse_config
-    from bessgw.daemon import _build_opcua
+    from bessgw.daemon.services import RunningService, Services, _build_opcua
 
     config = parse_config({"gateway": {"id": "gw-a", "state_dir": str(tmp_path)},
                            "northbound": {"opcua": {"enabled": True,
                                                     "endpoint": "opc.tcp://127.0.0.1:0/bessgw"}}})
-    gateway = SimpleNamespace(services={}, directory=UnitDirectory(), log=structlog.get_logger("test"))
+    gateway = SimpleNamespace(services=Services(), directory=UnitDirectory(), log=structlog.get_logger("test"))
     server = _build_opcua(gateway, config)  # type: ignore[arg-type]
     assert isinstance(server, OpcUaServer) and server.campus is not None
     assert server.campus() is None  # federation not running
     view = object()
-    gateway.services["federation"] = SimpleNamespace(service=SimpleNamespace(campus_view=lambda: view))
+    gateway.services.running["federation"] = RunningService("", SimpleNamespace(campus_view=lambda: view), None)  # type: ignore[arg-type]
     assert server.campus() is view

@@ -82,7 +82,7 @@ def test_snapshots_publish_refresh_and_removed_units_are_tombstoned(tmp_path) ->
             owner.source = lambda: [snapshot(), unit("u3")]
             await wait_until(lambda: set(peer_units()) == {"u1", "u3"}, 10, "u3 from the polled source")
 
-            # what `bessgw members` / the admin socket's "view" return (bessgw.operations)
+            # what `bessgw members` / the admin socket's "view" return (bessgw.daemon.operations)
             members = to_jsonable(owner.members())
             view_reply = to_jsonable(owner.campus_view())
             assert [row["gateway_id"] for row in members] == ["owner", "peer"]

@@ -109,7 +109,36 @@ def test_setpower_goes_through_control_and_the_journal(tmp_path: Path, subproces
         gw.wait_log(lambda e: e.get("event") == "telemetry" and e.get("unit") == "m1" and e["p_kw"] == 400.0)
         tail = subprocess.run([*bessgw_command(), "journal", "tail", "--config", str(config), "--json"],
                               env=env, capture_output=True, text=True, timeout=30)
-        (entry,) = [json.loads(line) for line in tail.stdout.splitlines()]
-        assert (entry["command_id"], entry["source"], entry["principal"]) == ("ua-gw-1", "scada", "opcua:operator")
+        entries = [json.loads(line) for line in tail.stdout.splitlines()]
+        assert [(e["command_id"], e["unit_id"], e["source"], e["principal"]) for e in entries] == [
+            ("ua-gw-1", "", "scada", "opcua:operator"), ("ua-m2-1", "m2", "scada", "opcua:operator")]
+    finally:
+        gw.stop()
+
+    # after a restart the unit command's id is still known: a retry has no second effect
+    gw = GatewayProcess(config, env, tmp_path)
+    try:
+        gw.wait_notify("READY", timeout_s=30)
+
+        async def retry() -> None:
+            client = Client(f"opc.tcp://127.0.0.1:{port}/bessgw", timeout=10)
+            client.set_user("operator")
+            client.set_password(PASSWORD)
+            await asyncio.wait_for(client.connect(), 20)
+            try:
+                ns = await client.get_namespace_index("urn:bessgw:opcua")
+                unit = await client.nodes.objects.get_child(
+                    [f"{ns}:Campus", f"{ns}:Gateways", f"{ns}:gw-ua", f"{ns}:Units", f"{ns}:m2"])
+                assert await unit.call_method(f"{ns}:SetPower", -50.0, 0.0, "ua-m2-1") == [-50.0, 0.0]
+                with pytest.raises(ua.UaStatusCodeError) as reused:
+                    await unit.call_method(f"{ns}:SetPower", -20.0, 0.0, "ua-m2-1")
+                assert reused.value.code == ua.StatusCodes.BadInvalidArgument
+            finally:
+                await asyncio.wait_for(client.disconnect(), 10)
+
+        asyncio.run(retry())
+        tail = subprocess.run([*bessgw_command(), "journal", "tail", "--config", str(config), "--json"],
+                              env=env, capture_output=True, text=True, timeout=30)
+        assert [json.loads(line)["command_id"] for line in tail.stdout.splitlines()] == ["ua-gw-1", "ua-m2-1"]
     finally:
         gw.stop()

@@ -24,7 +24,8 @@ from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
 from bessgw.compat import timeout
-from bessgw.config import OpcUaSettings, OpcUaUser, UnitDefaults
+from bessgw.config import ControlSection, OpcUaSettings, OpcUaUser, UnitDefaults
+from bessgw.control.service import ControlService
 from bessgw.errors import DeviceTimeoutError
 from bessgw.model import SiteLimits
 from bessgw.northbound.certificates import CertificateFiles, ensure_certificate
@@ -66,6 +67,7 @@ class Gateway:
         self.supervisors: dict[str, UnitSupervisor] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.server: OpcUaServer | None = None
+        self.control: ControlService | None = None
 
     def call(self, coro: Any, timeout_s: float = WAIT_S) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
@@ -98,8 +100,12 @@ class Gateway:
         self.battery_class = FreezableBattery
         for unit_id in self.unit_ids:
             self.add_unit(unit_id)
+        # commands go through the one command path: a control plane over the units present at start
+        self.control = ControlService(ControlSection(period_s=0.05), list(self.supervisors.values()),
+                                      self.tmp / "state", structlog.get_logger("test-control"))
+        self.control_task = asyncio.get_running_loop().create_task(self.control.run())
         self.server = OpcUaServer(self.settings, GATEWAY, self.directory, self.tmp / "state",
-                                  structlog.get_logger("test-opcua"))
+                                  structlog.get_logger("test-opcua"), control=lambda: self.control)
         self.server_task = asyncio.get_running_loop().create_task(self.server.run())
         waiter = asyncio.ensure_future(self.server.started.wait())
         done, _ = await asyncio.wait({waiter, self.server_task}, timeout=45, return_when=asyncio.FIRST_COMPLETED)
@@ -137,7 +143,7 @@ class Gateway:
 
     def stop(self) -> None:
         async def shutdown() -> None:
-            tasks = [self.server_task, *self.tasks.values()]
+            tasks = [self.server_task, self.control_task, *self.tasks.values()]
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=8)
@@ -157,6 +163,13 @@ class Gateway:
 
     def driver(self, unit_id: str) -> Any:
         return self.supervisors[unit_id]._driver
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
+    """Wait (bounded) until ``predicate()`` holds: control writes on its next step, after the ramp."""
+    async with timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.02)
 
 
 def make_settings(tmp: Path, **overrides: Any) -> OpcUaSettings:
@@ -313,7 +326,7 @@ def test_set_power_writes_the_driver_and_is_idempotent_by_command_id(gateway: Ga
             async with watching(client, power) as watch:
                 result = await unit.call_method(f"{ns}:SetPower", 120.0, 0.0, "cmd-setpower-1")
                 assert result == [120.0, 0.0]
-                assert driver.p_kw == 120.0
+                await eventually(lambda: driver.p_kw == 120.0)  # through control: envelope and ramp
                 # the subscribed client sees the unit deliver it
                 await watch.until(lambda v: v.StatusCode.is_good() and v.Value.Value == 120.0)
             setpoint = await (await unit.get_child(f"{ns}:PowerSetpointKw")).read_value()
@@ -355,7 +368,7 @@ def test_writing_the_setpoint_variable_commands_the_unit(gateway: Gateway) -> No
             unit = await unit_node(client, "mem-3")
             setpoint = await unit.get_child(f"{ns}:PowerSetpointKw")
             await setpoint.write_value(ua.DataValue(ua.Variant(-80.0, ua.VariantType.Double)))
-            assert driver.p_kw == -80.0
+            await eventually(lambda: driver.p_kw == -80.0)
             with pytest.raises(ua.uaerrors.BadOutOfRange):
                 await setpoint.write_value(ua.DataValue(ua.Variant(-9000.0, ua.VariantType.Double)))
             assert driver.p_kw == -80.0
@@ -376,9 +389,11 @@ def test_gateway_set_power_shares_across_units(gateway: Gateway) -> None:
             total = sum(s.limits.max_discharge_kw for s in units)
             result = await gw.call_method(f"{ns}:SetPower", 90.0, 0.0, "cmd-gateway-1")
             assert result[0] == pytest.approx(90.0)
-            for supervisor in units:
-                share = 90.0 * supervisor.limits.max_discharge_kw / total
-                assert supervisor._driver.p_kw == pytest.approx(share)
+            entry = gateway.control.journal.get("cmd-gateway-1")  # journaled before it was acknowledged
+            assert entry is not None and entry.principal == "opcua:otto" and entry.source == "scada"
+            # the units not overridden by unit commands share the target (SOC-balanced, within limits)
+            free = [s for s in units if s.unit_id not in gateway.control.loop.overrides]
+            await eventually(lambda: sum(s._driver.p_kw for s in free) == pytest.approx(90.0))
             with pytest.raises(ua.uaerrors.BadOutOfRange):
                 await gw.call_method(f"{ns}:SetPower", total + 1.0, 0.0, "cmd-gateway-2")
 

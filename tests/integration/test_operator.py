@@ -83,8 +83,10 @@ def test_setpoint_reaches_the_units_is_journaled_and_idempotent(gateway) -> None
     powers = {u["id"]: u["p_kw"] for u in status["units"]}
     assert powers["m1"] > powers["m2"] > 0 and m1 > 0
 
-    again = cli(env, "setpoint", "--config", str(config), "--p-kw", "-100", "--id", "op-1", "--json")
-    assert json.loads(again.stdout)["applied_p_kw"] == 600.0  # same id: the first result, no effect
+    again = cli(env, "setpoint", "--config", str(config), "--p-kw", "600", "--id", "op-1", "--json")
+    assert json.loads(again.stdout) == result  # a retry of the same id: the first result, no second effect
+    reused = cli(env, "setpoint", "--config", str(config), "--p-kw", "-100", "--id", "op-1", "--json")
+    assert reused.returncode != 0 and "already used with other arguments" in reused.stderr
 
     tail = cli(env, "journal", "tail", "--config", str(config), "--json")
     entries = [json.loads(line) for line in tail.stdout.splitlines()]

@@ -75,9 +75,12 @@ def test_repeating_an_id_has_no_further_effect_and_returns_the_first_result(tmp_
     clock.now += 1
     proc.submit(Command("b", "scada", p_kw=200.0))
     clock.now += 1
-    again = proc.submit(Command("a", "local", p_kw=300.0))  # same id, other values: still the first result
+    again = proc.submit(Command("a", "scada", p_kw=100.0))  # a retry: the first result, no second effect
     assert again == first
     assert proc.repeats == 1
+    with pytest.raises(CommandRejectedError, match="other arguments") as conflict:
+        proc.submit(Command("a", "local", p_kw=300.0))  # the same id meaning something else is refused
+    assert conflict.value.code == "conflict"
     assert len(changes) == 2  # the control loop is poked for new commands only
     assert proc.journal.count() == 2
     state = proc.arbiter.decide(clock.now, ramp_kw_per_s=10.0)
@@ -104,18 +107,142 @@ def test_restart_remembers_ids_and_does_not_reapply_expired_setpoints(tmp_path: 
     proc = processor(tmp_path, clock)
     proc.submit(Command("old-local", "local", p_kw=-50.0, expires_at=clock.now + 10))
     first = proc.submit(Command("scada-1", "scada", p_kw=250.0, q_kvar=20.0, expires_at=clock.now + 3600))
+    proc.journal.record_heartbeats({"scada": clock.now + 19})  # scada stays live up to the restart
     proc.journal.close()
 
     clock.now += 20  # restart after the local setpoint expired, before the scada one does
     restarted = processor(tmp_path, clock)
-    restored = restarted.restore()
+    restored = restarted.restore(restarted.journal.heartbeats())
     assert [r.command_id for r in restored] == ["scada-1"]
     state = restarted.arbiter.decide(clock.now, ramp_kw_per_s=10.0)
     assert (state.mode, state.source, state.target_p_kw, state.target_q_kvar) == (Mode.ACTIVE, "scada", 250.0, 20.0)
     # ids survive the restart: a repeat is answered from the journal and changes nothing
-    assert restarted.submit(Command("scada-1", "scada", p_kw=999.0)) == first
-    assert restarted.submit(Command("old-local", "local", p_kw=999.0)).applied_p_kw == -50.0
+    assert restarted.submit(Command("scada-1", "scada", p_kw=250.0, q_kvar=20.0)) == first
+    assert restarted.submit(Command("old-local", "local", p_kw=-50.0)).applied_p_kw == -50.0
     assert restarted.arbiter.decide(clock.now, ramp_kw_per_s=10.0).target_p_kw == 250.0
+
+
+TIMEOUTS = {policy.name: policy.heartbeat_timeout_s for policy in POLICIES}
+
+
+def test_a_setpoint_whose_source_went_silent_is_not_restored(tmp_path: Path) -> None:
+    """Finding 12.1: a setpoint the fail-safe dropped (source silent) must not come back after kill -9."""
+    clock = FakeClock()
+    proc = processor(tmp_path, clock)
+    proc.submit(Command("s-700", "scada", p_kw=700.0))
+    proc.journal.record_heartbeats({"scada": clock.now + 2})  # heard from until t+2, then silent
+    proc.journal.close()
+    clock.now += 2 + TIMEOUTS["scada"] + 0.5  # restarted after the source's timeout ran out
+    restarted = processor(tmp_path, clock)
+    assert restarted.restore(restarted.journal.heartbeats(), TIMEOUTS) == []
+    assert restarted.arbiter.decide(clock.now, ramp_kw_per_s=10.0).target_p_kw == 0.0
+
+
+def test_a_live_source_keeps_its_setpoint_across_a_restart_until_its_own_timeout(tmp_path: Path) -> None:
+    clock = FakeClock()
+    proc = processor(tmp_path, clock)
+    proc.submit(Command("s-700", "scada", p_kw=700.0))
+    proc.journal.record_heartbeats({"scada": clock.now + 5})
+    proc.journal.close()
+    clock.now += 8  # restart 3 s after the last heartbeat (timeout 10 s)
+    restarted = processor(tmp_path, clock)
+    assert [r.command_id for r in restarted.restore(restarted.journal.heartbeats(), TIMEOUTS)] == ["s-700"]
+    assert restarted.arbiter.decide(clock.now, ramp_kw_per_s=10.0).target_p_kw == 700.0
+    clock.now += 7.5  # the timeout counts from the last heartbeat before the restart, not from the restart
+    state = restarted.arbiter.decide(clock.now, ramp_kw_per_s=10.0)
+    assert state.mode is Mode.HOLD and state.source is None
+
+
+def test_a_dropped_setpoint_is_journaled_and_never_restored(tmp_path: Path) -> None:
+    clock = FakeClock()
+    proc = processor(tmp_path, clock)
+    proc.submit(Command("s-900", "scada", p_kw=900.0))
+    clock.now += TIMEOUTS["scada"] + 1
+    proc.arbiter.decide(clock.now, ramp_kw_per_s=10.0)
+    dropped = proc.arbiter.take_dropped()
+    assert [(source, command_id) for source, command_id, _why in dropped] == [("scada", "s-900")]
+    proc.journal.record_drop(source="scada", unit_id="", command_id="s-900", reason=dropped[0][2], at=clock.now)
+    proc.journal.record_heartbeats({"scada": clock.now})  # even if the source is heard from again
+    proc.journal.close()
+    restarted = processor(tmp_path, clock)
+    assert restarted.restore(restarted.journal.heartbeats(), TIMEOUTS) == []
+    with pytest.raises(CommandRejectedError, match="other arguments"):  # the old id cannot revive it either
+        restarted.submit(Command("s-900#dropped", "scada", p_kw=900.0))
+
+
+@pytest.mark.parametrize("command_id", ["x" * 129, "x" * 1_000_000, "a\nb", "nul\x00", "tab\tid", ""])
+def test_ids_are_bounded_and_printable_and_refusals_keep_nothing(tmp_path: Path, command_id: str) -> None:
+    """Finding 12.3: a 1 MB id or one with NUL/newline is refused at the door and not kept anywhere."""
+    clock = FakeClock()
+    proc = processor(tmp_path, clock)
+    with pytest.raises(CommandRejectedError) as refused:
+        proc.submit(Command(command_id, "local", p_kw=1.0))
+    assert refused.value.code == "invalid"
+    assert proc.journal.count() == 0 and not proc._results
+
+
+def test_non_string_ids_and_principals_are_refused(tmp_path: Path) -> None:
+    clock = FakeClock()
+    proc = processor(tmp_path, clock)
+    for command in (Command(42, "local", p_kw=1.0), Command("ok", "local", p_kw=1.0, principal="a" * 200),  # type: ignore[arg-type]
+                    Command("ok", "local", p_kw=True)):  # type: ignore[arg-type]
+        with pytest.raises(CommandRejectedError):
+            proc.submit(command)
+    assert proc.journal.count() == 0
+
+
+def test_strict_commands_are_refused_outside_the_range_never_clamped(tmp_path: Path) -> None:
+    """Finding 12.4: Q = 1e308 on a strict (OPC UA) command is refused, like P, not clamped and answered Good."""
+    clock = FakeClock()
+    proc = processor(tmp_path, clock, gateway_range=lambda: GatewayRange(1000.0, 1000.0, 500.0))
+    for p_kw, q_kvar in ((2000.0, 0.0), (0.0, 1e308), (0.0, -1e308)):
+        with pytest.raises(CommandRejectedError) as refused:
+            proc.submit(Command(f"s-{p_kw}-{q_kvar}", "scada", p_kw=p_kw, q_kvar=q_kvar, clamp=False))
+        assert refused.value.code == "out_of_range"
+    assert proc.journal.count() == 0
+    assert proc.submit(Command("ok", "scada", p_kw=900.0, q_kvar=400.0, clamp=False)).applied_q_kvar == 400.0
+
+
+def test_a_schema_1_journal_is_migrated_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "commands.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE commands (seq INTEGER PRIMARY KEY AUTOINCREMENT, command_id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL, source TEXT NOT NULL, principal TEXT NOT NULL, received_at REAL NOT NULL,
+            requested_p_kw REAL, requested_q_kvar REAL, applied_p_kw REAL, applied_q_kvar REAL, expires_at REAL,
+            note TEXT NOT NULL DEFAULT '');
+        INSERT INTO commands (command_id, kind, source, principal, received_at, requested_p_kw, requested_q_kvar,
+            applied_p_kw, applied_q_kvar) VALUES ('old-1', 'setpoint', 'local', 'root', 1700000000, 5, 0, 5, 0);
+        PRAGMA user_version=1;""")
+    db.commit()
+    db.close()
+    assert [e.command_id for e in read_tail(path)] == ["old-1"]  # the CLI reads an old journal as it is
+    journal = Journal(path)
+    _OPEN.append(journal)
+    assert journal.get("old-1").unit_id == ""
+    journal.record(command_id="new-1", kind="setpoint", source="scada", principal="p", received_at=1.0,
+                   unit_id="u1", traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01")
+    assert journal.get("new-1").unit_id == "u1"
+
+
+def test_a_journal_from_a_newer_release_is_refused_clearly(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "commands.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="newer than this release"):
+        Journal(path)
+
+
+def test_the_journal_is_not_readable_by_other_users(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "commands.sqlite3")
+    _OPEN.append(journal)
+    assert (tmp_path / "commands.sqlite3").stat().st_mode & 0o007 == 0
 
 
 def test_release_withdraws_a_source(tmp_path: Path) -> None:
@@ -134,7 +261,7 @@ def test_async_submit_journals_in_a_worker_thread(tmp_path: Path) -> None:
     proc = processor(tmp_path, clock)
 
     async def scenario():
-        return await asyncio.gather(*(proc.submit_async(Command(f"id-{i % 5}", "scada", p_kw=float(i)))
+        return await asyncio.gather(*(proc.submit_async(Command(f"id-{i % 5}", "scada", p_kw=float(i % 5)))
                                       for i in range(20)))
 
     results = asyncio.run(scenario())

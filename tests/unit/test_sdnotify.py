@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bessgw.sdnotify import Notifier
+from bessgw.daemon.sdnotify import Notifier
 
 
 @pytest.fixture

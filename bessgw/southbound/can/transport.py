@@ -115,6 +115,7 @@ class CanTransport(Transport):
             for key, bus in self._buses.items():
                 if key not in self._tasks:
                     self._start(key, bus)
+            self.started.set()
             await asyncio.Event().wait()
         finally:
             self._running = False

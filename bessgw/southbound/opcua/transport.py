@@ -61,6 +61,7 @@ class OpcUaTransport(Transport):
     async def run(self) -> None:
         for endpoint in list(self.endpoints.values()):
             endpoint.ensure_started()
+        self.started.set()
         await asyncio.Event().wait()
 
     async def close(self) -> None:

@@ -5,23 +5,31 @@ transport and one task per unit. Units never raise (their supervisor is the devi
 failing unit cannot take a sibling down; a transport or daemon bug does end the group, and systemd
 restarts us (``Restart=on-failure``).
 
-Signals: SIGTERM/SIGINT stop within ``gateway.shutdown_grace_s`` (a hard exit backs the bound up if a
-library ignores cancellation); SIGHUP reloads the config — an invalid new config is logged and ignored,
-the running one stays.
+Start-up: READY=1 is sent only once every transport and every configured service report started (the
+OPC UA endpoint accepts connections, the admin socket listens, ...). A service that cannot start at all —
+a busy port, an unusable journal — stops the start with exit 78 naming its config key: a gateway never
+runs without a part it was configured to have.
+
+Signals: SIGTERM/SIGINT stop within ``gateway.shutdown_grace_s``: services drain (control ramps the units
+to 0 kW), then the tasks of the root group are cancelled — ours only, never a library's — and whatever a
+library leaves behind is given a short bounded grace before the process exits (a hard exit backs the bound
+up). SIGHUP reloads the config — an invalid new config is logged and ignored, the running one stays.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -29,17 +37,25 @@ from bessgw import __version__
 from bessgw.backoff import Backoff
 from bessgw.compat import TaskGroup
 from bessgw.config import Config, UnitSection, load_config, plugin_options, unit_options
+from bessgw.daemon.logsetup import configure_logging
+from bessgw.daemon.sdnotify import Notifier
+from bessgw.daemon.services import SERVICES, RunningService, Service, Services
 from bessgw.errors import BessgwError, ConfigError
-from bessgw.logsetup import configure_logging
 from bessgw.model import SiteLimits
 from bessgw.plugin.manager import PluginManager, PluginRegistry
 from bessgw.plugin.roles import DriverContext, SimulatorContext
-from bessgw.sdnotify import Notifier
 from bessgw.southbound.transport import Transport, build_transport
 from bessgw.unit.directory import UnitDirectory
 from bessgw.unit.supervisor import UnitSupervisor
 
 SIMULATOR_READY_TIMEOUT_S = 15.0
+#: bound on the start of transports and services before READY=1 (a service that takes longer fails the start)
+START_TIMEOUT_S = 60.0
+#: after the root group is done, how long a library's leftover tasks and threads may take to finish
+LEFTOVER_GRACE_S = 1.0
+#: the config key each service stands for, in start-failure messages
+SERVICE_KEYS = {"control": "control", "admin": "gateway.state_dir", "opcua": "northbound.opcua",
+                "federation": "federation"}
 
 
 @dataclass
@@ -53,36 +69,6 @@ class _RunningUnit:
 @dataclass
 class _RunningSimulator:
     fingerprint: str
-    task: asyncio.Task[None]
-
-
-class Service(Protocol):
-    """A gateway-wide service run as one root task (OPC UA server, federation node, control loop).
-
-    A service may also have ``async drain()``: called at shutdown, after its task was cancelled and
-    before the units are, to finish work that needs the devices (control ramps them to 0 kW).
-    """
-
-    async def run(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """How the daemon builds one service from config; ``build`` returns ``None`` when it is disabled.
-
-    ``section`` picks the config the service depends on: a reload restarts the service only when that
-    changes.
-    """
-
-    name: str
-    section: Callable[[Config], Any]
-    build: Callable[[Gateway, Config], Service | None]
-
-
-@dataclass
-class _RunningService:
-    fingerprint: str
-    service: Service
     task: asyncio.Task[None]
 
 
@@ -107,8 +93,11 @@ class Gateway:
         self.directory = UnitDirectory()  # what control, federation and northbound see
         self.transports: dict[str, tuple[Transport, asyncio.Task[None]]] = {}
         self.simulators: list[_RunningSimulator] = []
-        self.services: dict[str, _RunningService] = {}
+        self.services = Services()
         self._root: TaskGroup | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # every task of the root group: stop cancels these
+        self._service_errors: dict[str, BaseException] = {}
+        self._starting = True
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self.reloads = 0
@@ -128,19 +117,23 @@ class Gateway:
         try:
             async with TaskGroup() as root:
                 self._root = root
-                await self._apply(self.config)
+                self._spawn(self._watchdog_loop(), "watchdog")  # systemd's watchdog also covers the start
+                try:
+                    await self._apply(self.config)
+                    await self._wait_started()
+                except BaseException:
+                    self._cancel_root()
+                    raise
+                self._starting = False
                 self.notifier.ready(status=self._status_line())
-                self.log.info("ready", units=len(self.units))
-                root.create_task(self._watchdog_loop(), name="watchdog")
-                root.create_task(self._reload_loop(), name="reload")
+                self.log.info("ready", units=len(self.units), services=self.services.names())
+                self._spawn(self._reload_loop(), "reload")
                 await self._stop.wait()
                 self.log.info("stopping")
                 self.notifier.stopping()
                 self._start_hard_deadline()
                 await self._drain_services()
-                for task in list(asyncio.all_tasks()):
-                    if task is not asyncio.current_task() and not task.done():
-                        task.cancel()
+                self._cancel_root()
         finally:
             await self._close_transports()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -148,9 +141,41 @@ class Gateway:
         self.log.info("stopped")
         return 0
 
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a task in the root group and remember it (stop cancels exactly these)."""
+        assert self._root is not None
+        task = self._root.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _cancel_root(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _wait_started(self) -> None:
+        """Wait (bounded) until every transport and configured service serves; refuse to run otherwise."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        while True:
+            problems = [f"{self.config_path}: {SERVICE_KEYS.get(name, name)}: cannot start: "
+                        f"{type(err).__name__}: {err}" for name, err in self._service_errors.items()]
+            if problems:
+                raise ConfigError(str(self.config_path), problems)
+            waiting = [name for name, (transport, _task) in self.transports.items() if not transport.started.is_set()]
+            waiting += [name for name, running in self.services.running.items()
+                        if not _started(running.service)]
+            if not waiting:
+                return
+            if loop.time() >= deadline:
+                raise ConfigError(str(self.config_path), [
+                    f"{self.config_path}: {SERVICE_KEYS.get(name, name)}: did not start within"
+                    f" {START_TIMEOUT_S:g} s" for name in waiting])
+            await asyncio.sleep(0.02)
+
     async def _drain_services(self) -> None:
         """Let services finish their work while the links still run (control ramps units to 0 kW)."""
-        for name, running in reversed(list(self.services.items())):
+        for name, running in reversed(list(self.services.running.items())):
             drain = getattr(running.service, "drain", None)
             if drain is None or running.task.done():
                 continue
@@ -167,7 +192,7 @@ class Gateway:
 
         def expire() -> None:
             structlog.get_logger("bessgw").error("shutdown_grace_exceeded", grace_s=grace)
-            os._exit(1)
+            _flush_and_exit(1)
 
         timer = threading.Timer(grace, expire)
         timer.daemon = True
@@ -219,17 +244,18 @@ class Gateway:
                 await self._stop_unit(unit_id)
             for name, (transport, task) in list(self.transports.items()):
                 task.cancel()
+                await asyncio.wait({task}, timeout=2.0)
                 await transport.close()
                 del self.transports[name]
         await self._apply_simulators(config)
         wanted = {unit.id: unit for unit in config.units if unit.enabled}
         for unit_id, running in list(self.units.items()):
-            if unit_id not in wanted or _fingerprint(config, wanted[unit_id]) != running.fingerprint:
+            if unit_id not in wanted or unit_fingerprint(config, wanted[unit_id]) != running.fingerprint:
                 await self._stop_unit(unit_id)
         for unit_id, section in wanted.items():
             if unit_id not in self.units:
                 self._start_unit(config, section)
-        self._apply_services(config)  # after the units: control drives exactly the running ones
+        await self._apply_services(config)  # after the units: control drives exactly the running ones
 
     async def _apply_simulators(self, config: Config) -> None:
         wanted = [f"{sim.name} {sim.args!r}" for sim in config.simulators]
@@ -244,8 +270,7 @@ class Gateway:
             ready = asyncio.Event()
             context = SimulatorContext(chemistries=self.registry.chemistries, ready=ready.set,
                                        log=self.log.bind(simulator=section.name))
-            task = self._root.create_task(self._run_simulator(spec.run(args, context), section.name),
-                                          name=f"sim:{section.name}")
+            task = self._spawn(self._run_simulator(spec.run(args, context), section.name), f"sim:{section.name}")
             self.simulators.append(_RunningSimulator(fingerprint, task))
             waiter = asyncio.ensure_future(ready.wait())
             done, _ = await asyncio.wait({waiter, task}, timeout=SIMULATOR_READY_TIMEOUT_S,
@@ -268,31 +293,37 @@ class Gateway:
 
     # --------------------------------------------------------------------------------- units
 
-    def _apply_services(self, config: Config) -> None:
+    async def _apply_services(self, config: Config) -> None:
         """Start, restart or stop gateway-wide services whose config section changed."""
-        assert self._root is not None
         for spec in SERVICES:
             fingerprint = repr(spec.section(config))
-            running = self.services.get(spec.name)
+            running = self.services.running.get(spec.name)
             if running is not None and running.fingerprint == fingerprint:
                 continue
             if running is not None:
+                del self.services.running[spec.name]
                 running.task.cancel()
-                del self.services[spec.name]
+                await asyncio.wait({running.task}, timeout=2.0)  # e.g. control persists its state on the way out
                 self.log.info("service_stopped", service=spec.name)
             try:
                 service = spec.build(self, config)
-            except Exception as err:  # e.g. an unwritable state directory: the units still run, unsupervised
+            except Exception as err:  # e.g. an unwritable state directory
+                if self._starting:
+                    self._service_errors[spec.name] = err
+                    continue
                 self.log.error("service_not_started", service=spec.name, error=f"{type(err).__name__}: {err}")
                 continue
             if service is None:
                 continue
-            task = self._root.create_task(self._run_service(spec.name, service), name=f"service:{spec.name}")
-            self.services[spec.name] = _RunningService(fingerprint, service, task)
+            task = self._spawn(self._run_service(spec.name, service), f"service:{spec.name}")
+            self.services.running[spec.name] = RunningService(fingerprint, service, task)
             self.log.info("service_started", service=spec.name)
 
     async def _run_service(self, name: str, service: Service) -> None:
-        """A service that fails is logged and retried with backoff; it never takes the units down."""
+        """A service that fails is logged and retried with backoff; it never takes the units down.
+
+        At start-up a failure is not retried: it fails the start (exit 78, see :meth:`_wait_started`).
+        """
         backoff = Backoff(1.0, 60.0)
         while True:
             try:
@@ -301,21 +332,26 @@ class Gateway:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
+                if self._starting and not _started(service):
+                    self._service_errors[name] = err
+                    return
                 delay = backoff.next_delay()
                 self.log.error("service_failed", service=name, error=f"{type(err).__name__}: {err}",
-                               retry_in_s=round(delay, 1), exc_info=True)
+                               retry_in_s=round(delay, 1))
                 await asyncio.sleep(delay)
 
+    def supervisors(self) -> list[UnitSupervisor]:
+        """The running units' supervisors, in config order."""
+        return [running.supervisor for running in self.units.values()]
+
     def _transport(self, name: str) -> Transport:
-        assert self._root is not None
         if name not in self.transports:
             transport = build_transport(name, self.config, self.log.bind(transport=name))
-            task = self._root.create_task(transport.run(), name=f"transport:{name}")
+            task = self._spawn(transport.run(), f"transport:{name}")
             self.transports[name] = (transport, task)
         return self.transports[name][0]
 
     def _start_unit(self, config: Config, section: UnitSection) -> None:
-        assert self._root is not None
         log = self.log.bind(unit=section.id)
         spec = self.registry.drivers[section.driver]
         try:
@@ -347,8 +383,8 @@ class Gateway:
             telemetry_log_interval_s=config.gateway.telemetry_log_interval_s,
             auto_start=section.auto_start,
         )
-        task = self._root.create_task(supervisor.run(), name=f"unit:{section.id}")
-        self.units[section.id] = _RunningUnit(section, _fingerprint(config, section), supervisor, task)
+        task = self._spawn(supervisor.run(), f"unit:{section.id}")
+        self.units[section.id] = _RunningUnit(section, unit_fingerprint(config, section), supervisor, task)
         self.directory.add(supervisor)
         log.info("unit_started", driver=section.driver, transport=spec.transport)
 
@@ -366,7 +402,7 @@ class Gateway:
     # ------------------------------------------------------------------------------ health
 
     def _status_line(self) -> str:
-        counts = Counter(u.supervisor.telemetry.quality.value for u in self.units.values())
+        counts = Counter(u.supervisor.snapshot().telemetry.quality.value for u in self.units.values())
         parts = ", ".join(f"{n} {q}" for q, n in sorted(counts.items()))
         return f"{len(self.units)} units" + (f": {parts}" if parts else "")
 
@@ -383,67 +419,7 @@ class Gateway:
             await asyncio.sleep(min(interval, 5.0))
 
 
-def _build_control(gateway: Gateway, config: Config) -> Service | None:
-    from bessgw.control.service import ControlService
-
-    units = [running.supervisor for running in gateway.units.values()]
-    return ControlService(config.control, units, config.gateway.state_dir, gateway.log.bind(service="control"))
-
-
-def _control_section(config: Config) -> Any:
-    """Control depends on its table and on exactly which unit instances run."""
-    return (config.control, config.gateway.state_dir,
-            tuple(_fingerprint(config, unit) for unit in config.units if unit.enabled))
-
-
-def _build_admin(gateway: Gateway, config: Config) -> Service | None:
-    from bessgw.admin import AdminServer, socket_path
-    from bessgw.operations import handlers
-
-    return AdminServer(socket_path(config.gateway.state_dir), handlers(gateway), gateway.log.bind(service="admin"))
-
-
-def _build_opcua(gateway: Gateway, config: Config) -> Service | None:
-    settings = config.northbound.opcua
-    if not settings.enabled:
-        return None
-    from bessgw.northbound.server import OpcUaServer
-
-    def control() -> Any:
-        running = gateway.services.get("control")
-        return running.service if running is not None else None
-
-    def campus() -> Any:
-        running = gateway.services.get("federation")
-        return running.service.campus_view() if running is not None else None
-
-    return OpcUaServer(settings, config.gateway.id, gateway.directory, config.gateway.state_dir,
-                       gateway.log.bind(service="opcua"), control=control, campus=campus)
-
-
-def _build_federation(gateway: Gateway, config: Config) -> Service | None:
-    settings = config.federation
-    if settings is None or not settings.enabled:
-        return None
-    from bessgw.federation.service import FederationService
-
-    endpoints = {"opcua": config.northbound.opcua.endpoint} if config.northbound.opcua.enabled else {}
-    return FederationService(settings, config.gateway.id, endpoints=endpoints, keys=settings.campus_keys(),
-                             source=gateway.directory.snapshots, log=gateway.log.bind(service="federation"))
-
-
-#: gateway-wide services, in start order; each issue that adds one registers it here
-SERVICES: list[ServiceSpec] = [
-    ServiceSpec("control", _control_section, _build_control),
-    ServiceSpec("admin", lambda config: config.gateway.state_dir, _build_admin),
-    ServiceSpec("opcua", lambda config: (config.northbound.opcua, config.gateway.id, config.gateway.state_dir),
-                _build_opcua),
-    ServiceSpec("federation", lambda config: (config.federation, config.gateway.id, config.northbound.opcua.endpoint),
-                _build_federation),
-]
-
-
-def _fingerprint(config: Config, section: UnitSection) -> str:
+def unit_fingerprint(config: Config, section: UnitSection) -> str:
     """What a unit's running instance depends on; a reload restarts the unit when it changes."""
     return "|".join(
         [
@@ -455,14 +431,56 @@ def _fingerprint(config: Config, section: UnitSection) -> str:
     )
 
 
+def _started(service: Service) -> bool:
+    """Whether ``service`` reports that it serves (a service without a ``started`` event serves at once)."""
+    started = getattr(service, "started", None)
+    return started is None or started.is_set()
+
+
+def _flush_and_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _finish_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Give what libraries left running a short, bounded chance to end; True if everything did.
+
+    ``asyncio.run`` would wait for ever for a task that swallows cancellation (pymodbus and asyncua
+    fire-and-forget some) or for a blocked worker thread; the daemon must exit within its grace period.
+    """
+    leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in leftovers:
+        task.cancel()
+    if leftovers:
+        loop.run_until_complete(asyncio.wait(leftovers, timeout=LEFTOVER_GRACE_S))
+    clean = all(task.done() for task in leftovers)
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(asyncio.wait_for(loop.shutdown_asyncgens(), LEFTOVER_GRACE_S))
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), LEFTOVER_GRACE_S))
+        return clean
+    return False
+
+
 def run_gateway(config_path: Path, config: Config, pm: PluginManager, registry: PluginRegistry) -> int:
-    """Run the gateway in a fresh event loop; returns the exit code."""
+    """Run the gateway in a fresh event loop; returns the exit code (raises ``ConfigError`` at start-up)."""
     notifier = Notifier()
-
-    async def main() -> int:
-        return await Gateway(config_path, config, pm, registry, notifier).serve()
-
+    loop = asyncio.new_event_loop()
+    clean = False
     try:
-        return asyncio.run(main())
+        asyncio.set_event_loop(loop)
+        code = loop.run_until_complete(Gateway(config_path, config, pm, registry, notifier).serve())
+        clean = _finish_loop(loop)
+    except BaseException:
+        clean = _finish_loop(loop)
+        raise
     finally:
         notifier.close()
+        asyncio.set_event_loop(None)
+        if clean:
+            loop.close()
+    if not clean:  # a library thread or task would hold the interpreter's exit: we are done, leave now
+        _flush_and_exit(code)
+    return code

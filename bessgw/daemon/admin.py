@@ -74,6 +74,7 @@ class AdminServer:
         self.log = log
         self.requests = 0
         self.rejected = 0
+        self.started = asyncio.Event()  #: set once the socket accepts requests
 
     async def run(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +82,7 @@ class AdminServer:
             self.path.unlink()  # a stale socket from a crashed run
         server = await asyncio.start_unix_server(self._handle, path=str(self.path), limit=MAX_REQUEST_BYTES)
         os.chmod(self.path, 0o660)
+        self.started.set()
         try:
             async with server:
                 await server.serve_forever()

@@ -1,4 +1,4 @@
-"""What a local operator can ask a running gateway through the admin socket (see :mod:`bessgw.admin`).
+"""What a local operator can ask a running gateway through the admin socket (see :mod:`bessgw.daemon.admin`).
 
 ``status`` (units, control, services), ``setpoint`` / ``heartbeat`` / ``release`` (the ``local``
 setpoint source of the control plane: the operator override) and ``members`` / ``view`` (federation).
@@ -14,7 +14,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from bessgw import __version__
-from bessgw.admin import AdminError, Handler, Peer
+from bessgw.daemon.admin import AdminError, Handler, Peer
 
 if TYPE_CHECKING:
     from bessgw.daemon import Gateway
@@ -40,10 +40,10 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
     started = time.time()
 
     def control():
-        running = gateway.services.get("control")
-        if running is None:
+        service = gateway.services.control
+        if service is None:
             raise AdminError("control is not running on this gateway (see its log)")
-        return running.service
+        return service
 
     async def status(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
         now = time.time()
@@ -68,12 +68,12 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
             "pid": os.getpid(),
             "uptime_s": round(now - started, 1),
             "reloads": gateway.reloads,
-            "services": sorted(gateway.services),
+            "services": gateway.services.names(),
             "units": units,
         }
-        running = gateway.services.get("control")
-        if running is not None:
-            state = running.service.state
+        service = gateway.services.control
+        if service is not None:
+            state = service.state
             reply["control"] = {
                 "mode": state.arbitration.mode.value,
                 "source": state.arbitration.source,
@@ -96,8 +96,6 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
         q_kvar = _number(request, "q_kvar", 0.0) or 0.0
         expires_in_s = _number(request, "expires_in_s")
         command_id = request.get("command_id") or f"local-{uuid.uuid4()}"
-        if not isinstance(command_id, str) or len(command_id) > 128:
-            raise AdminError("command_id must be a string of at most 128 characters")
         expires_at = None if expires_in_s is None else time.time() + expires_in_s
         command = Command(command_id=command_id, source=LOCAL_SOURCE, p_kw=p_kw, q_kvar=q_kvar,
                           principal=peer.user, expires_at=expires_at)
@@ -109,20 +107,24 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
 
     async def release(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
         from bessgw.control import Command
+        from bessgw.errors import BessgwError
 
         command = Command(command_id=f"local-release-{uuid.uuid4()}", source=LOCAL_SOURCE, kind="release",
                           principal=peer.user)
-        return {"result": dataclasses.asdict(await control().submit(command))}
+        try:
+            return {"result": dataclasses.asdict(await control().submit(command))}
+        except BessgwError as err:
+            raise AdminError(str(err)) from err
 
     async def heartbeat(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        control().processor.heartbeat(LOCAL_SOURCE)
+        control().heartbeat(LOCAL_SOURCE)
         return {}
 
     def federation():
-        running = gateway.services.get("federation")
-        if running is None:
+        service = gateway.services.federation
+        if service is None:
             raise AdminError("federation is not enabled on this gateway ([federation] in its config)")
-        return running.service
+        return service
 
     async def members(request: dict[str, Any], peer: Peer) -> dict[str, Any]:
         from bessgw.federation.view import to_jsonable

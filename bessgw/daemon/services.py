@@ -1,0 +1,145 @@
+"""The gateway-wide services (control, admin socket, OPC UA, federation) and how the daemon builds them.
+
+Each service is one root task. :class:`Services` is the typed view the rest of the process uses —
+``gateway.services.control`` rather than a lookup by string — and :data:`SERVICES` says, per service,
+which part of the config it depends on (a reload restarts it only when that part changed) and how to
+build it (``None``: disabled by config).
+
+A service may have:
+
+- ``started``: an :class:`asyncio.Event` set once it serves; the daemon sends READY=1 only after every
+  configured service (and every transport) has set it;
+- ``async drain()``: called at shutdown, after its task was cancelled and before the units are, to finish
+  work that needs the devices (control ramps them to 0 kW).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bessgw.config import Config
+
+if TYPE_CHECKING:
+    from bessgw.control.service import ControlService
+    from bessgw.daemon.admin import AdminServer
+    from bessgw.daemon.gateway import Gateway
+    from bessgw.federation.service import FederationService
+    from bessgw.northbound.server import OpcUaServer
+
+
+class Service(Protocol):
+    """A gateway-wide service run as one root task."""
+
+    async def run(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How the daemon builds one service from config; ``build`` returns ``None`` when it is disabled."""
+
+    name: str
+    section: Callable[[Config], Any]
+    build: Callable[[Gateway, Config], Service | None]
+
+
+@dataclass
+class RunningService:
+    fingerprint: str
+    service: Service
+    task: asyncio.Task[None]
+
+
+class Services:
+    """The running services, typed: ``None`` for one that is disabled, not started or being rebuilt."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, RunningService] = {}
+
+    def _get(self, name: str) -> Any:
+        running = self.running.get(name)
+        return running.service if running is not None else None
+
+    @property
+    def control(self) -> ControlService | None:
+        return self._get("control")
+
+    @property
+    def admin(self) -> AdminServer | None:
+        return self._get("admin")
+
+    @property
+    def opcua(self) -> OpcUaServer | None:
+        return self._get("opcua")
+
+    @property
+    def federation(self) -> FederationService | None:
+        return self._get("federation")
+
+    def names(self) -> list[str]:
+        return sorted(self.running)
+
+
+def _fingerprint_units(config: Config) -> tuple[str, ...]:
+    from bessgw.daemon.gateway import unit_fingerprint
+
+    return tuple(unit_fingerprint(config, unit) for unit in config.units if unit.enabled)
+
+
+def _build_control(gateway: Gateway, config: Config) -> Service | None:
+    from bessgw.control.service import ControlService
+
+    return ControlService(config.control, gateway.supervisors(), config.gateway.state_dir,
+                          gateway.log.bind(service="control"))
+
+
+def _control_section(config: Config) -> Any:
+    """Control depends on its table and on exactly which unit instances run."""
+    return (config.control, config.gateway.state_dir, _fingerprint_units(config))
+
+
+def _build_admin(gateway: Gateway, config: Config) -> Service | None:
+    from bessgw.daemon.admin import AdminServer, socket_path
+    from bessgw.daemon.operations import handlers
+
+    return AdminServer(socket_path(config.gateway.state_dir), handlers(gateway), gateway.log.bind(service="admin"))
+
+
+def _build_opcua(gateway: Gateway, config: Config) -> Service | None:
+    settings = config.northbound.opcua
+    if not settings.enabled:
+        return None
+    from bessgw.northbound.server import OpcUaServer
+
+    services = gateway.services
+
+    def campus() -> Any:
+        federation = services.federation
+        return federation.campus_view() if federation is not None else None
+
+    return OpcUaServer(settings, config.gateway.id, gateway.directory, config.gateway.state_dir,
+                       gateway.log.bind(service="opcua"), control=lambda: services.control, campus=campus)
+
+
+def _build_federation(gateway: Gateway, config: Config) -> Service | None:
+    settings = config.federation
+    if settings is None or not settings.enabled:
+        return None
+    from bessgw.federation.service import FederationService
+
+    endpoints = {"opcua": config.northbound.opcua.endpoint} if config.northbound.opcua.enabled else {}
+    return FederationService(settings, config.gateway.id, endpoints=endpoints, keys=settings.campus_keys(),
+                             source=gateway.directory.snapshots, log=gateway.log.bind(service="federation"))
+
+
+#: gateway-wide services, in start order; each feature that adds one registers it here
+SERVICES: list[ServiceSpec] = [
+    ServiceSpec("control", _control_section, _build_control),
+    ServiceSpec("admin", lambda config: config.gateway.state_dir, _build_admin),
+    ServiceSpec("opcua", lambda config: (config.northbound.opcua, config.gateway.id, config.gateway.state_dir),
+                _build_opcua),
+    ServiceSpec("federation", lambda config: (config.federation, config.gateway.id, config.northbound.opcua.endpoint),
+                _build_federation),
+]

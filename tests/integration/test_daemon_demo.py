@@ -1,0 +1,87 @@
+"""The demo config as a service manager runs it: READY only once OPC UA accepts, SIGTERM exits 0 in time.
+
+The demo's simulators run inside the gateway process (Modbus servers, a virtual CAN bus, an OPC UA
+server), which is what made a stop hang before: library tasks that swallow cancellation. The config is
+the shipped ``config/demo.toml`` with every fixed port moved to a free one and a private state dir.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daemon_harness import GatewayProcess
+
+pytestmark = pytest.mark.daemon
+
+ROOT = Path(__file__).resolve().parents[2]
+CYCLES = 20
+
+
+def _free_run(count: int) -> int:
+    """The first of ``count`` consecutive free TCP ports on 127.0.0.1 (the simulator uses port..port+n-1)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count >= 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", port))
+                socks.append(sock)
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise AssertionError("no run of free ports found")
+
+
+def demo_config(tmp_path: Path) -> tuple[Path, int, float]:
+    """``config/demo.toml`` on free ports with its own state dir; returns (path, OPC UA port, grace)."""
+    text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
+    modbus4, modbus1, vendor_b, opcua = _free_run(4), _free_run(1), _free_run(1), _free_run(1)
+    moves = {15020: modbus4, 15021: modbus4 + 1, 15022: modbus4 + 2, 15023: modbus4 + 3, 15030: modbus1,
+             4850: vendor_b, 4840: opcua}
+    for old, new in moves.items():
+        text = re.sub(rf"\b{old}\b", str(new), text)
+    text = text.replace('state_dir = "../state/demo"', f'state_dir = "{tmp_path / "state"}"')
+    text = text.replace('log_format = "auto"', 'log_format = "json"')
+    assert all(str(old) not in text for old in moves), "a fixed demo port was left in the test config"
+    grace = float(re.search(r"shutdown_grace_s = ([0-9.]+)", text).group(1))
+    path = tmp_path / "demo.toml"
+    path.write_text(text, encoding="utf-8")
+    return path, opcua, grace
+
+
+@pytest.mark.timeout(420)
+def test_demo_ready_only_when_opcua_accepts_and_sigterm_exits_0_every_time(tmp_path: Path,
+                                                                            subprocess_env) -> None:
+    config, opcua_port, grace_s = demo_config(tmp_path)
+    for cycle in range(CYCLES):
+        notify_dir = tmp_path / f"cycle{cycle}"
+        notify_dir.mkdir()
+        gw = GatewayProcess(config, subprocess_env, notify_dir)
+        try:
+            gw.wait_notify("READY", timeout_s=60)
+            # READY=1 promises a serving OPC UA endpoint: one connect, no retry
+            with socket.create_connection(("127.0.0.1", opcua_port), timeout=5):
+                pass
+            gw.signal(signal.SIGTERM)
+            try:
+                code = gw.proc.wait(grace_s + 10)  # the daemon's own hard deadline exits 1 at grace_s
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"cycle {cycle}: still running {grace_s + 10} s after SIGTERM")
+            assert code == 0, f"cycle {cycle}: exit {code}; last log lines {gw.log_lines[-8:]}"
+            assert not any(e.get("event") == "shutdown_grace_exceeded" for e in gw.log_lines)
+        finally:
+            gw.stop()
