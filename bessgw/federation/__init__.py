@@ -1,4 +1,4 @@
-"""bessgw.federation: the campus view every gateway holds, without a central server (see DESIGN.md).
+"""bessgw.federation: the campus view every gateway holds, without a central server (docs/architecture.md).
 
 - :mod:`~bessgw.federation.service` — :class:`FederationService`, what the daemon runs (one root task);
 - :mod:`~bessgw.federation.node` — the gossip node: SWIM membership + scuttlebutt state over UDP;

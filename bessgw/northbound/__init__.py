@@ -1,1 +1,1 @@
-"""bessgw.northbound layer (see DESIGN.md)."""
+"""The northbound layer: the OPC UA server SCADA and operators connect to (see docs/architecture.md)."""

@@ -1,1 +1,1 @@
-"""bessgw.southbound layer (see DESIGN.md)."""
+"""The southbound layer: transports only (Modbus TCP, CAN, OPC UA client) — connection, timeouts, reconnect."""

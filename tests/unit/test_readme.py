@@ -25,3 +25,31 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert any(line.startswith(tests) for line in ci.splitlines()), "the README's test command is not in .ci/run"
     assert "ruff check" in ci
+
+
+def _layout_block() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Layout", 1)[1]
+    block = re.search(r"```\n(.*?)\n```", section, re.S)
+    assert block, "the README lost its layout block"
+    return [line.split()[0] for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_layout_names_only_paths_that_exist() -> None:
+    missing = [path for path in _layout_block() if not (ROOT / path.split(",")[0]).exists()]
+    assert not missing, f"the README layout names paths that do not exist: {missing}"
+
+
+def test_readme_layout_lists_every_package_and_plugin() -> None:
+    listed = {path.rstrip("/") for path in _layout_block()}
+    packages = {f"bessgw/{p.name}" for p in (ROOT / "bessgw").iterdir() if (p / "__init__.py").exists()}
+    plugins = {f"plugins/{p.name}" for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists()}
+    assert not (packages | plugins) - listed, f"the README layout misses {sorted((packages | plugins) - listed)}"
+
+
+def test_repository_docs_do_not_point_outside_the_repository() -> None:
+    """Users have the repository only: no link or reference may leave it."""
+    files = [ROOT / "README.md", ROOT / "pyproject.toml", *(ROOT / "docs").glob("*.md"),
+             *(ROOT / "bessgw").rglob("*.py")]
+    offenders = [str(f.relative_to(ROOT)) for f in files if "shared/" in f.read_text(encoding="utf-8")]
+    assert not offenders, f"references outside the repository in {offenders}"
