@@ -67,5 +67,14 @@ class IncompatibleDeviceError(DeviceError):
     """The device identified itself with something the driver refuses (unknown firmware, old protocol)."""
 
 
+class DecisionExpiredError(BessgwError):
+    """A setpoint reached the device door after its decision's deadline and was not written.
+
+    The gateway was paused (SIGSTOP, a long GC, a loaded machine) or the write waited too long: whatever
+    was decided back then may no longer hold (a source went silent, a campus share moved), so the write is
+    dropped and the next control period decides again. Decreases of ``|P|`` never expire.
+    """
+
+
 class NegotiationError(BessgwError):
     """Capability negotiation refused a unit; the message is the reason."""

@@ -38,6 +38,7 @@ from bessgw.config import ControlSection
 from bessgw.control.allocation import Allocation, Allocator, Fleet
 from bessgw.control.arbitration import Arbiter, ArbitrationState, SourcePolicy
 from bessgw.control.envelope import gate_arrays
+from bessgw.errors import DecisionExpiredError
 from bessgw.model import Quality, Setpoint, UnitState
 from bessgw.plugin.roles import Logger
 from bessgw.unit.snapshot import UnitSnapshot
@@ -45,6 +46,13 @@ from bessgw.unit.supervisor import UnitSupervisor
 
 #: values closer than this to the last written one are not written again
 _WRITE_EPSILON = 1e-6
+
+
+def _is_decrease(present_p_kw: float, present_q_kvar: float, p_kw: float, q_kvar: float) -> bool:
+    """Less |P| and |Q| on the same side (or 0): always safe, so such a write never waits for a deadline."""
+    def smaller(present: float, value: float) -> bool:
+        return value == 0.0 or (present * value > 0 and abs(value) <= abs(present))
+    return smaller(present_p_kw, p_kw) and smaller(present_q_kvar, q_kvar)
 
 
 def policies_from(settings: ControlSection) -> list[SourcePolicy]:
@@ -131,6 +139,9 @@ class ControlLoop:
         self._state = ControlState(clock(), 0, arbiter.state, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
         self.stepped = asyncio.Event()  # set after every period; tests and the daemon may wait on it
         self.overrides: dict[str, UnitOverride] = {}
+        #: a source's own deadline for acting on its target (campus fencing), monotonic; None: none
+        self.fence: Callable[[str], float | None] | None = None
+        self.decisions_expired = 0  # writes dropped at the device door because their decision was too old
         self._overridden = np.zeros(len(self.units), dtype=bool)
 
     @property
@@ -209,8 +220,18 @@ class ControlLoop:
         """A new target arrived: step now rather than at the next period (for :meth:`run`)."""
         self._poked.set()
 
+    def _deadline(self, decided_at: float, source: str | None) -> float:
+        """The monotonic deadline of this period's decision: the write timeout, or a source's own fence."""
+        deadline = decided_at + self.write_timeout_s
+        if self.fence is not None and source is not None:
+            fence = self.fence(source)
+            if fence is not None:
+                deadline = min(deadline, fence)
+        return deadline
+
     async def step(self) -> ControlState:
         """One control period: arbitrate, allocate, gate, write (module docstring)."""
+        decided_at = time.monotonic()
         now = self.clock()
         # ramps are per second: a step sooner than a period (poke) may only move by the time that passed
         dt = self.period_s if self.last_step_at is None else min(max(now - self.last_step_at, 0.0), self.period_s)
@@ -249,7 +270,11 @@ class ControlLoop:
                                 command_id=decision.command_id, source=decision.source or decision.mode.value,
                                 issued_at=now)
             writes.append((index, unit, setpoint))
-        outcomes = await asyncio.gather(*(self._write(unit, setpoint) for _, unit, setpoint in writes))
+        deadline = self._deadline(decided_at, decision.source)
+        outcomes = await asyncio.gather(*(
+            self._write(unit, setpoint, None if _is_decrease(self._present[index], self._present_q[index],
+                                                             setpoint.p_kw, setpoint.q_kvar) else deadline)
+            for index, unit, setpoint in writes))
         errors: dict[str, str] = {}
         for (index, unit, _setpoint), (written, error) in zip(writes, outcomes, strict=True):
             if written is not None:
@@ -285,11 +310,12 @@ class ControlLoop:
         self.stepped = asyncio.Event()
         return self._state
 
-    async def _write(self, unit: UnitSupervisor, setpoint: Setpoint) -> tuple[Setpoint | None, str]:
+    async def _write(self, unit: UnitSupervisor, setpoint: Setpoint,
+                     not_after: float | None) -> tuple[Setpoint | None, str]:
         """Write one unit, bounded; the device boundary of control (a failure is that unit's only)."""
         try:
             async with timeout(self.write_timeout_s):
-                written = await unit.apply(setpoint)
+                written = await unit.apply(setpoint, not_after=not_after)
             if unit.unit_id in self._failing:
                 self._failing.discard(unit.unit_id)
                 if self.log is not None:
@@ -299,6 +325,9 @@ class ControlLoop:
             raise
         except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
             error = f"write timed out after {self.write_timeout_s:g} s"
+        except DecisionExpiredError as err:  # paused or delayed: the next period decides again
+            self.decisions_expired += 1
+            error = str(err)
         except Exception as err:  # device boundary: a driver bug must not stop control of the others
             error = f"{type(err).__name__}: {err}"
         if self.log is not None and unit.unit_id not in self._failing:  # logged once per failure run

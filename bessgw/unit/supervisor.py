@@ -25,7 +25,7 @@ from typing import Any
 from bessgw.backoff import Backoff
 from bessgw.compat import timeout
 from bessgw.config import UnitDefaults
-from bessgw.errors import DeviceError, DeviceProtocolError, IncompatibleDeviceError
+from bessgw.errors import DecisionExpiredError, DeviceError, DeviceProtocolError, IncompatibleDeviceError
 from bessgw.model import (
     Capability,
     EffectiveLimits,
@@ -183,11 +183,15 @@ class UnitSupervisor:
         async with self._driver_lock:
             return await method(*args)
 
-    async def apply(self, setpoint: Setpoint) -> Setpoint:
+    async def apply(self, setpoint: Setpoint, not_after: float | None = None) -> Setpoint:
         """Write ``setpoint`` clamped to the effective limits; returns what was written.
 
         Refuses (``DeviceError``) while the unit is not negotiated or not connected. Control may still
         write 0 kW to a connected unit whose data is stale, to take it out of service safely.
+
+        ``not_after`` is the decision's deadline on the monotonic clock, checked immediately before the
+        driver is called (after waiting for the driver): past it, :class:`DecisionExpiredError` and
+        nothing is written — a gateway that wakes from a pause never writes what it decided before.
         """
         if self._limits is None or not self._connected:
             raise DeviceError(f"unit {self.unit_id} is not available ({self._refused_reason or 'offline'})")
@@ -199,7 +203,11 @@ class UnitSupervisor:
             issued_at=setpoint.issued_at,
             expires_at=setpoint.expires_at,
         )
-        await self._call(self._driver.write_setpoint, clamped)
+        async with self._driver_lock:
+            if not_after is not None and time.monotonic() > not_after:
+                raise DecisionExpiredError(f"unit {self.unit_id}: the decision behind this setpoint is"
+                                           f" {time.monotonic() - not_after:.3f} s past its deadline")
+            await self._driver.write_setpoint(clamped)
         return clamped
 
     async def reset_fault(self) -> None:

@@ -23,8 +23,8 @@ from bessgw.control.arbitration import Arbiter, Mode
 from bessgw.control.commands import Command, CommandProcessor
 from bessgw.control.journal import Journal
 from bessgw.control.loop import ControlLoop, policies_from
-from bessgw.errors import DeviceTimeoutError
-from bessgw.model import Quality, SiteLimits
+from bessgw.errors import DecisionExpiredError, DeviceTimeoutError
+from bessgw.model import Quality, Setpoint, SiteLimits
 from bessgw.plugin import DriverContext
 from bessgw.plugin.manager import build_plugin_manager
 from bessgw.unit.supervisor import UnitSupervisor
@@ -393,5 +393,28 @@ def test_an_override_beyond_the_envelope_is_clamped_by_the_gate(plugin_path) -> 
             assert state.setpoints["u0"][0] == pytest.approx(500.0)
             with pytest.raises(KeyError):
                 r.loop.set_override("nope", UnitOverride(p_kw=1.0, q_kvar=0.0, expires_at=r.clock() + 60))
+
+    asyncio.run(scenario())
+
+
+def test_a_write_past_its_decisions_deadline_is_not_made_but_a_decrease_is(plugin_path) -> None:
+    """Rule for paused gateways: what was decided before a pause never reaches a device after it."""
+    async def scenario() -> None:
+        async with rig(count=1) as r:
+            r.loop.arbiter.submit("local", 300.0, 0.0, now=r.clock())
+            await r.step()
+            assert r.device_p() == pytest.approx([300.0])
+            deadlines = {"local": time.monotonic() - 1.0}  # the source's own fence has already passed
+            r.loop.fence = deadlines.get
+            r.loop.arbiter.submit("local", 400.0, 0.0, now=r.clock())
+            state = await r.step()
+            assert r.device_p() == pytest.approx([300.0]) and "deadline" in state.write_errors["u0"]
+            assert r.loop.decisions_expired == 1
+            r.loop.arbiter.submit("local", 100.0, 0.0, now=r.clock())  # less power is always allowed
+            state = await r.step()
+            assert r.device_p() == pytest.approx([100.0]) and not state.write_errors
+            with pytest.raises(DecisionExpiredError):
+                await r.units[0].apply(Setpoint(p_kw=50.0, q_kvar=0.0), not_after=time.monotonic() - 0.001)
+            assert r.device_p() == pytest.approx([100.0])
 
     asyncio.run(scenario())
