@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from bessgw.config.base import IDENTIFIER, StrictModel
@@ -15,13 +17,16 @@ class ControlSourceTable(StrictModel):
     heartbeat_timeout_s: float = Field(
         gt=0, le=3600, description="A source not heard from (setpoint or heartbeat) for this long is dropped"
     )
+    on_loss: Literal["hold", "zero"] = Field(
+        "hold", description="When this source is lost: hold its last target for hold_s then ramp to 0 (hold),"
+        " or go to 0 kW at once (zero: campus shares, which another gateway may take over)")
 
 
 def _default_control_sources() -> list[ControlSourceTable]:
     return [
         ControlSourceTable(name="local", priority=300, heartbeat_timeout_s=30.0),
         ControlSourceTable(name="scada", priority=200, heartbeat_timeout_s=10.0),
-        ControlSourceTable(name="campus", priority=100, heartbeat_timeout_s=5.0),
+        ControlSourceTable(name="campus", priority=100, heartbeat_timeout_s=5.0, on_loss="zero"),
     ]
 
 

@@ -43,6 +43,8 @@ class SourcePolicy:
     name: str
     priority: int
     heartbeat_timeout_s: float
+    #: "hold": when lost, hold the last target for hold_s then ramp to 0; "zero": 0 kW at once
+    on_loss: str = "hold"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +219,10 @@ class Arbiter:
             since = previous.since if (previous.mode is Mode.ACTIVE and previous.source == best.policy.name) else now
             state = ArbitrationState(Mode.ACTIVE, best.policy.name, reason, best.p_kw or 0.0, best.q_kvar,
                                      since, live_names, best.command_id)
+        elif previous.mode is Mode.ACTIVE and self._zero_on_loss(previous.source):
+            # a source whose target someone else may take over (a campus share): nothing of it is held
+            why = "; ".join(notes) or f"{previous.source} lost"
+            state = ArbitrationState(Mode.IDLE, None, f"0 kW at once: {why}", 0.0, 0.0, now, live_names)
         elif previous.mode is Mode.ACTIVE:
             # the last live source was lost since the previous period: hold, or ramp at once if it expired
             name = previous.source or ""
@@ -234,6 +240,10 @@ class Arbiter:
                                      else "no live source", 0.0, 0.0, idle_since, live_names)
         self._state = state
         return state
+
+    def _zero_on_loss(self, source: str | None) -> bool:
+        slot = self._slots.get(source or "")
+        return slot is not None and slot.policy.on_loss == "zero"
 
     def _hold_or_ramp(self, now: float, ramp: _Ramp, live: tuple[str, ...],
                       previous: ArbitrationState) -> ArbitrationState:

@@ -57,7 +57,7 @@ def _is_decrease(present_p_kw: float, present_q_kvar: float, p_kw: float, q_kvar
 
 def policies_from(settings: ControlSection) -> list[SourcePolicy]:
     """The ``[[control.sources]]`` table as arbitration policies."""
-    return [SourcePolicy(s.name, s.priority, s.heartbeat_timeout_s) for s in settings.sources]
+    return [SourcePolicy(s.name, s.priority, s.heartbeat_timeout_s, s.on_loss) for s in settings.sources]
 
 
 @dataclass(frozen=True)

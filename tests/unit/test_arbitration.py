@@ -148,3 +148,16 @@ def test_control_section_errors_name_the_key() -> None:
         err.value)
     with pytest.raises(ConfigError, match=r"control\.period_s: Input should be greater than 0"):
         parse_config({"gateway": {"id": "gw1"}, "control": {"period_s": 0}}, "site.toml")
+
+
+def test_a_zero_on_loss_source_is_never_held() -> None:
+    """A campus share lost (fence passed, released) drops to 0 kW at once: another gateway may take it."""
+    arbiter = Arbiter([SourcePolicy("campus", 100, 5.0, on_loss="zero")], hold_s=10.0, now=0.0)
+    arbiter.submit("campus", 400.0, 50.0, now=0.0)
+    assert arbiter.decide(1.0, ramp_kw_per_s=1.0).target_p_kw == 400.0
+    arbiter.release("campus", now=2.0)
+    state = arbiter.decide(2.0, ramp_kw_per_s=1.0)
+    assert (state.mode, state.target_p_kw, state.target_q_kvar) == (Mode.IDLE, 0.0, 0.0)
+    arbiter.submit("campus", 300.0, 0.0, now=3.0, expires_at=4.0)
+    assert arbiter.decide(3.5, ramp_kw_per_s=1.0).target_p_kw == 300.0
+    assert arbiter.decide(4.0, ramp_kw_per_s=1.0).target_p_kw == 0.0  # at its expiry, not after a hold or ramp
