@@ -1,0 +1,1 @@
+"""Campus dispatch through etcd (filled in below)."""
