@@ -88,3 +88,14 @@ class CorruptRecordError(BessgwError):
     def __init__(self, message: str, key: str = "") -> None:
         self.key = key
         super().__init__(f"{key}: {message}" if key else message)
+
+
+class LeaseLostError(CoordinationError):
+    """The etcd lease is gone (expired or revoked): everything bound to it is deleted; take a new one."""
+
+
+class SetpointRefusedError(BessgwError):
+    """A campus setpoint was refused before reaching etcd: its values are not a setpoint (NaN, out of
+    range, a malformed command id). Exit 65, ``EX_DATAERR``."""
+
+    exit_code = 65
