@@ -3,12 +3,13 @@
 Keys under the campus prefix ``P`` (all JSON records of :mod:`bessgw.campus.records`)::
 
     P/setpoint            the campus setpoint (no lease: it outlives every gateway)
-    P/commands/<id>       campus command ids already committed (idempotency), on a retention lease
     P/allocator           who allocates, on that gateway's lease      ("absent -> put with my lease")
     P/allocation          the allocator's last committed step (serialises every share-writing txn)
     P/gateways/<id>       gateway presence, on the gateway's lease     (its share may move once this is gone)
     P/shares/<id>         the gateway's share, on the *gateway's* lease (it vanishes with the gateway)
     P/applied/<id>        the gateway's acknowledgement, on the gateway's lease
+    P.commands/<id>       campus command ids committed (idempotency), on a retention lease: beside the
+                          prefix, not under it, so a day of commands does not grow the allocator's read
 
 **Allocator side** (:func:`allocator_step`): read the whole prefix linearizably, split the setpoint over
 the gateways present, and write the next step of the transition (:mod:`bessgw.campus.allocation`:
@@ -63,7 +64,8 @@ class Keys:
         return self.prefix + "allocation"
 
     def command(self, command_id: str) -> str:
-        return f"{self.prefix}commands/{command_id}"
+        """Outside the prefix on purpose (module docstring)."""
+        return f"{self.prefix.rstrip('/')}.commands/{command_id}"
 
     def gateway(self, gateway_id: str) -> str:
         return f"{self.prefix}gateways/{gateway_id}"
@@ -82,7 +84,7 @@ class Keys:
         if rest in ("setpoint", "allocator", "allocation"):
             return rest, ""
         kind, _, ident = rest.partition("/")
-        if kind in ("commands", "gateways", "shares", "applied") and ident and "/" not in ident:
+        if kind in ("gateways", "shares", "applied") and ident and "/" not in ident:
             return kind, ident
         return "", ""
 
