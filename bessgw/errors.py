@@ -6,6 +6,7 @@ traceback and exits with the code attached to the class. Anything else escaping 
 
 from __future__ import annotations
 
+EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_CONFIG = 78
 
@@ -78,3 +79,32 @@ class DecisionExpiredError(BessgwError):
 
 class NegotiationError(BessgwError):
     """Capability negotiation refused a unit; the message is the reason."""
+
+
+class CoordinationError(BessgwError):
+    """The campus coordination store (etcd) could not do what was asked: no endpoint answered in time, the
+    cluster has no leader, a lease is gone, or the request was refused. The campus setpoint is then not
+    committed; the message says why (exit 69, ``EX_UNAVAILABLE``)."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class CorruptRecordError(BessgwError):
+    """A value read from the coordination store is not a record this version understands (bad JSON, NaN,
+    a wrong type, an unknown field, an oversized value, another schema version). It is counted and never
+    applied. ``key`` names where it was read, when known."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+class LeaseLostError(CoordinationError):
+    """The etcd lease is gone (expired or revoked): everything bound to it is deleted; take a new one."""
+
+
+class SetpointRefusedError(BessgwError):
+    """A campus setpoint was refused before reaching etcd: its values are not a setpoint (NaN, out of
+    range, a malformed command id). Exit 65, ``EX_DATAERR``."""
+
+    exit_code = 65

@@ -11,6 +11,7 @@ models the plugins register, so their errors read the same way.
 """
 
 from bessgw.config.base import IDENTIFIER, StrictModel
+from bessgw.config.campus import CampusSection, CoordinationSection
 from bessgw.config.control import ControlSection, ControlSourceTable
 from bessgw.config.federation import FEDERATION_KEY_BYTES, FederationSection, decode_campus_key
 from bessgw.config.loading import (
@@ -42,11 +43,13 @@ from bessgw.config.southbound import (
 __all__ = [
     "FEDERATION_KEY_BYTES",
     "IDENTIFIER",
+    "CampusSection",
     "CanLink",
     "CanSettings",
     "Config",
     "ControlSection",
     "ControlSourceTable",
+    "CoordinationSection",
     "FederationSection",
     "GatewaySection",
     "ModbusLink",

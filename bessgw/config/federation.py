@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from bessgw.config.base import StrictModel
+from bessgw.config.base import HOST_PORT, StrictModel
 from bessgw.errors import ConfigError
 
-_HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
 #: ChaCha20-Poly1305 takes 256-bit keys
 FEDERATION_KEY_BYTES = 32
 
@@ -86,7 +84,7 @@ class FederationSection(StrictModel):
     @classmethod
     def _seeds_are_host_port(cls, seeds: list[str]) -> list[str]:
         for seed in seeds:
-            match = _HOST_PORT.match(seed)
+            match = HOST_PORT.match(seed)
             if not match or not 1 <= int(match["port"]) <= 65535:
                 raise ValueError(f"seed {seed!r} must be host:port with a port in 1..65535")
         return seeds

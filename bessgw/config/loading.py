@@ -89,7 +89,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
 
 
 def _anchor_paths(config: Config, base: Path) -> Config:
-    """Relative ``state_dir`` and ``key_file`` are relative to the config file, not to the working
+    """Relative ``state_dir``, key and certificate files are relative to the config file, not to the working
     directory (systemd starts us in ``/``; a person runs ``bessgw status`` from anywhere)."""
     gateway = config.gateway
     if not gateway.state_dir.is_absolute():
@@ -97,7 +97,15 @@ def _anchor_paths(config: Config, base: Path) -> Config:
     federation = config.federation
     if federation is not None and federation.key_file is not None and not federation.key_file.is_absolute():
         federation = federation.model_copy(update={"key_file": (base / federation.key_file).resolve()})
-    return config.model_copy(update={"gateway": gateway, "federation": federation})
+    campus = config.campus
+    if campus is not None and campus.coordination is not None:
+        coordination = campus.coordination
+        files = {name: getattr(coordination, name) for name in ("ca_file", "cert_file", "key_file")}
+        anchored = {name: (base / file).resolve() for name, file in files.items()
+                    if file is not None and not file.is_absolute()}
+        if anchored:
+            campus = campus.model_copy(update={"coordination": coordination.model_copy(update=anchored)})
+    return config.model_copy(update={"gateway": gateway, "federation": federation, "campus": campus})
 
 
 def load_config(path: str | Path, registry: PluginRegistry | None = None) -> Config:

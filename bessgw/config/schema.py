@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from bessgw.config.base import IDENTIFIER, StrictModel
+from bessgw.config.campus import CampusSection
 from bessgw.config.control import ControlSection
 from bessgw.config.federation import FederationSection
 from bessgw.config.northbound import NorthboundSection
@@ -46,6 +47,7 @@ class Config(StrictModel):
     federation: FederationSection | None = None
     northbound: NorthboundSection = NorthboundSection()
     control: ControlSection = ControlSection()
+    campus: CampusSection | None = None
 
     @field_validator("units")
     @classmethod
