@@ -126,6 +126,8 @@ def test_reconnects_after_simulator_restart_with_subscriptions_restored(sim):
                 raise AssertionError(f"{err}; endpoint {state}; down was {down}") from None
             sequences = {good.extra["sequence"]}
             await gw.wait_for("b0", lambda t: sequences.add(t.extra["sequence"]) or len(sequences) >= 3, 5.0)
+            # what is asserted below is waited for: the restored subscription delivers again
+            await wait_until(lambda: endpoint.notifications - before >= 3, 10.0, "notifications after restart")
             return endpoint.connects, endpoint.notifications - before, endpoint.reads
 
     connects, new_notifications, reads = run(scenario(), 45.0)
