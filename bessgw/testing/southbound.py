@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import tempfile
 import time
@@ -27,7 +28,7 @@ from typing import Any
 from bessgw.config import Config, check_against_plugins, parse_config, plugin_options, unit_options
 from bessgw.plugin import DriverContext, EffectiveLimits, Setpoint, SiteLimits, Telemetry, VendorDriver
 from bessgw.plugin.manager import PluginRegistry, build_plugin_manager
-from bessgw.southbound.transport import Transport, build_transport
+from bessgw.southbound.transport import TRANSPORTS, Transport, build_transport
 from bessgw.testing.log import RecordingLog
 from bessgw.testing.recorder import RecordingDriver
 from bessgw.testing.wait import wait_until
@@ -47,7 +48,6 @@ TEST_LINKS: dict[str, dict[str, float]] = {
 }
 PLUGINS_ENV = "BESSGW_PLUGINS"
 
-TransportFactory = Callable[[Config, RecordingLog], Transport]
 
 
 def installed_plugins() -> PluginRegistry:
@@ -155,6 +155,10 @@ class SupervisedUnit:
     async def reset_fault(self) -> None:
         await self._supervisor.reset_fault()
 
+    async def wait_update(self, timeout_s: float) -> Telemetry:
+        """The next published telemetry (raises ``TimeoutError`` after ``timeout_s``)."""
+        return await self._supervisor.wait_update(timeout_s)
+
     async def wait_for(self, predicate: Callable[[SupervisedUnit], bool], timeout_s: float,
                        what: str = "") -> SupervisedUnit:
         """Wait (bounded) until ``predicate(unit)`` holds, re-checking on every published update."""
@@ -180,14 +184,15 @@ class Southbound:
     """The southbound half of a gateway, in the current event loop: transports + one supervisor per unit.
 
     ``config`` is a site configuration as the TOML file would hold it (``units``, ``defaults``,
-    ``southbound``...); missing timing keys take :data:`TEST_TIMING`. Use it as an async context manager:
-    entering starts the transports and the units, leaving stops them and closes every driver through its
-    supervisor, bounded in time.
+    ``southbound``...); missing timing keys take :data:`TEST_TIMING`. ``transport_options`` are extra
+    keyword arguments of a transport's class, by transport name (e.g. a CAN ``bus_factory`` for faults).
+    Use it as an async context manager: entering starts the transports and the units, leaving stops them
+    and closes every driver through its supervisor, bounded in time.
     """
 
     def __init__(self, config: Mapping[str, Any], *, registry: PluginRegistry | None = None,
                  log: RecordingLog | None = None,
-                 transports: Mapping[str, TransportFactory] | None = None) -> None:
+                 transport_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self._state_dir: tempfile.TemporaryDirectory[str] | None = None
         data = dict(config)
         gateway = dict(data.get("gateway") or {"id": "test-gw"})
@@ -207,14 +212,13 @@ class Southbound:
         self.arrivals = Arrivals()
         self.transports: dict[str, Transport] = {}
         self.units: dict[str, SupervisedUnit] = {}
-        factories = dict(transports or {})
+        extra = dict(transport_options or {})
         for section in self.config.units:
             spec = self.registry.drivers[section.driver]
             if spec.transport not in self.transports:
-                factory = factories.get(spec.transport)
-                log_t = self.log.bind(transport=spec.transport)
-                self.transports[spec.transport] = (factory(self.config, log_t) if factory
-                                                   else build_transport(spec.transport, self.config, log_t))
+                self.transports[spec.transport] = _transport(spec.transport, self.config,
+                                                             self.log.bind(transport=spec.transport),
+                                                             extra.get(spec.transport))
             unit_log = self.log.bind(unit=section.id)
             context = DriverContext(
                 unit_id=section.id, link=self.transports[spec.transport].link_for(section),
@@ -298,6 +302,14 @@ class Southbound:
             await unit.wait_for(lambda u: u.commandable, timeout_s, f"{unit.unit_id} connected and negotiated")
 
 
+def _transport(name: str, config: Config, log: RecordingLog, options: Mapping[str, Any] | None) -> Transport:
+    """The daemon's transport ``name``; ``options`` are keyword arguments of its class (fault injection)."""
+    if not options:
+        return build_transport(name, config, log)
+    module_name, class_name = TRANSPORTS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)(config, log, **options)
+
+
 def section_limits(section: Any) -> SiteLimits:
     """The unit's ``site_limits`` table as the model's :class:`SiteLimits`."""
     return SiteLimits(**section.site_limits.model_dump())
@@ -343,3 +355,13 @@ def opcua_unit(driver: str, endpoint: str, namespace_uri: str, object_path: str,
 def unit_without_link(driver: str, **kw: Any) -> contextlib.AbstractAsyncContextManager[SupervisedUnit]:
     """A unit of a ``transport="none"`` driver (in-memory batteries, drivers that bring their own I/O)."""
     return supervised_unit(driver, **kw)
+
+
+def check_config(data: Mapping[str, Any], path: str = "site.toml", registry: PluginRegistry | None = None) -> None:
+    """Validate a site configuration as ``bessgw check-config`` does, against the installed plugins.
+
+    Raises the gateway's configuration error (a :class:`bessgw.plugin.BessgwError`) whose message names
+    ``path``, the key and what was expected — so a plugin can test how its option errors read.
+    """
+    config = parse_config(dict(data), path)
+    check_against_plugins(config, registry or installed_plugins(), path)
