@@ -170,7 +170,7 @@ class DriverConformance:
                 stopped_at = time.time()
                 # the age rule: within bad_after_s at the latest nothing may still look good
                 down = await unit.wait_telemetry(lambda t: t.quality is not Quality.GOOD,
-                                                 timing.bad_after_s + 5.0)
+                                                 timing.bad_after_s + 2.0)
                 seen = [down.quality]
                 await device.start()
                 back = await unit.wait_telemetry(lambda t: t.quality is Quality.GOOD and t.timestamp > stopped_at,
