@@ -21,6 +21,8 @@ from bessgw.southbound.transport import build_transport
 from bessgw.testing import RecordingLog, installed_plugins, wait_until
 from tests.plugins.vendor_b.harness import Gateway, SimulatorThread, gateway_config
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def sim_thread():

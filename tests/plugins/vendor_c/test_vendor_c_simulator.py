@@ -15,6 +15,8 @@ from bessgw.plugin import PluginError, Setpoint, SimulatorContext
 from bessgw.testing import wait_until
 from tests.plugins.vendor_c.harness import CanGateway, can_config, registry, simulator, unique_channel
 
+pytestmark = pytest.mark.integration  # real links (Modbus TCP, OPC UA, virtual CAN) and simulator processes
+
 
 def _message(name: str, node: int, **signals: float) -> can.Message:
     frame = p.encode(name, node, **signals)
