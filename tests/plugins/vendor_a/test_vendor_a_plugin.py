@@ -20,7 +20,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from bessgw.testing import DeviceUnderTest, DriverConformance, installed_plugins, modbus_unit
 from tests.plugins.vendor_a.harness import simulator
 
-pytestmark = pytest.mark.integration  # real links (Modbus TCP, OPC UA, virtual CAN) and simulator processes
+pytestmark = pytest.mark.integration  # the simulator on Modbus TCP and as a process
 
 BESSGW = str(Path(sys.executable).with_name("bessgw"))
 README = Path(plugin_module.__file__).resolve().parents[2] / "README.md"

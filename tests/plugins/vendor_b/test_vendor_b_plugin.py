@@ -20,7 +20,7 @@ from bessgw.testing import DeviceUnderTest, DriverConformance, check_config, opc
 from tests.integration.daemon_harness import free_tcp_port
 from tests.plugins.vendor_b.harness import SimulatorThread, registry
 
-pytestmark = pytest.mark.integration  # real links (Modbus TCP, OPC UA, virtual CAN) and simulator processes
+pytestmark = pytest.mark.integration  # asyncua servers on loopback and the simulator as a process
 
 BESSGW = str(Path(sys.executable).with_name("bessgw"))
 README = Path(plugin_module.__file__).resolve().parents[2] / "README.md"

@@ -13,7 +13,7 @@ from bessgw.plugin import BessgwError
 from bessgw.testing import DeviceUnderTest, DriverConformance, can_unit, check_config, installed_plugins
 from tests.plugins.vendor_c.harness import CanGateway, can_config, simulator, unique_channel
 
-pytestmark = pytest.mark.integration  # real links (Modbus TCP, OPC UA, virtual CAN) and simulator processes
+pytestmark = pytest.mark.integration  # the simulator on a python-can virtual bus
 
 
 def test_entry_point_registers_the_driver_and_the_simulator() -> None:

@@ -15,7 +15,7 @@ from bessgw.plugin import PluginError, Setpoint, SimulatorContext
 from bessgw.testing import wait_until
 from tests.plugins.vendor_c.harness import CanGateway, can_config, registry, simulator, unique_channel
 
-pytestmark = pytest.mark.integration  # real links (Modbus TCP, OPC UA, virtual CAN) and simulator processes
+pytestmark = pytest.mark.integration  # the simulator on a python-can virtual bus
 
 
 def _message(name: str, node: int, **signals: float) -> can.Message:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.integration  # the kit run by pytest in subprocesses, against real event loops
 
 BROKEN_CHEMISTRY = '''
 import numpy as np

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import extract_docs_block, extract_docs_example
+
+pytestmark = pytest.mark.integration  # the kit run by pytest in subprocesses, against real event loops
 
 
 def test_the_docs_plugin_and_its_docs_conformance_test_pass_in_a_fresh_directory(tmp_path: Path) -> None:
