@@ -22,6 +22,14 @@ def extract_docs_example() -> str:
     return match.group(1)
 
 
+def extract_docs_block(first_line: str) -> str:
+    """The ```python block of docs/plugins.md whose first line contains ``first_line``."""
+    for block in re.findall(r"```python\n(.*?)```", DOCS_PLUGINS.read_text(encoding="utf-8"), re.S):
+        if first_line in block.splitlines()[0]:
+            return block
+    raise AssertionError(f"docs/plugins.md lost its python block starting with {first_line!r}")
+
+
 @pytest.fixture(scope="session")
 def plugin_path(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Directories holding the fixture plugins and the docs example (``bessgw_example``), on sys.path."""

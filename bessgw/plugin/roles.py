@@ -142,8 +142,8 @@ class DriverContext:
 class VendorDriver(abc.ABC):
     """Turns one unit's protocol traffic into :class:`Telemetry` and applies :class:`Setpoint`s.
 
-    One instance per unit, created by the :class:`DriverSpec` factory. Methods are called from the unit's
-    own task, never concurrently with each other except :meth:`heartbeat`. Raise
+    One instance per unit, created by the :class:`DriverSpec` factory. The unit's supervisor is its only
+    caller and serialises every call: no two methods (``heartbeat`` included) ever run at once. Raise
     :class:`bessgw.plugin.DeviceError` subclasses for device trouble; core turns them into quality
     and reconnect decisions.
     """

@@ -64,6 +64,20 @@ class ChemistryConformance:
         assert 0 < envelope.max_charge_c <= chemistry.max_charge_c
         assert 0 < envelope.max_discharge_c <= chemistry.max_discharge_c
 
+    def test_envelope_carries_the_windows_and_closes_outside_them(self, chemistry: ChemistryModel) -> None:
+        envelope = chemistry.envelope(50.0, 25.0)
+        assert (envelope.soc_min_pct, envelope.soc_max_pct) == (chemistry.soc_min_pct, chemistry.soc_max_pct)
+        assert (envelope.temp_min_c, envelope.temp_max_c) == (chemistry.temp_min_c, chemistry.temp_max_c)
+        for temp_c in (chemistry.temp_min_c - 5.0, chemistry.temp_max_c + 5.0):
+            outside = chemistry.envelope(50.0, temp_c)
+            assert outside.max_charge_c == 0.0 and outside.max_discharge_c == 0.0, f"current allowed at {temp_c} °C"
+
+    def test_curves_broadcast_over_soc_too(self, chemistry: ChemistryModel) -> None:
+        factors = np.asarray(chemistry.charge_derating(25.0, SOC), dtype=float)
+        assert factors.shape == SOC.shape and np.all((factors >= 0.0) & (factors <= 1.0))
+        factors = np.asarray(chemistry.discharge_derating(25.0, SOC), dtype=float)
+        assert factors.shape == SOC.shape and np.all((factors >= 0.0) & (factors <= 1.0))
+
     def test_equivalent_circuit_discharge_and_charge(self, chemistry: ChemistryModel) -> None:
         count, energy = 4, 1000.0
         circuit = chemistry.equivalent_circuit(count, energy, soc_pct=50.0, temp_c=25.0)

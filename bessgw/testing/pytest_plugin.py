@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture
 def bessgw_registry():
-    """The registry of every installed bessgw plugin (a fresh plugin manager per test)."""
-    from bessgw.plugin.manager import build_plugin_manager
+    """The registry of every installed bessgw plugin and of ``$BESSGW_PLUGINS`` (a fresh one per test)."""
+    from bessgw.testing.southbound import installed_plugins
 
-    return build_plugin_manager().collect()
+    return installed_plugins()

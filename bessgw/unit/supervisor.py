@@ -216,6 +216,12 @@ class UnitSupervisor:
             raise DeviceError(f"unit {self.unit_id} is not connected")
         await self._call(self._driver.reset_fault)
 
+    async def set_running(self, running: bool) -> None:
+        """Start (True) or stop (False) the unit's power conversion; ``NotImplementedError`` if it cannot."""
+        if not self._connected:
+            raise DeviceError(f"unit {self.unit_id} is not connected")
+        await self._call(self._driver.set_running, running)
+
     async def close(self, timeout_s: float = 2.0) -> None:
         """Release what the driver holds, bounded in time (after :meth:`run` was cancelled).
 

@@ -9,6 +9,7 @@ import can
 import pytest
 
 from bessgw.model import Quality
+from bessgw.testing import wait_until
 from tests.plugins.vendor_c.harness import CanGateway, can_config, simulator, unique_channel
 
 pytestmark = pytest.mark.chaos
@@ -52,7 +53,7 @@ def test_malformed_frames_are_counted_and_dropped_and_the_reader_goes_on() -> No
         channel = unique_channel()
         async with simulator(channel, count=2) as sim, CanGateway(can_config(channel, [1, 2])) as gw:
             await gw.connected()
-            driver = gw.units["c1"]._driver
+            driver = gw.units["c1"].driver
             stats = gw.transport.bus("virtual", channel).stats
             sim.corrupt(1, "short", frames=5)
             await gw.wait_for("c1", lambda u: driver.malformed >= 5, 3.0)
@@ -74,7 +75,7 @@ def test_malformed_frames_are_counted_and_dropped_and_the_reader_goes_on() -> No
             for unit_id in ("c1", "c2"):  # telemetry still flows, never showed SOC 655 %
                 unit = await gw.wait_for(unit_id, lambda u: u.telemetry.quality is Quality.GOOD, 3.0)
                 assert 0 <= unit.telemetry.soc_pct <= 100
-            assert gw.units["c2"]._driver.malformed == 0
+            assert gw.units["c2"].driver.malformed == 0
 
     asyncio.run(scenario())
 
@@ -93,7 +94,7 @@ def test_error_frames_are_counted_and_bus_off_reopens_the_bus() -> None:
             await gw.wait_for("c1", lambda u: stats.opens >= 2, 5.0)
             assert stats.bus_off == 1
             beats = len(sim.nodes[1].heartbeats)
-            await sim.wait_until(lambda: len(sim.nodes[1].heartbeats) >= beats + 3, 3.0)  # heartbeat resumed
+            await wait_until(lambda: len(sim.nodes[1].heartbeats) >= beats + 3, 3.0)  # heartbeat resumed
             await gw.wait_for("c1", lambda u: u.telemetry.quality is Quality.GOOD and u.connected, 5.0)
 
     asyncio.run(scenario())
@@ -125,6 +126,6 @@ def test_a_bus_that_fails_is_reopened_with_backoff() -> None:
             polls = unit.polls
             await gw.wait_for("c1", lambda u: u.polls >= polls + 3, 3.0)
             beats = len(sim.nodes[1].heartbeats)
-            await sim.wait_until(lambda: len(sim.nodes[1].heartbeats) >= beats + 3, 3.0)
+            await wait_until(lambda: len(sim.nodes[1].heartbeats) >= beats + 3, 3.0)
 
     asyncio.run(scenario())

@@ -13,11 +13,13 @@ import time
 
 import pytest
 
+from bessgw.config import parse_config
 from bessgw.errors import DeviceError
 from bessgw.model import Quality
 from bessgw.plugin import RegisterSpan
 from bessgw.southbound.modbus.transport import ModbusTransport
-from tests.plugins.vendor_a.harness import Gateway, RecordingLog, gateway_config, simulator
+from bessgw.testing import RecordingLog
+from tests.plugins.vendor_a.harness import Gateway, gateway_config, simulator
 
 pytestmark = pytest.mark.chaos
 
@@ -196,7 +198,7 @@ def test_garbage_on_the_wire_is_a_device_error_not_a_crash():
 
         server = await asyncio.start_server(junk, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        config = gateway_config([port], modbus={**FAST, "request_timeout_s": 0.3})
+        config = parse_config(gateway_config([port], modbus={**FAST, "request_timeout_s": 0.3}))
         transport = ModbusTransport(config, RecordingLog())
         link = transport.link_for(config.units[0])
         errors = []
@@ -230,7 +232,7 @@ def test_a_cancellation_swallowed_by_the_library_is_honoured():
 
     async def scenario():
         async with simulator(1) as sim:
-            config = gateway_config(sim.ports, modbus=FAST)
+            config = parse_config(gateway_config(sim.ports, modbus=FAST))
             transport = ModbusTransport(config, RecordingLog())
             endpoint = transport.link_for(config.units[0]).endpoint
             await endpoint.read_holding_registers(1, 100, 2)  # connected

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 from bessgw.config import FederationSection
@@ -34,15 +32,6 @@ def new_key() -> str:
 def fast_settings(key: str, seeds: list[str] = (), **overrides: Any) -> FederationSection:
     table = {"keys": [key], **FAST, **overrides}
     return FederationSection(bind_host="127.0.0.1", bind_port=0, seeds=list(seeds), **table)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str = "condition") -> None:
-    """Poll ``predicate`` every 20 ms until true; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Campus:

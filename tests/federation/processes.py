@@ -7,8 +7,6 @@ import os
 import selectors
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 from tests.federation.conftest import FAST
@@ -75,10 +73,3 @@ class NodeProcess:
         self.proc.stdout.close()
 
 
-def poll_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Check ``predicate`` every 50 ms until true; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)

@@ -8,11 +8,11 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from bessgw.testing import wait_until_sync
 from tests.integration.daemon_harness import GatewayProcess, bessgw_command
 
 pytestmark = pytest.mark.federation
@@ -62,14 +62,11 @@ def members(config: Path, env: dict[str, str]) -> list[dict]:
 
 
 def wait_members(config: Path, env: dict[str, str], predicate, timeout_s: float = 30.0) -> list[dict]:
-    deadline = time.monotonic() + timeout_s
-    rows: list[dict] = []
-    while time.monotonic() < deadline:
+    def matching() -> list[dict] | None:
         rows = members(config, env)
-        if predicate(rows):
-            return rows
-        time.sleep(0.3)  # polling a CLI, bounded by the deadline
-    raise AssertionError(f"membership never matched; last: {rows}")
+        return rows if predicate(rows) else None
+
+    return wait_until_sync(matching, timeout_s, "membership to match", step_s=0.3)  # polling a CLI
 
 
 def test_three_gateways_form_a_campus_and_see_a_stop(tmp_path: Path, subprocess_env) -> None:

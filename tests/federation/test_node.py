@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from bessgw.federation.run_node import unit
-from tests.federation.conftest import Campus, new_key, wait_until
+from bessgw.testing import wait_until
+from tests.federation.conftest import Campus, new_key
 
 pytestmark = pytest.mark.federation
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,26 +24,15 @@ from bessgw.federation.run_node import unit
 from bessgw.federation.view import CampusView
 from bessgw.model import Quality
 from bessgw.northbound.server import OpcUaServer
+from bessgw.testing import wait_until
 from bessgw.unit.directory import UnitDirectory
-from tests.federation.conftest import Campus, new_key, wait_until
+from tests.federation.conftest import Campus, new_key
 from tests.integration.test_opcua_server import make_settings
 
 pytestmark = pytest.mark.federation
 
 NS_URI = "urn:bessgw:opcua"
 WAIT_S = 15.0
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    """Poll the async ``check`` every 50 ms until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Browser:
@@ -119,14 +106,14 @@ def test_peer_units_and_campus_aggregate_follow_the_federation_view(tmp_path: Pa
                     data = await browse.peer_unit("gw-b", "b1", "SocPct")
                     return data.StatusCode.value == ua.StatusCodes.UncertainLastUsableValue
 
-                await eventually(b1_uncertain, WAIT_S, "b1 to turn Uncertain")
+                await wait_until(b1_uncertain, WAIT_S, "b1 to turn Uncertain", step_s=0.05)
                 assert (await browse.peer_unit("gw-b", "b1", "SocPct")).Value.Value == pytest.approx(40.0)
                 assert (await browse.peer_unit("gw-b", "b1", "DataAgeS")).Value.Value == pytest.approx(30.0)
                 assert (await browse.peer_unit("gw-b", "b1", "QualityReason")).Value.Value == "data 30 s old"
                 override.clear()
                 # federation stops (a reload turned it off): the peers go, the aggregate is Bad (waiting)
                 federation_on = False
-                await eventually(lambda: _only_own(browse), WAIT_S, "peers to go with the view")
+                await wait_until(lambda: _only_own(browse), WAIT_S, "peers to go with the view", step_s=0.05)
                 agg = await browse.value("Campus", "GatewaysAlive")
                 assert agg.StatusCode.is_bad()
             finally:
@@ -144,7 +131,8 @@ async def _only_own(browse: Browser) -> bool:
 
 async def exercise(browse: Browser, campus: Campus, b_units: dict[str, float]) -> None:
     # every peer's units appear, each under its own gateway; our own gateway is not duplicated
-    await eventually(lambda: _peers_shown(browse), WAIT_S, "both peers and their units in the address space")
+    await wait_until(lambda: _peers_shown(browse), WAIT_S, "both peers and their units in the address space",
+                     step_s=0.05)
     assert await browse.names("Campus", "Gateways") == {"gw-a", "gw-b", "gw-c"}
     assert await browse.names("Campus", "Gateways", "gw-a", "Units") == set()  # a1 is A's own (directory) unit
 
@@ -168,7 +156,7 @@ async def exercise(browse: Browser, campus: Campus, b_units: dict[str, float]) -
     assert not access.Value.Value & ua.AccessLevel.CurrentWrite.mask
 
     # the campus-wide aggregate: four units of 500 kW each, 3 gateways alive
-    await eventually(lambda: _campus_is(browse, "GatewaysAlive", 3), WAIT_S, "GatewaysAlive = 3")
+    await wait_until(lambda: _campus_is(browse, "GatewaysAlive", 3), WAIT_S, "GatewaysAlive = 3", step_s=0.05)
     assert await browse.campus("UnitCount") == 4
     assert await browse.campus("AvailableDischargeKw") == pytest.approx(2000.0)
     assert await browse.campus("MeanSocPct") == pytest.approx((55.0 + 40.0 + 70.0 + 20.0) / 4)
@@ -176,7 +164,7 @@ async def exercise(browse: Browser, campus: Campus, b_units: dict[str, float]) -
 
     # a tombstoned unit disappears
     del b_units["b2"]
-    await eventually(lambda: _names_are(browse, ("Campus", "Gateways", "gw-b", "Units"), {"b1"}), WAIT_S,
+    await wait_until(lambda: _names_are(browse, ("Campus", "Gateways", "gw-b", "Units"), {"b1"}), WAIT_S,
                      "b2 to disappear")
 
     # gw-c crashes: c1 goes Uncertain/Bad and never back to Good; GatewaysAlive drops; then it is reaped
@@ -188,7 +176,7 @@ async def exercise(browse: Browser, campus: Campus, b_units: dict[str, float]) -
         statuses.append(data.StatusCode)
         return data.StatusCode.is_bad()
 
-    await eventually(c1_is_bad, WAIT_S, "c1 to turn Bad once gw-c is declared dead")
+    await wait_until(c1_is_bad, WAIT_S, "c1 to turn Bad once gw-c is declared dead", step_s=0.05)
     first_not_good = next(i for i, status in enumerate(statuses) if not status.is_good())
     assert not any(status.is_good() for status in statuses[first_not_good:]), statuses
     assert (await browse.peer_unit("gw-c", "c1", "QualityReason")).Value.Value.startswith("gateway dead")
@@ -198,7 +186,7 @@ async def exercise(browse: Browser, campus: Campus, b_units: dict[str, float]) -
     # the live peer is unaffected
     assert (await browse.peer_unit("gw-b", "b1", "SocPct")).StatusCode.is_good()
 
-    await eventually(lambda: _names_are(browse, ("Campus", "Gateways"), {"gw-a", "gw-b"}), WAIT_S,
+    await wait_until(lambda: _names_are(browse, ("Campus", "Gateways"), {"gw-a", "gw-b"}), WAIT_S,
                      "the dead peer to be reaped from the address space")
 
 

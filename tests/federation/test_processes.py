@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from bessgw.testing import wait_until_sync as poll_until
 from tests.federation.conftest import new_key
-from tests.federation.processes import NodeProcess, poll_until
+from tests.federation.processes import NodeProcess
 
 pytestmark = [pytest.mark.federation, pytest.mark.timeout(180)]
 

@@ -12,8 +12,9 @@ from bessgw.federation.admin import format_members
 from bessgw.federation.run_node import unit
 from bessgw.federation.view import UnitSummary, effective_quality, to_jsonable
 from bessgw.model import Capability, EffectiveLimits, Quality, Telemetry, UnitState
+from bessgw.testing import wait_until
 from bessgw.unit.snapshot import UnitSnapshot
-from tests.federation.conftest import Campus, new_key, wait_until
+from tests.federation.conftest import Campus, new_key
 
 pytestmark = pytest.mark.federation
 

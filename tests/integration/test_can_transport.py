@@ -11,6 +11,7 @@ from bessgw_vendor_c import protocol
 
 from bessgw.errors import DeviceTimeoutError
 from bessgw.model import Quality, Setpoint, UnitState
+from bessgw.testing import wait_until
 from tests.plugins.vendor_c.harness import CanGateway, can_config, simulator, unique_channel
 
 pytestmark = pytest.mark.integration
@@ -23,7 +24,7 @@ def test_every_signal_is_decoded_into_telemetry_and_offer() -> None:
             sim.set_limits(1, charge_a=600.5, discharge_a=567.8)
             await gw.connected()
             unit = await gw.wait_for("c1", lambda u: abs(u.telemetry.extra.get("max_charge_a", 0) - 600.5) < 0.01)
-            driver = unit._driver
+            driver = unit.driver
             for name in protocol.BMS_MESSAGES:  # every DBC signal arrived and was decoded
                 signals = {s.name for s in protocol.database().get_message_by_name(name).signals}
                 assert set(driver.values[name]) == signals, name
@@ -52,7 +53,7 @@ def test_every_signal_is_decoded_into_telemetry_and_offer() -> None:
             unit = await gw.wait_for("c1", lambda u: "FaultLatched" in u.telemetry.alarm_names)
             assert unit.telemetry.state is UnitState.FAULT
             assert unit.telemetry.alarms == 1 << protocol.ALARM_NAMES.index("FaultLatched")
-            await unit._driver.reset_fault()
+            await unit.reset_fault()
             await gw.wait_for("c1", lambda u: u.telemetry.state is UnitState.STANDBY and not u.telemetry.alarms)
 
     asyncio.run(scenario())
@@ -69,11 +70,11 @@ def test_node_ids_route_frames_and_commands_to_their_own_unit() -> None:
                 unit = gw.units[f"c{node}"]
                 assert unit.telemetry.soc_pct == pytest.approx(soc, abs=0.05)
                 assert unit.capability.serial == str(sim.nodes[node].serial)
-            await gw.units["c8"]._driver.set_running(True)
-            await sim.wait_until(lambda: sim.nodes[8].contactors_closed, 2.0)
+            await gw.units["c8"].set_running(True)
+            await wait_until(lambda: sim.nodes[8].contactors_closed, 2.0)
             applied = await gw.units["c8"].apply(Setpoint(p_kw=250.0))
             assert applied.p_kw == 250.0
-            await sim.wait_until(lambda: sim.nodes[8].p_setpoint_kw == 250.0, 2.0)
+            await wait_until(lambda: sim.nodes[8].p_setpoint_kw == 250.0, 2.0)
             assert not sim.nodes[7].contactors_closed and not sim.nodes[9].contactors_closed
             assert sim.nodes[7].p_setpoint_kw == 0.0 and sim.nodes[9].p_setpoint_kw == 0.0
             unit = await gw.wait_for("c8", lambda u: u.telemetry.p_kw > 200.0)
@@ -93,14 +94,14 @@ def test_live_bms_limits_renegotiate_on_the_next_update() -> None:
             sim.set_limits(1, charge_a=300.0, discharge_a=150.0)
 
             def offer_changed(u) -> bool:
-                return u._driver.current_offer().max_charge_kw < 1000.0
+                return u.driver.current_offer().max_charge_kw < 1000.0
 
             # wait on the driver (frame decoded), checked on each published update ...
             while not offer_changed(unit):
                 await unit.wait_update(2.0)
                 if offer_changed(unit):
                     break
-            expected = unit._driver.current_offer()
+            expected = unit.driver.current_offer()
             # ... the limits follow no later than the next update (poll period = frame period)
             if unit.limits.max_charge_kw != expected.max_charge_kw:
                 await unit.wait_update(2.0)
@@ -125,8 +126,8 @@ def test_heartbeat_keeps_its_period_under_a_5000_frames_per_second_flood() -> No
         config = can_config(channel, [1], can_settings={"heartbeat_interval_s": 0.1})
         async with simulator(channel, count=1, watchdog_s=0.5) as sim, CanGateway(config) as gw:
             await gw.connected()
-            await gw.units["c1"]._driver.set_running(True)
-            await sim.wait_until(lambda: sim.nodes[1].contactors_closed, 2.0)
+            await gw.units["c1"].set_running(True)
+            await wait_until(lambda: sim.nodes[1].contactors_closed, 2.0)
             stats = gw.transport.bus("virtual", channel).stats
             rx_before = stats.frames_rx
             node = sim.nodes[1]
@@ -134,7 +135,7 @@ def test_heartbeat_keeps_its_period_under_a_5000_frames_per_second_flood() -> No
             sim.flood(5000.0, duration_s=2.0)
             loop = asyncio.get_running_loop()
             start = loop.time()
-            await sim.wait_until(lambda: sim.flood_sent >= 9000 or loop.time() - start > 4.0, 6.0)
+            await wait_until(lambda: sim.flood_sent >= 9000 or loop.time() - start > 4.0, 6.0)
             sim.stop_flood()
             elapsed = loop.time() - start
             beats = list(node.heartbeats)[beats_before:]
@@ -157,7 +158,7 @@ def test_commands_are_rate_limited_per_node() -> None:
         async with simulator(channel, count=2) as sim, CanGateway(config) as gw:
             await gw.connected()
             stats = gw.transport.bus("virtual", channel).stats
-            first, second = gw.units["c1"]._driver, gw.units["c2"]._driver
+            first, second = gw.units["c1"].driver, gw.units["c2"].driver
             for kw in range(10):
                 await first.write_setpoint(Setpoint(p_kw=float(kw)))
             delayed = stats.commands_delayed
@@ -165,7 +166,7 @@ def test_commands_are_rate_limited_per_node() -> None:
             await second.write_setpoint(Setpoint(p_kw=1.0))
             await second.write_setpoint(Setpoint(p_kw=2.0))
             assert stats.commands_delayed == delayed  # node 2 has a bucket of its own
-            await sim.wait_until(lambda: len(sim.nodes[1].commands) == 10, 2.0)
+            await wait_until(lambda: len(sim.nodes[1].commands) == 10, 2.0)
             assert [v["PowerSetpoint"] for _, v in sim.nodes[1].commands] == [float(k) for k in range(10)]
             times = list(sim.nodes[1].command_times)
             # after the burst, frame k arrives no earlier than (k - burst + 1) / rate after the first
@@ -182,7 +183,7 @@ def test_a_command_that_cannot_get_a_token_in_time_fails_cleanly() -> None:
                                                         "send_timeout_s": 0.2})
         async with simulator(channel, count=1), CanGateway(config) as gw:
             await gw.connected()
-            driver = gw.units["c1"]._driver
+            driver = gw.units["c1"].driver
             await driver.write_setpoint(Setpoint(p_kw=1.0))
             with pytest.raises(DeviceTimeoutError, match="rate limit"):
                 await driver.write_setpoint(Setpoint(p_kw=2.0))
@@ -205,9 +206,8 @@ def test_releasing_the_last_unit_of_a_bus_closes_it_and_stops_its_heartbeat() ->
             assert gw.transport.bus_stats() == {}
             await asyncio.wait([task], timeout=3.0)
             assert task.done() and not bus.available
-            await sim.wait_until(lambda: True, 1.0)
             start, beats = sim.ticks, len(sim.nodes[2].heartbeats)
-            await sim.wait_until(lambda: sim.ticks >= start + 5, 2.0)
+            await wait_until(lambda: sim.ticks >= start + 5, 2.0)
             assert len(sim.nodes[2].heartbeats) == beats
 
     asyncio.run(scenario())

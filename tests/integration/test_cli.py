@@ -11,6 +11,8 @@ import pytest
 from bessgw import __version__
 from tests.integration.daemon_harness import bessgw_command
 
+pytestmark = pytest.mark.daemon  # runs the bessgw command in subprocesses
+
 
 def bessgw(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*bessgw_command(), *args], env=env, capture_output=True, text=True, timeout=timeout)

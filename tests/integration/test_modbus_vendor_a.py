@@ -13,11 +13,13 @@ from bessgw_vendor_a.driver import VendorADriver
 from bessgw_vendor_a.registermap import load_map
 from pymodbus.client import AsyncModbusTcpClient
 
+from bessgw.config import parse_config
 from bessgw.errors import DeviceProtocolError, IncompatibleDeviceError
 from bessgw.model import Quality, Setpoint, UnitState
 from bessgw.plugin import DriverContext, RegisterSpan
 from bessgw.southbound.modbus.transport import ModbusTransport
-from tests.plugins.vendor_a.harness import Gateway, RecordingLog, gateway_config, simulator
+from bessgw.testing import RecordingLog, wait_until
+from tests.plugins.vendor_a.harness import Gateway, gateway_config, simulator
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +32,7 @@ def run(coro, timeout_s: float = 30.0):
 
 
 async def _driver(sim, index: int = 0, **modbus):
-    config = gateway_config(sim.ports, modbus=modbus)
+    config = parse_config(gateway_config(sim.ports, modbus=modbus))
     transport = ModbusTransport(config, RecordingLog())
     unit = config.units[index]
     driver = VendorADriver(DriverContext(unit_id=unit.id, link=transport.link_for(unit), log=RecordingLog()))
@@ -92,7 +94,7 @@ def test_scale_factors_and_32_bit_word_order_match_the_wire(firmware):
             await driver.heartbeat()
             await driver.write_setpoint(Setpoint(p_kw=-1234.5 if firmware == "v2" else -1234.0, q_kvar=56.0))
             regmap = load_map(firmware)
-            await _wait_until(lambda: sim.fleet.p_kw[0] < -1000, 5.0)
+            await wait_until(lambda: sim.fleet.p_kw[0] < -1000, 5.0, "the simulator charges")
             telemetry = await driver.read()
             raw = await _raw_registers(sim.ports[0], 100, 22 if firmware == "v2" else 17)
             p_reg = regmap["p_kw"]
@@ -117,13 +119,6 @@ def test_scale_factors_and_32_bit_word_order_match_the_wire(firmware):
             await transport.close()
 
     run(scenario())
-
-
-async def _wait_until(predicate, timeout_s: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("firmware", ["v1", "v2"])
@@ -212,7 +207,7 @@ def test_heartbeat_keeps_the_container_running_and_its_absence_puts_it_in_standb
                 await asyncio.sleep(0.05)
             assert telemetry.state is UnitState.RUNNING and telemetry.p_kw == pytest.approx(800.0)
             # heartbeat stops: the container's watchdog drops to standby and forces P to 0
-            await _wait_until(lambda: sim.fleet.state(0) == 0, 3.0)
+            await wait_until(lambda: sim.fleet.state(0) == 0, 3.0, "the watchdog stopped the container")
             telemetry = await driver.read()
             assert telemetry.state is UnitState.STANDBY and telemetry.p_kw == 0.0
             assert "heartbeat_lost" in telemetry.alarm_names

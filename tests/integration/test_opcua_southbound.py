@@ -18,8 +18,10 @@ from bessgw.model import Quality, Setpoint, UnitState
 from bessgw.plugin import DriverContext
 from bessgw.southbound.opcua.transport import OpcUaTransport
 from bessgw.southbound.transport import build_transport
-from tests.plugins.vendor_a.harness import RecordingLog, _print_await_chain, registry
-from tests.plugins.vendor_b.harness import Gateway, SimulatorThread, gateway_config, wait_until
+from bessgw.testing import RecordingLog, installed_plugins, wait_until
+from tests.plugins.vendor_b.harness import Gateway, SimulatorThread, gateway_config
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def _good(t) -> bool:
 
 
 def test_transport_is_registered_by_name(sim):
-    transport = build_transport("opcua", gateway_config(sim.sim), RecordingLog())
+    transport = build_transport("opcua", parse_config(gateway_config(sim.sim)), RecordingLog())
     assert isinstance(transport, OpcUaTransport)
 
 
@@ -70,12 +72,12 @@ def test_set_power_and_start_reach_the_simulator(sim):
         async with Gateway(gateway_config(sim.sim, indexes=(1,))) as gw:
             supervisor = gw.supervisors["b1"]
             await gw.wait_for("b1", _good, 15.0)
-            await supervisor._driver.set_running(True)
+            await supervisor.set_running(True)
             written = await supervisor.apply(Setpoint(p_kw=80.0, q_kvar=5.0, command_id="t-1"))
             running = await gw.wait_for("b1", lambda t: t.state is UnitState.RUNNING and t.p_kw == 80.0, 5.0)
             heartbeat = await sim.acall(sim.sim.control_value(1, "HeartbeatCounter"))
             await supervisor.apply(Setpoint(p_kw=0.0, q_kvar=0.0, command_id="t-2"))
-            await supervisor._driver.set_running(False)
+            await supervisor.set_running(False)
             return written, running, heartbeat
 
     written, running, heartbeat = run(scenario())
@@ -121,8 +123,6 @@ def test_reconnects_after_simulator_restart_with_subscriptions_restored(sim):
             except AssertionError as err:  # say where reconnection stands, not only the last telemetry
                 state = {k: getattr(endpoint, k) for k in ("connects", "connect_failures", "last_error",
                                                            "notifications", "subscribe_errors")}
-                for task in asyncio.all_tasks():  # where the unit task is stuck, if it is
-                    _print_await_chain(task)
                 raise AssertionError(f"{err}; endpoint {state}; down was {down}") from None
             sequences = {good.extra["sequence"]}
             await gw.wait_for("b0", lambda t: sequences.add(t.extra["sequence"]) or len(sequences) >= 3, 5.0)
@@ -176,14 +176,14 @@ def test_slow_responses_time_out_with_a_device_timeout(sim):
             await gw.wait_for("b0", _good, 15.0)
             sim.do(lambda: setattr(sim.sim, "slow_s", 2.0))
             with pytest.raises(DeviceTimeoutError, match="no answer in time"):
-                await gw.supervisors["b0"]._driver.write_setpoint(Setpoint(p_kw=1.0, q_kvar=0.0, command_id="s"))
+                await gw.supervisors["b0"].driver.write_setpoint(Setpoint(p_kw=1.0, q_kvar=0.0, command_id="s"))
 
     run(scenario())
 
 
 def test_unknown_node_is_a_protocol_error_naming_the_status(sim):
     async def scenario():
-        config = gateway_config(sim.sim)
+        config = parse_config(gateway_config(sim.sim))
         transport = OpcUaTransport(config, RecordingLog())
         link = transport.link_for(config.units[0])
         try:
@@ -198,9 +198,9 @@ def test_unknown_node_is_a_protocol_error_naming_the_status(sim):
 
 def test_security_none_is_allowed_by_config_for_labs(sim):
     async def scenario():
-        config = gateway_config(sim.sim, link={"security_policy": "None"})
+        config = parse_config(gateway_config(sim.sim, link={"security_policy": "None"}))
         transport = OpcUaTransport(config, RecordingLog())
-        driver = registry().drivers["vendor_b"].factory(
+        driver = installed_plugins().drivers["vendor_b"].factory(
             DriverContext(unit_id="b0", link=transport.link_for(config.units[0])))
         try:
             offer = await driver.identify()
@@ -229,10 +229,10 @@ def test_device_link_config_errors():
 def test_a_unit_with_a_wrong_object_path_does_not_take_its_neighbour_down(sim):
     async def scenario():
         config = gateway_config(sim.sim, indexes=(0,))
-        good_unit = config.units[0]
-        wrong = good_unit.model_copy(update={"id": "wrong", "opcua": good_unit.opcua.model_copy(
-            update={"object_path": "Containers/NoSuchContainer"})})
-        config = config.model_copy(update={"units": [good_unit, wrong]})
+        good_unit = config["units"][0]
+        wrong_link = {**good_unit["opcua"], "object_path": "Containers/NoSuchContainer"}
+        wrong = {**good_unit, "id": "wrong", "opcua": wrong_link}
+        config["units"] = [good_unit, wrong]
         async with Gateway(config) as gw:
             good = await gw.wait_for("b0", _good, 15.0)
             refused = await gw.wait_for("wrong", lambda t: "BadNoMatch" in t.quality_reason, 10.0)
@@ -246,9 +246,10 @@ def test_a_unit_with_a_wrong_object_path_does_not_take_its_neighbour_down(sim):
 
 def test_a_failing_change_handler_is_counted_and_delivery_goes_on(sim):
     async def scenario():
-        config = gateway_config(sim.sim, indexes=(0,))
-        twin = config.units[0].model_copy(update={"id": "twin"})
-        config = config.model_copy(update={"units": [config.units[0], twin]})
+        data = gateway_config(sim.sim, indexes=(0,))
+        data["units"] = [data["units"][0], {**data["units"][0], "id": "twin"}]
+        config = parse_config(data)
+        twin = config.units[1]
         log = RecordingLog()
         transport = OpcUaTransport(config, log)
         broken, healthy = transport.link_for(config.units[0]), transport.link_for(twin)
@@ -259,9 +260,16 @@ def test_a_failing_change_handler_is_counted_and_delivery_goes_on(sim):
 
         broken.subscribe(["Telemetry/Sequence", "Telemetry/AlarmCode"], explode)
         healthy.subscribe(["Telemetry/Sequence", "Telemetry/AlarmCode"], received.append)
+        endpoint = transport.endpoint_for(twin)
+
+        def delivered() -> bool:  # everything asserted below, not just one of the counters
+            return (endpoint.handler_errors >= 3 and len(received) >= 4
+                    and any(c.path == "Telemetry/AlarmCode" for c in received)
+                    and bool(log.named("opcua change handler failed")))
+
         try:
-            await wait_until(lambda: len(received) >= 4, 10.0, "changes delivered to the healthy handler")
-            return transport.endpoint_for(twin), received, log
+            await wait_until(delivered, 10.0, "changes delivered, and the broken handler's failures counted")
+            return endpoint, received, log
         finally:
             await transport.close()
 

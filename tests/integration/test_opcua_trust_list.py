@@ -12,6 +12,8 @@ from cryptography import x509
 
 from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_certificate
 
+pytestmark = pytest.mark.integration
+
 
 def client_cert(directory: Path) -> x509.Certificate:
     files = ensure_certificate(CertificateFiles(directory / "c.der", directory / "c.pem"), "urn:test:c", "test c",

@@ -12,6 +12,8 @@ import pytest
 
 from bessgw.config import GatewaySection
 
+pytestmark = pytest.mark.integration
+
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 
 

@@ -14,6 +14,7 @@ from bessgw.errors import DeviceError, DeviceTimeoutError
 from bessgw.model import Capability, Quality, Setpoint, SiteLimits, Telemetry, UnitState
 from bessgw.plugin import DriverContext, DriverSpec, VendorDriver
 from bessgw.plugin.manager import build_plugin_manager
+from bessgw.testing import wait_until
 from bessgw.unit.supervisor import UnitSupervisor
 
 TIMING = UnitDefaults(poll_interval_s=0.01, stale_after_s=0.3, bad_after_s=0.6, heartbeat_interval_s=0.02)
@@ -59,9 +60,8 @@ def make(min_protocol: str = "0") -> tuple[UnitSupervisor, ScriptedDriver]:
 
 
 async def until(supervisor: UnitSupervisor, predicate, timeout_s: float = 5.0) -> Telemetry:
-    async with timeout(timeout_s):
-        while not predicate(supervisor.telemetry):
-            await supervisor.wait_update(timeout_s)
+    """The supervisor's telemetry once ``predicate`` holds for it (bounded)."""
+    await wait_until(lambda: predicate(supervisor.telemetry), timeout_s, "telemetry condition", step_s=0.005)
     return supervisor.telemetry
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bessgw.plugin import ChemistryModel, EquivalentCircuit
-from bessgw.plugin.manager import build_plugin_manager
+from bessgw.testing import installed_plugins
 
 NAMES = ("lfp", "nmc", "lto", "vrfb")
 ENERGY_KWH = 2000.0
@@ -19,7 +19,7 @@ ENERGY_KWH = 2000.0
 
 @pytest.fixture(scope="module")
 def chemistries() -> dict[str, ChemistryModel]:
-    return build_plugin_manager().collect().chemistries
+    return installed_plugins().chemistries
 
 
 @pytest.fixture(params=NAMES)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bessgw.plugin.manager import build_plugin_manager
-from bessgw.testing import ChemistryConformance
+from bessgw.testing import ChemistryConformance, installed_plugins
 
 NAMES = ["lfp", "nmc", "lto", "vrfb"]
 
@@ -13,4 +12,4 @@ NAMES = ["lfp", "nmc", "lto", "vrfb"]
 class TestBuiltinChemistries(ChemistryConformance):
     @pytest.fixture(params=NAMES)
     def chemistry(self, request):
-        return build_plugin_manager().collect().chemistries[request.param]
+        return installed_plugins().chemistries[request.param]

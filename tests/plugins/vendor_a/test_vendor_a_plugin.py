@@ -1,8 +1,9 @@
-"""vendor_a as a plugin: what it registers, and its simulator as a process (`bessgw sim vendor_a`)."""
+"""vendor_a as a plugin: what it registers, the conformance kit, and its simulator as a process."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -16,7 +17,10 @@ import pytest
 from bessgw_vendor_a.driver import VendorAUnitOptions
 from pymodbus.client import AsyncModbusTcpClient
 
-from bessgw.plugin.manager import build_plugin_manager
+from bessgw.testing import DeviceUnderTest, DriverConformance, installed_plugins, modbus_unit
+from tests.plugins.vendor_a.harness import simulator
+
+pytestmark = pytest.mark.integration  # the simulator on Modbus TCP and as a process
 
 BESSGW = str(Path(sys.executable).with_name("bessgw"))
 README = Path(plugin_module.__file__).resolve().parents[2] / "README.md"
@@ -24,7 +28,7 @@ README = Path(plugin_module.__file__).resolve().parents[2] / "README.md"
 
 def test_plugin_declares_its_api_and_registers_driver_and_simulator():
     assert plugin_module.BESSGW_PLUGIN_API == "1.0"
-    registry = build_plugin_manager().collect()
+    registry = installed_plugins()
     driver = registry.drivers["vendor_a"]
     assert driver.transport == "modbus" and driver.unit_options is VendorAUnitOptions
     simulator = registry.simulators["vendor_a"]
@@ -37,6 +41,21 @@ def test_plugin_declares_its_api_and_registers_driver_and_simulator():
 def test_unit_options_reject_unknown_keys():
     with pytest.raises(ValueError, match="extra"):
         VendorAUnitOptions.model_validate({"verify_write": False})
+
+
+class TestVendorAConformance(DriverConformance):
+    driver_name = "vendor_a"
+
+    @pytest.fixture(params=["v1", "v2"])
+    def open_device(self, request):
+        @contextlib.asynccontextmanager
+        async def open_():
+            async with simulator(1, firmware=request.param) as sim:
+                container = sim.containers[0]
+                async with modbus_unit("vendor_a", port=sim.ports[0]) as unit:
+                    yield DeviceUnderTest(unit, stop=container.stop, start=container.start)
+
+        return open_
 
 
 async def _read_line(stream: asyncio.StreamReader, timeout_s: float) -> str:

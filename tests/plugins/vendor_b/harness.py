@@ -1,10 +1,9 @@
-"""An in-process OPC UA gateway for tests: OpcUaTransport + vendor_b drivers + UnitSupervisors + simulator.
+"""vendor_b units for tests: the simulator (asyncua servers on 127.0.0.1) and the configuration for it.
 
-Everything is real: asyncua servers (the vendor_b simulator) on 127.0.0.1, the asyncua client inside
-:class:`OpcUaTransport`, the driver, and core's :class:`UnitSupervisor`. asyncua servers take seconds to
-start, so :class:`SimulatorThread` runs one simulator in its own event loop on a thread, shared by a
-module's tests (each test runs its gateway in a fresh loop with ``asyncio.run``); its fault knobs are
-reset between tests. Waits are on published telemetry or on conditions with bounded timeouts.
+The gateway side (OPC UA client transport, driver, unit supervisors) is the conformance kit's
+:class:`bessgw.testing.Southbound`. asyncua servers take seconds to start, so :class:`SimulatorThread`
+runs one simulator in its own event loop on a thread, shared by a module's tests (each test runs its
+gateway in a fresh loop with ``asyncio.run``); its fault knobs are reset between tests.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,11 @@ from typing import Any
 from bessgw_vendor_b.addressspace import NAMESPACE_URI
 from bessgw_vendor_b.simulator import VendorBSimulator
 
-from bessgw.config import Config, parse_config
-from bessgw.southbound.opcua.transport import OpcUaTransport
-from tests.plugins.vendor_a.harness import RecordingLog, SupervisedGateway, registry
+from bessgw.testing import RecordingLog, Southbound, installed_plugins
+
+
+def registry():
+    return installed_plugins()
 
 
 class SimulatorThread:
@@ -81,8 +81,9 @@ class SimulatorThread:
 
 def gateway_config(sim: VendorBSimulator, *, indexes: tuple[int, ...] = (0,), opcua: dict[str, Any] | None = None,
                    defaults: dict[str, Any] | None = None, link: dict[str, Any] | None = None,
-                   state_dir: str | None = None) -> Config:
-    return parse_config({
+                   state_dir: str | None = None) -> dict[str, Any]:
+    """A site configuration with one vendor_b unit ``b<i>`` per container index."""
+    return {
         "gateway": {"id": "test-gw", "state_dir": state_dir or tempfile.mkdtemp(prefix="bessgw-state-")},
         "southbound": {"opcua": {"request_timeout_s": 1.0, "connect_timeout_s": 3.0, "reconnect_min_s": 0.1,
                                  "reconnect_max_s": 0.5, "keepalive_interval_s": 0.3, "publish_interval_s": 0.05,
@@ -95,27 +96,19 @@ def gateway_config(sim: VendorBSimulator, *, indexes: tuple[int, ...] = (0,), op
                        "object_path": f"Containers/{sim.containers[i].name}", **(link or {})}}
             for i in indexes
         ],
-    })
+    }
 
 
-class Gateway(SupervisedGateway):
-    """vendor_b units behind the OPC UA client transport (which supervises its sessions in ``run``)."""
+class Gateway(Southbound):
+    """vendor_b units behind the OPC UA client transport."""
 
-    def __init__(self, config: Config, log: RecordingLog | None = None) -> None:
-        log = log or RecordingLog()
-        settings = config.southbound.opcua
-        super().__init__(config, OpcUaTransport(config, log.bind(transport="opcua")), "vendor_b", log,
-                         settings.reconnect_min_s, settings.reconnect_max_s, run_transport=True)
+    def __init__(self, config: dict[str, Any], log: RecordingLog | None = None) -> None:
+        super().__init__(config, log=log)
+
+    @property
+    def supervisors(self):
+        """The supervised units by id."""
+        return self.units
 
     def endpoint(self, unit_id: str = "b0"):
-        unit = next(u for u in self.config.units if u.id == unit_id)
-        return self.transport.endpoint_for(unit)
-
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.02) -> None:
-    """Poll a cheap in-memory condition (a counter, a flag) until it holds, bounded in time."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s} s: {what}")
-        await asyncio.sleep(step_s)
+        return super().endpoint(unit_id)

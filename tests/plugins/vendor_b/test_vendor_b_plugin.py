@@ -15,15 +15,12 @@ from asyncua import Client
 from bessgw_vendor_b.addressspace import IDENTITY, NAMESPACE_URI, TELEMETRY
 from bessgw_vendor_b.driver import FEATURES, VendorBUnitOptions
 
-from bessgw.config import check_against_plugins, parse_config
-from bessgw.errors import ConfigError
-from bessgw.plugin import DriverContext
-from bessgw.plugin.manager import build_plugin_manager
-from bessgw.southbound.opcua.transport import OpcUaTransport
-from bessgw.testing import DriverConformance
+from bessgw.plugin import BessgwError, Quality
+from bessgw.testing import DeviceUnderTest, DriverConformance, check_config, opcua_unit
 from tests.integration.daemon_harness import free_tcp_port
-from tests.plugins.vendor_a.harness import RecordingLog, registry
-from tests.plugins.vendor_b.harness import SimulatorThread, gateway_config
+from tests.plugins.vendor_b.harness import SimulatorThread, registry
+
+pytestmark = pytest.mark.integration  # asyncua servers on loopback and the simulator as a process
 
 BESSGW = str(Path(sys.executable).with_name("bessgw"))
 README = Path(plugin_module.__file__).resolve().parents[2] / "README.md"
@@ -38,7 +35,7 @@ def sim_thread():
 
 def test_plugin_registers_an_opcua_driver_and_a_simulator():
     assert plugin_module.BESSGW_PLUGIN_API == "1.0"
-    found = build_plugin_manager().collect()
+    found = registry()
     driver = found.drivers["vendor_b"]
     assert driver.transport == "opcua" and driver.unit_options is VendorBUnitOptions
     args = found.simulators["vendor_b"].parse_args(["--port", "4850", "--count", "3"])
@@ -48,26 +45,20 @@ def test_plugin_registers_an_opcua_driver_and_a_simulator():
 
 
 def test_config_requires_the_opcua_table_for_vendor_b():
-    config = parse_config({"gateway": {"id": "g"}, "units": [{"id": "b", "driver": "vendor_b"}]})
-    with pytest.raises(ConfigError, match=r"units\[0\]: driver 'vendor_b' talks opcua: add a \[units.opcua\] table"):
-        check_against_plugins(config, registry())
-    config = parse_config({"gateway": {"id": "g"}, "units": [{"id": "b", "driver": "vendor_a", "opcua": {
-        "endpoint": "opc.tcp://127.0.0.1:1/x", "namespace_uri": "u", "object_path": "a"}, "modbus": {}}]})
-    with pytest.raises(ConfigError, match=r"units\[0\].opcua: driver 'vendor_a' does not use opcua"):
-        check_against_plugins(config, registry())
+    config = {"gateway": {"id": "g"}, "units": [{"id": "b", "driver": "vendor_b"}]}
+    with pytest.raises(BessgwError, match=r"units\[0\]: driver 'vendor_b' talks opcua: add a \[units.opcua\] table"):
+        check_config(config)
+    config = {"gateway": {"id": "g"}, "units": [{"id": "b", "driver": "vendor_a", "opcua": {
+        "endpoint": "opc.tcp://127.0.0.1:1/x", "namespace_uri": "u", "object_path": "a"}, "modbus": {}}]}
+    with pytest.raises(BessgwError, match=r"units\[0\].opcua: driver 'vendor_a' does not use opcua"):
+        check_config(config)
 
 
 def test_offer_has_flow_battery_specifics_and_no_cold_charge_derating(sim_thread):
     async def scenario():
-        config = gateway_config(sim_thread.sim)
-        transport = OpcUaTransport(config, RecordingLog())
-        driver = registry().drivers["vendor_b"].factory(
-            DriverContext(unit_id="b0", link=transport.link_for(config.units[0])))
-        try:
-            return await driver.identify(), await driver.read()
-        finally:
-            await driver.close()
-            await transport.close()
+        async with _unit(sim_thread) as unit:
+            await unit.wait_for(lambda u: u.commandable and u.telemetry.quality is Quality.GOOD, 15.0)
+            return unit.capability, unit.telemetry
 
     offer, telemetry = asyncio.run(asyncio.wait_for(scenario(), 30.0))
     vrfb, lfp = registry().chemistries["vrfb"], registry().chemistries["lfp"]
@@ -78,27 +69,24 @@ def test_offer_has_flow_battery_specifics_and_no_cold_charge_derating(sim_thread
     assert vrfb.envelope(50.0, 2.0).charge_derating > lfp.envelope(50.0, 2.0).charge_derating
 
 
+def _unit(sim_thread: SimulatorThread):
+    """The simulator's first container as a supervised vendor_b unit."""
+    sim = sim_thread.sim
+    return opcua_unit("vendor_b", sim.endpoint(0), NAMESPACE_URI, f"Containers/{sim.containers[0].name}")
+
+
 class TestVendorBConformance(DriverConformance):
-    @pytest.fixture
-    def driver_spec(self):
-        return registry().drivers["vendor_b"]
+    driver_name = "vendor_b"
 
     @pytest.fixture
-    def open_driver(self, driver_spec, sim_thread):
+    def open_device(self, sim_thread):
         @contextlib.asynccontextmanager
         async def open_():
-            config = gateway_config(sim_thread.sim)
-            transport = OpcUaTransport(config, RecordingLog())
-            driver = driver_spec.factory(DriverContext(unit_id="b0", link=transport.link_for(config.units[0]),
-                                                       options=VendorBUnitOptions()))
-            try:
-                yield driver
-            finally:
-                await driver.close()
-                await transport.close()
+            async with _unit(sim_thread) as unit:
+                yield DeviceUnderTest(unit, stop=lambda: sim_thread.acall(sim_thread.sim.stop()),
+                                      start=lambda: sim_thread.acall(sim_thread.sim.start()))
 
         return open_
-
 
 
 def test_bessgw_sim_serves_the_documented_address_space_and_stops_on_sigterm():
@@ -134,3 +122,4 @@ def test_readme_documents_every_node():
     for name in [*IDENTITY, *TELEMETRY, "PowerSetpointKw", "HeartbeatCounter", "SetPower", "ResetFault",
                  NAMESPACE_URI]:
         assert f"`{name}" in text, name
+

@@ -11,9 +11,11 @@ from bessgw_vendor_c import protocol as p
 from bessgw_vendor_c.simulator import SPEC
 from can.interfaces import virtual
 
-from bessgw.model import Setpoint
-from bessgw.plugin import PluginError, SimulatorContext
+from bessgw.plugin import PluginError, Setpoint, SimulatorContext
+from bessgw.testing import wait_until
 from tests.plugins.vendor_c.harness import CanGateway, can_config, registry, simulator, unique_channel
+
+pytestmark = pytest.mark.integration  # the simulator on a python-can virtual bus
 
 
 def _message(name: str, node: int, **signals: float) -> can.Message:
@@ -28,14 +30,14 @@ def test_watchdog_opens_contactors_when_the_gateway_heartbeat_stops() -> None:
             node = sim.nodes[1]
             async with CanGateway(can_config(channel, [1])) as gw:
                 await gw.connected()
-                await gw.units["c1"]._driver.set_running(True)
-                await sim.wait_until(lambda: node.contactors_closed, 2.0)
+                await gw.units["c1"].set_running(True)
+                await wait_until(lambda: node.contactors_closed, 2.0)
                 await gw.units["c1"].apply(Setpoint(p_kw=400.0))
-                await sim.wait_until(lambda: node.p_setpoint_kw == 400.0, 2.0)
+                await wait_until(lambda: node.p_setpoint_kw == 400.0, 2.0)
             # the gateway is gone: no heartbeat, so the BMS trips, opens and drops to 0 kW
-            await sim.wait_until(lambda: node.watchdog_tripped, 3.0)
+            await wait_until(lambda: node.watchdog_tripped, 3.0)
             assert not node.contactors_closed and node.p_setpoint_kw == 0.0
-            await sim.wait_until(lambda: abs(float(sim.circuit.pack_a[0])) < 1e-6, 2.0)
+            await wait_until(lambda: abs(float(sim.circuit.pack_a[0])) < 1e-6, 2.0)
 
     asyncio.run(scenario())
 
@@ -47,10 +49,10 @@ def test_heartbeat_stops_when_the_unit_task_stops_renewing_its_lease() -> None:
                             defaults={"heartbeat_interval_s": 0.1})
         async with simulator(channel, count=1, watchdog_s=0.6) as sim, CanGateway(config) as gw:
             await gw.connected()
-            await gw.units["c1"]._driver.set_running(True)
-            await sim.wait_until(lambda: sim.nodes[1].contactors_closed, 2.0)
-            gw._tasks[1].cancel()  # the unit's task dies; the bus (transport) keeps running
-            await sim.wait_until(lambda: sim.nodes[1].watchdog_tripped, 3.0)
+            await gw.units["c1"].set_running(True)
+            await wait_until(lambda: sim.nodes[1].contactors_closed, 2.0)
+            gw.stop_unit_task("c1")  # the unit's task dies; the bus (transport) keeps running
+            await wait_until(lambda: sim.nodes[1].watchdog_tripped, 3.0)
             assert gw.transport.bus("virtual", channel).available
 
     asyncio.run(scenario())
@@ -63,17 +65,17 @@ def test_contactors_refuse_to_close_without_a_heartbeat_and_follow_commands_with
             node = sim.nodes[1]
             with can.Bus(interface="virtual", channel=channel) as bus:
                 bus.send(_message(p.CONTROL, 1, ContactorRequest=p.CONTACTOR_CLOSE))
-                await sim.wait_until(lambda: len(node.commands) == 1, 2.0)
+                await wait_until(lambda: len(node.commands) == 1, 2.0)
                 assert not node.contactors_closed
                 bus.send(_message(p.HEARTBEAT, 1, HeartbeatCounter=1, GatewayState=1))
                 bus.send(_message(p.CONTROL, 1, ContactorRequest=p.CONTACTOR_CLOSE))
-                await sim.wait_until(lambda: node.contactors_closed, 2.0)
+                await wait_until(lambda: node.contactors_closed, 2.0)
                 bus.send(_message(p.SETPOINT, 1, PowerSetpoint=-500.0))
-                await sim.wait_until(lambda: float(sim.circuit.pack_a[0]) < -300.0, 2.0)  # charging
+                await wait_until(lambda: float(sim.circuit.pack_a[0]) < -300.0, 2.0)  # charging
                 bus.send(_message(p.CONTROL, 1, ContactorRequest=p.CONTACTOR_OPEN))
-                await sim.wait_until(lambda: not node.contactors_closed, 2.0)
+                await wait_until(lambda: not node.contactors_closed, 2.0)
                 bus.send(can.Message(arbitration_id=p.frame_id(p.SETPOINT, 1), data=b"\x00", is_extended_id=True))
-                await sim.wait_until(lambda: sim.malformed_commands == 1, 2.0)
+                await wait_until(lambda: sim.malformed_commands == 1, 2.0)
 
     asyncio.run(scenario())
 

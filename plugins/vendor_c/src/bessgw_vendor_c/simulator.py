@@ -20,7 +20,6 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +106,6 @@ class VendorCSimulator:
         self._notifier: can.Notifier | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed = asyncio.Event()
         self._flood_stop = threading.Event()
         self._flood_thread: threading.Thread | None = None
         self.flood_sent = 0
@@ -160,18 +158,6 @@ class VendorCSimulator:
             self._tick(now - last)
             last = now
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
-        """Wait (bounded) until ``predicate()`` holds; re-checked after every tick and command."""
-        async def _wait() -> None:
-            while not predicate():
-                event = self._changed
-                await event.wait()
-        await asyncio.wait_for(_wait(), timeout_s)
-
-    def _poke(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
     # ------------------------------------------------------------------------------ physics
 
     def limits_a(self) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +193,6 @@ class VendorCSimulator:
             self.circuit.step(power, dt_s, self.ambient_c)
         self.ticks += 1
         self._send_cyclic(charge_a, discharge_a)
-        self._poke()
 
     def _send_cyclic(self, charge_a: np.ndarray, discharge_a: np.ndarray) -> None:
         c = self.circuit
@@ -309,7 +294,6 @@ class VendorCSimulator:
         if name != p.HEARTBEAT:
             node.commands.append((name, values))
             node.command_times.append(now)
-        self._poke()
 
     # ------------------------------------------------------------------------------ fault knobs
 
