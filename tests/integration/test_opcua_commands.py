@@ -20,6 +20,8 @@ from bessgw.plugin.manager import build_plugin_manager
 from bessgw.unit.directory import UnitDirectory
 from bessgw.unit.supervisor import UnitSupervisor
 
+pytestmark = pytest.mark.integration
+
 TIMING = UnitDefaults(poll_interval_s=0.02, stale_after_s=1.0, bad_after_s=2.0, heartbeat_interval_s=0.5)
 
 

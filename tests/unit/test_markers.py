@@ -10,8 +10,6 @@ import pytest
 TESTS = Path(__file__).resolve().parents[1]
 SLOW_DIRS = ("integration", "chaos", "federation", "interop")
 SLOW_MARKERS = {"integration", "daemon", "chaos", "federation", "interop"}
-#: being rewritten on another branch together with the command path; it runs in-process without sockets
-NOT_YET_MARKED = {"integration/test_opcua_commands.py"}
 
 
 def _module_markers(path: Path) -> set[str]:
@@ -28,7 +26,7 @@ def _module_markers(path: Path) -> set[str]:
 SLOW_FILES = sorted(str(p.relative_to(TESTS)) for d in SLOW_DIRS for p in (TESTS / d).glob("test_*.py"))
 
 
-@pytest.mark.parametrize("name", [f for f in SLOW_FILES if f not in NOT_YET_MARKED])
+@pytest.mark.parametrize("name", SLOW_FILES)
 def test_slow_test_files_carry_a_module_marker(name: str) -> None:
     markers = _module_markers(TESTS / name)
     assert markers & SLOW_MARKERS, f"tests/{name}: add `pytestmark = pytest.mark.<one of {sorted(SLOW_MARKERS)}>`"
