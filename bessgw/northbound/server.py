@@ -29,6 +29,7 @@ from bessgw.northbound import information_model as model
 from bessgw.northbound.access import RolePermissions, UserDirectory, current_role, current_user_name
 from bessgw.northbound.campus import CampusMirror, CampusProvider
 from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_certificate
+from bessgw.northbound.connections import ConnectionGuard, ConnectionLimits, current_channel_unsecured
 from bessgw.northbound.events import AlarmEvents
 from bessgw.northbound.methods import Applied, CommandHandler, CommandRejected, ControlProvider
 from bessgw.northbound.publisher import DEADBAND_NAMES, Publisher
@@ -38,8 +39,6 @@ from bessgw.southbound.unit import UnitSupervisor
 
 #: bound on asyncua's shutdown (it closes every client connection)
 STOP_TIMEOUT_S = 3.0
-#: connections that have not activated a session by then are dropped (slow-loris protection)
-ACTIVATION_TIMEOUT_S = 10.0
 
 _POLICIES = {
     "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
@@ -147,12 +146,16 @@ class OpcUaServer:
             tokens.append(ua.AnonymousIdentityToken)
         server.set_identity_tokens(tokens)
         self.trust_list = TrustList(self.pki_dir, on_rejected=self._certificate_rejected)
-        server.set_certificate_validator(self.trust_list)
+        server.set_certificate_validator(self._validate_certificate)
         iserver = server.iserver
-        iserver.max_connections = settings.max_sessions
+        self.connections = ConnectionGuard(ConnectionLimits(
+            max_sessions=settings.max_sessions, max_pending=settings.max_pending_connections,
+            max_pending_per_address=settings.max_pending_connections_per_address,
+            handshake_timeout_s=settings.handshake_timeout_s, activation_timeout_s=settings.activation_timeout_s,
+        ), log=self.log.warning)
+        self.connections.install(iserver)
         iserver.max_session_timeout_ms = settings.session_idle_timeout_s * 1000.0
         iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms, iserver.max_session_timeout_ms)
-        iserver.max_pending_activation_seconds = ACTIVATION_TIMEOUT_S
         iserver.max_subscriptions = settings.max_sessions * settings.max_subscriptions_per_session
         self._limit_subscriptions_per_session(server)
         self._intercept_setpoint_writes(server)
@@ -254,6 +257,18 @@ class OpcUaServer:
             self.log.warning("opcua_write_refused", unit=unit_id, status=err.status, reason=err.message)
             return ua.StatusCode(getattr(ua.StatusCodes, err.status))
         return ua.StatusCode(ua.StatusCodes.Good)
+
+    async def _validate_certificate(self, certificate: Any, app_description: ua.ApplicationDescription) -> None:
+        """The trust list on Sign / SignAndEncrypt channels; nothing on None.
+
+        OPC UA Part 4 (CreateSession) has the server validate the client certificate only when the
+        channel is secured; many clients (node-opcua, UaExpert) send theirs on None too, and must still
+        be able to browse anonymously there.
+        """
+        if current_channel_unsecured():
+            return
+        assert self.trust_list is not None
+        await self.trust_list(certificate, app_description)
 
     def _certificate_rejected(self, file_name: str, reason: str) -> None:
         self.log.warning("opcua_certificate_rejected", certificate=file_name, reason=reason,
