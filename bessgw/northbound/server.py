@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -242,6 +243,8 @@ class OpcUaServer:
         raw = value.Value.Value if value.Value is not None else None
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             return ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+        if not math.isfinite(raw):
+            return ua.StatusCode(ua.StatusCodes.BadOutOfRange)
         p_kw, q_kvar = float(raw), 0.0
         instance = self._units.get(unit_id)
         if instance is not None and self._server is not None:
@@ -325,18 +328,27 @@ class OpcUaServer:
     # -------------------------------------------------------------------------------- methods
 
     def _unit_set_power(self, unit_id: str):
-        async def set_power(parent: ua.NodeId, p_kw: Any, q_kvar: Any, command_id: Any):
+        async def set_power(parent: ua.NodeId, *arguments: Any):
+            parsed = _set_power_arguments(arguments)
+            if isinstance(parsed, _Refused):
+                return self._refuse(parsed, unit=unit_id)
+            p_kw, q_kvar, command_id = parsed
             return await self._call(self.commands.set_unit_power(
-                unit_id, _number(p_kw), _number(q_kvar), _text(command_id), role=current_role(),
-                user=current_user_name()))
+                unit_id, p_kw, q_kvar, command_id, role=current_role(), user=current_user_name()))
         return set_power
 
-    async def _gateway_set_power(self, parent: ua.NodeId, p_kw: Any, q_kvar: Any, command_id: Any):
+    async def _gateway_set_power(self, parent: ua.NodeId, *arguments: Any):
+        parsed = _set_power_arguments(arguments)
+        if isinstance(parsed, _Refused):
+            return self._refuse(parsed, unit="")
+        p_kw, q_kvar, command_id = parsed
         return await self._call(self.commands.set_gateway_power(
-            _number(p_kw), _number(q_kvar), _text(command_id), role=current_role(), user=current_user_name()))
+            p_kw, q_kvar, command_id, role=current_role(), user=current_user_name()))
 
     def _unit_reset_fault(self, unit_id: str):
-        async def reset_fault(parent: ua.NodeId):
+        async def reset_fault(parent: ua.NodeId, *arguments: Any):
+            if arguments:
+                return self._refuse(_Refused("BadTooManyArguments", "ResetFault takes no arguments"), unit=unit_id)
             try:
                 await self.commands.reset_fault(unit_id, role=current_role())
             except CommandRejected as err:
@@ -345,6 +357,13 @@ class OpcUaServer:
             self.log.info("opcua_fault_reset", unit=unit_id, user=current_user_name())
             return []
         return reset_fault
+
+    def _refuse(self, refused: _Refused, unit: str) -> ua.CallMethodResult:
+        """A method call refused at the edge: a status (and one per argument), a log line, no traceback."""
+        self.log.warning("opcua_command_refused", unit=unit, status=refused.status, reason=refused.reason,
+                         user=current_user_name())
+        return ua.CallMethodResult(StatusCode=ua.StatusCode(getattr(ua.StatusCodes, refused.status)),
+                                   InputArgumentResults=list(refused.per_argument))
 
     async def _call(self, command: Any) -> Any:
         try:
@@ -371,18 +390,79 @@ class OpcUaServer:
         task.add_done_callback(self._pending_writes.discard)
 
 
-def _number(value: Any) -> float:
-    if isinstance(value, ua.Variant):
-        value = value.Value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan  # refused as BadInvalidArgument by the command handler
-    return float(value)
+#: command ids are journaled, logged and shown to people: bounded and printable at the edge
+MAX_COMMAND_ID_CHARS = 128
+_NUMBER_TYPES = frozenset({
+    ua.VariantType.Double, ua.VariantType.Float, ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16,
+    ua.VariantType.UInt16, ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64,
+})
+_STRING_TYPES = frozenset({ua.VariantType.String})
+_GOOD = ua.StatusCode(ua.StatusCodes.Good)
 
 
-def _text(value: Any) -> str:
+@dataclass(frozen=True)
+class _Refused:
+    """Why a method's input arguments are refused before anything runs."""
+
+    status: str
+    reason: str
+    per_argument: tuple[ua.StatusCode, ...] = ()
+
+
+def _set_power_arguments(arguments: tuple[Any, ...]) -> tuple[float, float, str] | _Refused:
+    """``SetPower(p_kw, q_kvar, command_id)``'s arguments checked as OPC UA Part 4 (Call) describes.
+
+    Too few or too many arguments, a value of another type, a non-finite power or a command id that is
+    too long or holds control characters are refused here, before the command path sees them.
+    """
+    if len(arguments) != 3:
+        status = "BadArgumentsMissing" if len(arguments) < 3 else "BadTooManyArguments"
+        return _Refused(status, f"SetPower takes 3 arguments (p_kw, q_kvar, command_id), got {len(arguments)}")
+    results = [_GOOD, _GOOD, _GOOD]
+    reasons: list[str] = []
+    mismatch = invalid = False
+    numbers: list[float] = []
+    for index, name in enumerate(("p_kw", "q_kvar")):
+        value = _plain(arguments[index], _NUMBER_TYPES)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            results[index] = ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+            reasons.append(f"{name} must be a number")
+            mismatch = True
+            numbers.append(math.nan)
+        elif not math.isfinite(value):
+            results[index] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+            reasons.append(f"{name} must be finite")
+            invalid = True
+            numbers.append(math.nan)
+        else:
+            numbers.append(float(value))
+    command_id = _plain(arguments[2], _STRING_TYPES, null="")  # a null String is a String: no id
+    if not isinstance(command_id, str):
+        results[2] = ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+        reasons.append("command_id must be a String")
+        mismatch = True
+    elif len(command_id) > MAX_COMMAND_ID_CHARS:
+        results[2] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        reasons.append(f"command_id is longer than {MAX_COMMAND_ID_CHARS} characters ({len(command_id)})")
+        invalid = True
+    elif not command_id.isprintable():
+        results[2] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        reasons.append("command_id holds control characters (NUL, newline, ...)")
+        invalid = True
+    if mismatch or invalid:
+        status = "BadTypeMismatch" if mismatch and not invalid else "BadInvalidArgument"
+        return _Refused(status, "; ".join(reasons), tuple(results))
+    assert isinstance(command_id, str)
+    return numbers[0], numbers[1], command_id
+
+
+def _plain(value: Any, types: frozenset[ua.VariantType], null: Any = None) -> Any:
+    """The Python value of a scalar argument of one of ``types`` (``null`` for a null one); ``None`` else."""
     if isinstance(value, ua.Variant):
-        value = value.Value
-    return value if isinstance(value, str) else ""
+        if value.is_array or value.VariantType not in types:
+            return None
+        return null if value.Value is None else value.Value
+    return value  # asyncua passes Variants; a plain value comes from in-process callers
 
 
 def _hostnames(listen_host: str) -> tuple[str, ...]:
