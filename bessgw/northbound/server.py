@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -27,7 +27,14 @@ from bessgw.compat import TaskGroup
 from bessgw.config import OpcUaSettings
 from bessgw.errors import BessgwError, ConfigError
 from bessgw.northbound import information_model as model
-from bessgw.northbound.access import RolePermissions, UserDirectory, current_role, current_user_name
+from bessgw.northbound.access import (
+    RolePermissions,
+    UserDirectory,
+    current_role,
+    current_user_name,
+    user_access_level,
+    user_may_write,
+)
 from bessgw.northbound.campus import CampusMirror, CampusProvider
 from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_certificate
 from bessgw.northbound.connections import ConnectionGuard, ConnectionLimits, current_channel_unsecured
@@ -81,6 +88,7 @@ class OpcUaServer:
         self._gateway: model.Instance | None = None
         self._units: dict[str, model.Instance] = {}
         self._setpoint_nodes: dict[ua.NodeId, tuple[str, str]] = {}
+        self._applied: dict[str, tuple[float, float]] = {}  #: last accepted (p_kw, q_kvar) per unit
         self._changes: asyncio.Queue[tuple[str, UnitSupervisor | None]] = asyncio.Queue()
         self._pending_writes: set[asyncio.Task[None]] = set()
         self._subscribed = False
@@ -160,6 +168,7 @@ class OpcUaServer:
         iserver.max_subscriptions = settings.max_sessions * settings.max_subscriptions_per_session
         self._limit_subscriptions_per_session(server)
         self._intercept_setpoint_writes(server)
+        self._show_access_levels_per_user(server)
         self._types = await model.create_types(server)
         self._gateway = await model.create_gateway(server, self._types, self.gateway_id)
         server.link_method(server.get_node(self._gateway.child("SetPower")), self._gateway_set_power)
@@ -227,7 +236,11 @@ class OpcUaServer:
 
         async def write_with_setpoints(params: ua.WriteParameters, user: Any = None) -> list[ua.StatusCode]:
             results: list[ua.StatusCode] = []
+            writer = user_may_write(user)
             for item in params.NodesToWrite:
+                if not writer:
+                    results.append(ua.StatusCode(ua.StatusCodes.BadUserAccessDenied))
+                    continue
                 target = self._setpoint_nodes.get(item.NodeId)
                 if target is None or item.AttributeId != ua.AttributeIds.Value:
                     sub = ua.WriteParameters(NodesToWrite=[item])
@@ -238,6 +251,29 @@ class OpcUaServer:
 
         service.write = write_with_setpoints  # type: ignore[method-assign]
 
+    def _show_access_levels_per_user(self, server: Server) -> None:
+        """Answer reads of ``UserAccessLevel`` for the session's role, not the node's stored value.
+
+        asyncua stores one UserAccessLevel per node; a viewer or an anonymous session must not see the
+        write bit on setpoints whose writes would be refused (clients grey out what they cannot write).
+        """
+        service = server.iserver.attribute_service
+        read = service.read
+
+        def read_for_user(params: ua.ReadParameters) -> list[ua.DataValue]:
+            results = read(params)
+            role = current_role()
+            for index, item in enumerate(params.NodesToRead):
+                value = results[index]
+                if (item.AttributeId == ua.AttributeIds.UserAccessLevel and value.Value is not None
+                        and isinstance(value.Value.Value, int)):
+                    level = user_access_level(value.Value.Value, role)
+                    if level != value.Value.Value:
+                        results[index] = replace(value, Value=ua.Variant(level, ua.VariantType.Byte))
+            return results
+
+        service.read = read_for_user  # type: ignore[method-assign]
+
     async def _write_setpoint(self, target: tuple[str, str], value: ua.DataValue) -> ua.StatusCode:
         unit_id, which = target
         raw = value.Value.Value if value.Value is not None else None
@@ -247,7 +283,10 @@ class OpcUaServer:
             return ua.StatusCode(ua.StatusCodes.BadOutOfRange)
         p_kw, q_kvar = float(raw), 0.0
         instance = self._units.get(unit_id)
-        if instance is not None and self._server is not None:
+        applied = self._applied.get(unit_id)
+        if applied is not None:  # the variables show it a loop turn later: a batch writing P then Q needs it now
+            p_kw, q_kvar = (float(raw), applied[1]) if which == "p" else (applied[0], float(raw))
+        elif instance is not None and self._server is not None:
             other = "ReactivePowerSetpointKvar" if which == "p" else "PowerSetpointKw"
             current = self._server.read_attribute_value(instance.child(other))
             kept = current.Value.Value if current.Value is not None else None
@@ -318,6 +357,7 @@ class OpcUaServer:
     async def _remove_unit(self, unit_id: str) -> None:
         assert self._server is not None and self.publisher is not None
         instance = self._units.pop(unit_id)
+        self._applied.pop(unit_id, None)
         for nodeid in [n for n, (u, _) in self._setpoint_nodes.items() if u == unit_id]:
             del self._setpoint_nodes[nodeid]
         assert self._gateway is not None
@@ -375,6 +415,7 @@ class OpcUaServer:
 
     def _on_applied(self, unit_id: str, applied: Applied) -> None:
         """Show the accepted setpoint on the unit's setpoint variables (written by the next loop turn)."""
+        self._applied[unit_id] = (applied.p_kw, applied.q_kvar)
         instance = self._units.get(unit_id)
         if instance is None or self._server is None:
             return
