@@ -45,7 +45,30 @@ class OpcUaSettings(StrictModel):
         None, description="Trust list root holding trusted/ and rejected/ (default: state_dir/pki)"
     )
     users: list[OpcUaUser] = Field(default_factory=list)
-    max_sessions: int = Field(20, ge=1, le=1000, description="Concurrent client connections (one session each)")
+    max_sessions: int = Field(
+        20, ge=1, le=1000,
+        description="Concurrent activated (logged-in) sessions; connections still logging in are counted apart",
+    )
+    max_pending_connections: int = Field(
+        32, ge=1, le=1000,
+        description="Connections without an activated session yet, all addresses; over it the least advanced, "
+                    "oldest one is closed",
+    )
+    max_pending_connections_per_address: int = Field(
+        8, ge=1, le=1000,
+        description="Connections without an activated session yet from one source address; over it that "
+                    "address's least advanced, oldest one is closed",
+    )
+    handshake_timeout_s: float = Field(
+        5.0, ge=0.5, le=60,
+        description="A connection that has not created a session (HEL, OPN, CreateSession) this long after it "
+                    "was accepted is closed",
+    )
+    activation_timeout_s: float = Field(
+        10.0, ge=1, le=300,
+        description="A connection that has not activated its session (logged in) this long after it was "
+                    "accepted is closed",
+    )
     max_subscriptions_per_session: int = Field(10, ge=1, le=1000)
     session_idle_timeout_s: float = Field(
         60.0, ge=1, le=3600, description="Sessions silent this long are closed (caps the client's request)"
@@ -67,6 +90,10 @@ class OpcUaSettings(StrictModel):
             raise ValueError(f"user names must be unique (repeated: {', '.join(duplicates)})")
         if (self.certificate_path is None) != (self.private_key_path is None):
             raise ValueError("set both certificate_path and private_key_path, or neither (then one is generated)")
+        if self.max_pending_connections_per_address > self.max_pending_connections:
+            raise ValueError("max_pending_connections_per_address must be <= max_pending_connections")
+        if self.handshake_timeout_s > self.activation_timeout_s:
+            raise ValueError("handshake_timeout_s must be <= activation_timeout_s")
         if any(value < 0 for value in self.deadbands.values()):
             raise ValueError("deadbands must be >= 0")
         return self

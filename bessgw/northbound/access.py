@@ -98,11 +98,42 @@ _VIEWER_SERVICES = _ids(
     "CreateSubscription", "ModifySubscription", "DeleteSubscriptions", "TransferSubscriptions",
     "CreateMonitoredItems", "ModifyMonitoredItems", "DeleteMonitoredItems", "SetMonitoringMode",
     "SetPublishingMode", "Publish", "Republish", "HistoryRead",
-    # methods are checked per method by the handler (SetPower: operator, ResetFault: admin), so that a
-    # viewer gets BadUserAccessDenied for the method it called rather than for the whole request
-    "Call",
+    # methods are checked per method by the handler (SetPower: operator, ResetFault: admin), and writes
+    # per item by the server (viewers may write nothing), so that a viewer gets BadUserAccessDenied for
+    # the method or the item it asked for rather than a ServiceFault for the whole request — a SCADA
+    # batch with one forbidden item still gets the others done
+    "Call", "Write",
 )
-_OPERATOR_SERVICES = _VIEWER_SERVICES | _ids("Write")
+_OPERATOR_SERVICES = _VIEWER_SERVICES
+
+#: the AccessLevel bits that allow changing something (Part 3, AccessLevelType)
+_WRITE_BITS = (ua.AccessLevel.CurrentWrite, ua.AccessLevel.HistoryWrite, ua.AccessLevel.StatusWrite,
+               ua.AccessLevel.TimestampWrite)
+
+
+def may_write(role: Role) -> bool:
+    """Whether a session of ``role`` may write variables at all (setpoints; nothing else is writable)."""
+    return role >= Role.OPERATOR
+
+
+def user_may_write(user: Any) -> bool:
+    """:func:`may_write` for the user asyncua passes to its write service.
+
+    ``None`` or asyncua's Admin role is the server's own internal session (building the address space),
+    never a network client: sessions of ours are :class:`GatewayUser` with asyncua's User/Anonymous role.
+    """
+    if user is None or getattr(user, "role", None) == UserRole.Admin:
+        return True
+    return isinstance(user, GatewayUser) and may_write(user.access)
+
+
+def user_access_level(access_level: int, role: Role) -> int:
+    """The node's ``AccessLevel`` as a session of ``role`` may use it (its ``UserAccessLevel``)."""
+    if may_write(role):
+        return access_level
+    for bit in _WRITE_BITS:
+        access_level &= ~(1 << bit)
+    return access_level
 
 
 class RolePermissions(PermissionRuleset):

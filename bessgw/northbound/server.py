@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,9 +27,17 @@ from bessgw.compat import TaskGroup
 from bessgw.config import OpcUaSettings
 from bessgw.errors import BessgwError, ConfigError
 from bessgw.northbound import information_model as model
-from bessgw.northbound.access import RolePermissions, UserDirectory, current_role, current_user_name
+from bessgw.northbound.access import (
+    RolePermissions,
+    UserDirectory,
+    current_role,
+    current_user_name,
+    user_access_level,
+    user_may_write,
+)
 from bessgw.northbound.campus import CampusMirror, CampusProvider
 from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_certificate
+from bessgw.northbound.connections import ConnectionGuard, ConnectionLimits, current_channel_unsecured
 from bessgw.northbound.events import AlarmEvents
 from bessgw.northbound.methods import Applied, CommandHandler, CommandRejected, ControlProvider
 from bessgw.northbound.publisher import DEADBAND_NAMES, Publisher
@@ -38,8 +47,6 @@ from bessgw.unit.supervisor import UnitSupervisor
 
 #: bound on asyncua's shutdown (it closes every client connection)
 STOP_TIMEOUT_S = 3.0
-#: connections that have not activated a session by then are dropped (slow-loris protection)
-ACTIVATION_TIMEOUT_S = 10.0
 
 _POLICIES = {
     "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
@@ -81,6 +88,7 @@ class OpcUaServer:
         self._gateway: model.Instance | None = None
         self._units: dict[str, model.Instance] = {}
         self._setpoint_nodes: dict[ua.NodeId, tuple[str, str]] = {}
+        self._applied: dict[str, tuple[float, float]] = {}  #: last accepted (p_kw, q_kvar) per unit
         self._changes: asyncio.Queue[tuple[str, UnitSupervisor | None]] = asyncio.Queue()
         self._pending_writes: set[asyncio.Task[None]] = set()
         self._subscribed = False
@@ -147,15 +155,20 @@ class OpcUaServer:
             tokens.append(ua.AnonymousIdentityToken)
         server.set_identity_tokens(tokens)
         self.trust_list = TrustList(self.pki_dir, on_rejected=self._certificate_rejected)
-        server.set_certificate_validator(self.trust_list)
+        server.set_certificate_validator(self._validate_certificate)
         iserver = server.iserver
-        iserver.max_connections = settings.max_sessions
+        self.connections = ConnectionGuard(ConnectionLimits(
+            max_sessions=settings.max_sessions, max_pending=settings.max_pending_connections,
+            max_pending_per_address=settings.max_pending_connections_per_address,
+            handshake_timeout_s=settings.handshake_timeout_s, activation_timeout_s=settings.activation_timeout_s,
+        ), log=self.log.warning)
+        self.connections.install(iserver)
         iserver.max_session_timeout_ms = settings.session_idle_timeout_s * 1000.0
         iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms, iserver.max_session_timeout_ms)
-        iserver.max_pending_activation_seconds = ACTIVATION_TIMEOUT_S
         iserver.max_subscriptions = settings.max_sessions * settings.max_subscriptions_per_session
         self._limit_subscriptions_per_session(server)
         self._intercept_setpoint_writes(server)
+        self._show_access_levels_per_user(server)
         self._types = await model.create_types(server)
         self._gateway = await model.create_gateway(server, self._types, self.gateway_id)
         server.link_method(server.get_node(self._gateway.child("SetPower")), self._gateway_set_power)
@@ -223,7 +236,11 @@ class OpcUaServer:
 
         async def write_with_setpoints(params: ua.WriteParameters, user: Any = None) -> list[ua.StatusCode]:
             results: list[ua.StatusCode] = []
+            writer = user_may_write(user)
             for item in params.NodesToWrite:
+                if not writer:
+                    results.append(ua.StatusCode(ua.StatusCodes.BadUserAccessDenied))
+                    continue
                 target = self._setpoint_nodes.get(item.NodeId)
                 if target is None or item.AttributeId != ua.AttributeIds.Value:
                     sub = ua.WriteParameters(NodesToWrite=[item])
@@ -234,14 +251,42 @@ class OpcUaServer:
 
         service.write = write_with_setpoints  # type: ignore[method-assign]
 
+    def _show_access_levels_per_user(self, server: Server) -> None:
+        """Answer reads of ``UserAccessLevel`` for the session's role, not the node's stored value.
+
+        asyncua stores one UserAccessLevel per node; a viewer or an anonymous session must not see the
+        write bit on setpoints whose writes would be refused (clients grey out what they cannot write).
+        """
+        service = server.iserver.attribute_service
+        read = service.read
+
+        def read_for_user(params: ua.ReadParameters) -> list[ua.DataValue]:
+            results = read(params)
+            role = current_role()
+            for index, item in enumerate(params.NodesToRead):
+                value = results[index]
+                if (item.AttributeId == ua.AttributeIds.UserAccessLevel and value.Value is not None
+                        and isinstance(value.Value.Value, int)):
+                    level = user_access_level(value.Value.Value, role)
+                    if level != value.Value.Value:
+                        results[index] = replace(value, Value=ua.Variant(level, ua.VariantType.Byte))
+            return results
+
+        service.read = read_for_user  # type: ignore[method-assign]
+
     async def _write_setpoint(self, target: tuple[str, str], value: ua.DataValue) -> ua.StatusCode:
         unit_id, which = target
         raw = value.Value.Value if value.Value is not None else None
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             return ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+        if not math.isfinite(raw):
+            return ua.StatusCode(ua.StatusCodes.BadOutOfRange)
         p_kw, q_kvar = float(raw), 0.0
         instance = self._units.get(unit_id)
-        if instance is not None and self._server is not None:
+        applied = self._applied.get(unit_id)
+        if applied is not None:  # the variables show it a loop turn later: a batch writing P then Q needs it now
+            p_kw, q_kvar = (float(raw), applied[1]) if which == "p" else (applied[0], float(raw))
+        elif instance is not None and self._server is not None:
             other = "ReactivePowerSetpointKvar" if which == "p" else "PowerSetpointKw"
             current = self._server.read_attribute_value(instance.child(other))
             kept = current.Value.Value if current.Value is not None else None
@@ -254,6 +299,18 @@ class OpcUaServer:
             self.log.warning("opcua_write_refused", unit=unit_id, status=err.status, reason=err.message)
             return ua.StatusCode(getattr(ua.StatusCodes, err.status))
         return ua.StatusCode(ua.StatusCodes.Good)
+
+    async def _validate_certificate(self, certificate: Any, app_description: ua.ApplicationDescription) -> None:
+        """The trust list on Sign / SignAndEncrypt channels; nothing on None.
+
+        OPC UA Part 4 (CreateSession) has the server validate the client certificate only when the
+        channel is secured; many clients (node-opcua, UaExpert) send theirs on None too, and must still
+        be able to browse anonymously there.
+        """
+        if current_channel_unsecured():
+            return
+        assert self.trust_list is not None
+        await self.trust_list(certificate, app_description)
 
     def _certificate_rejected(self, file_name: str, reason: str) -> None:
         self.log.warning("opcua_certificate_rejected", certificate=file_name, reason=reason,
@@ -300,6 +357,7 @@ class OpcUaServer:
     async def _remove_unit(self, unit_id: str) -> None:
         assert self._server is not None and self.publisher is not None
         instance = self._units.pop(unit_id)
+        self._applied.pop(unit_id, None)
         for nodeid in [n for n, (u, _) in self._setpoint_nodes.items() if u == unit_id]:
             del self._setpoint_nodes[nodeid]
         assert self._gateway is not None
@@ -310,18 +368,27 @@ class OpcUaServer:
     # -------------------------------------------------------------------------------- methods
 
     def _unit_set_power(self, unit_id: str):
-        async def set_power(parent: ua.NodeId, p_kw: Any, q_kvar: Any, command_id: Any):
+        async def set_power(parent: ua.NodeId, *arguments: Any):
+            parsed = _set_power_arguments(arguments)
+            if isinstance(parsed, _Refused):
+                return self._refuse(parsed, unit=unit_id)
+            p_kw, q_kvar, command_id = parsed
             return await self._call(self.commands.set_unit_power(
-                unit_id, _number(p_kw), _number(q_kvar), _text(command_id), role=current_role(),
-                user=current_user_name()))
+                unit_id, p_kw, q_kvar, command_id, role=current_role(), user=current_user_name()))
         return set_power
 
-    async def _gateway_set_power(self, parent: ua.NodeId, p_kw: Any, q_kvar: Any, command_id: Any):
+    async def _gateway_set_power(self, parent: ua.NodeId, *arguments: Any):
+        parsed = _set_power_arguments(arguments)
+        if isinstance(parsed, _Refused):
+            return self._refuse(parsed, unit="")
+        p_kw, q_kvar, command_id = parsed
         return await self._call(self.commands.set_gateway_power(
-            _number(p_kw), _number(q_kvar), _text(command_id), role=current_role(), user=current_user_name()))
+            p_kw, q_kvar, command_id, role=current_role(), user=current_user_name()))
 
     def _unit_reset_fault(self, unit_id: str):
-        async def reset_fault(parent: ua.NodeId):
+        async def reset_fault(parent: ua.NodeId, *arguments: Any):
+            if arguments:
+                return self._refuse(_Refused("BadTooManyArguments", "ResetFault takes no arguments"), unit=unit_id)
             try:
                 await self.commands.reset_fault(unit_id, role=current_role())
             except CommandRejected as err:
@@ -330,6 +397,13 @@ class OpcUaServer:
             self.log.info("opcua_fault_reset", unit=unit_id, user=current_user_name())
             return []
         return reset_fault
+
+    def _refuse(self, refused: _Refused, unit: str) -> ua.CallMethodResult:
+        """A method call refused at the edge: a status (and one per argument), a log line, no traceback."""
+        self.log.warning("opcua_command_refused", unit=unit, status=refused.status, reason=refused.reason,
+                         user=current_user_name())
+        return ua.CallMethodResult(StatusCode=ua.StatusCode(getattr(ua.StatusCodes, refused.status)),
+                                   InputArgumentResults=list(refused.per_argument))
 
     async def _call(self, command: Any) -> Any:
         try:
@@ -341,6 +415,7 @@ class OpcUaServer:
 
     def _on_applied(self, unit_id: str, applied: Applied) -> None:
         """Show the accepted setpoint on the unit's setpoint variables (written by the next loop turn)."""
+        self._applied[unit_id] = (applied.p_kw, applied.q_kvar)
         instance = self._units.get(unit_id)
         if instance is None or self._server is None:
             return
@@ -356,18 +431,79 @@ class OpcUaServer:
         task.add_done_callback(self._pending_writes.discard)
 
 
-def _number(value: Any) -> float:
-    if isinstance(value, ua.Variant):
-        value = value.Value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan  # refused as BadInvalidArgument by the command handler
-    return float(value)
+#: command ids are journaled, logged and shown to people: bounded and printable at the edge
+MAX_COMMAND_ID_CHARS = 128
+_NUMBER_TYPES = frozenset({
+    ua.VariantType.Double, ua.VariantType.Float, ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16,
+    ua.VariantType.UInt16, ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64,
+})
+_STRING_TYPES = frozenset({ua.VariantType.String})
+_GOOD = ua.StatusCode(ua.StatusCodes.Good)
 
 
-def _text(value: Any) -> str:
+@dataclass(frozen=True)
+class _Refused:
+    """Why a method's input arguments are refused before anything runs."""
+
+    status: str
+    reason: str
+    per_argument: tuple[ua.StatusCode, ...] = ()
+
+
+def _set_power_arguments(arguments: tuple[Any, ...]) -> tuple[float, float, str] | _Refused:
+    """``SetPower(p_kw, q_kvar, command_id)``'s arguments checked as OPC UA Part 4 (Call) describes.
+
+    Too few or too many arguments, a value of another type, a non-finite power or a command id that is
+    too long or holds control characters are refused here, before the command path sees them.
+    """
+    if len(arguments) != 3:
+        status = "BadArgumentsMissing" if len(arguments) < 3 else "BadTooManyArguments"
+        return _Refused(status, f"SetPower takes 3 arguments (p_kw, q_kvar, command_id), got {len(arguments)}")
+    results = [_GOOD, _GOOD, _GOOD]
+    reasons: list[str] = []
+    mismatch = invalid = False
+    numbers: list[float] = []
+    for index, name in enumerate(("p_kw", "q_kvar")):
+        value = _plain(arguments[index], _NUMBER_TYPES)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            results[index] = ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+            reasons.append(f"{name} must be a number")
+            mismatch = True
+            numbers.append(math.nan)
+        elif not math.isfinite(value):
+            results[index] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+            reasons.append(f"{name} must be finite")
+            invalid = True
+            numbers.append(math.nan)
+        else:
+            numbers.append(float(value))
+    command_id = _plain(arguments[2], _STRING_TYPES, null="")  # a null String is a String: no id
+    if not isinstance(command_id, str):
+        results[2] = ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+        reasons.append("command_id must be a String")
+        mismatch = True
+    elif len(command_id) > MAX_COMMAND_ID_CHARS:
+        results[2] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        reasons.append(f"command_id is longer than {MAX_COMMAND_ID_CHARS} characters ({len(command_id)})")
+        invalid = True
+    elif not command_id.isprintable():
+        results[2] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        reasons.append("command_id holds control characters (NUL, newline, ...)")
+        invalid = True
+    if mismatch or invalid:
+        status = "BadTypeMismatch" if mismatch and not invalid else "BadInvalidArgument"
+        return _Refused(status, "; ".join(reasons), tuple(results))
+    assert isinstance(command_id, str)
+    return numbers[0], numbers[1], command_id
+
+
+def _plain(value: Any, types: frozenset[ua.VariantType], null: Any = None) -> Any:
+    """The Python value of a scalar argument of one of ``types`` (``null`` for a null one); ``None`` else."""
     if isinstance(value, ua.Variant):
-        value = value.Value
-    return value if isinstance(value, str) else ""
+        if value.is_array or value.VariantType not in types:
+            return None
+        return null if value.Value is None else value.Value
+    return value  # asyncua passes Variants; a plain value comes from in-process callers
 
 
 def _hostnames(listen_host: str) -> tuple[str, ...]:

@@ -8,6 +8,9 @@
 // Usage: node node_opcua_client.mjs '{"endpoint": "opc.tcp://127.0.0.1:4840/bessgw", "pki_dir": "...",
 //          "user": "operator", "password": "...", "gateway": "gw-a", "unit": "m1",
 //          "p_kw": 120.0, "q_kvar": 0.0, "command_id": "node-1", "timeout_s": 30}'
+// With "security": "None" and no "user", it connects as a first-time visitor does: the None policy,
+// an anonymous session (node-opcua still sends its application certificate), and SetPower / a setpoint
+// write are expected to be refused — their status codes are reported, not treated as failures.
 // Exit code 0: everything worked; 2: a step failed (the JSON says which, e.g. the certificate was
 // rejected and must be trusted on the gateway); 3: the overall time bound was hit.
 
@@ -73,12 +76,14 @@ async function main() {
         automaticallyAcceptUnknownCertificate: true,
     });
     await certificateManager.initialize();
+    const unsecured = args.security === "None";
+    const anonymous = !args.user;
     const client = OPCUAClient.create({
         applicationName: "bessgw-interop-node-opcua",
         applicationUri: "urn:bessgw-interop:node-opcua",
         clientCertificateManager: certificateManager,
-        securityMode: MessageSecurityMode.SignAndEncrypt,
-        securityPolicy: SecurityPolicy.Basic256Sha256,
+        securityMode: unsecured ? MessageSecurityMode.None : MessageSecurityMode.SignAndEncrypt,
+        securityPolicy: unsecured ? SecurityPolicy.None : SecurityPolicy.Basic256Sha256,
         endpointMustExist: false,
         connectionStrategy: { maxRetry: 0, initialDelay: 100, maxDelay: 500 },
         requestedSessionTimeout: 20000,
@@ -89,12 +94,11 @@ async function main() {
     let session;
     try {
         report.stage = "session";
-        session = await client.createSession({
-            type: UserTokenType.UserName,
-            userName: args.user,
-            password: args.password,
-        });
-        report.security = { policy: "Basic256Sha256", mode: "SignAndEncrypt" };
+        session = anonymous
+            ? await client.createSession()
+            : await client.createSession({ type: UserTokenType.UserName, userName: args.user, password: args.password });
+        report.security = unsecured ? { policy: "None", mode: "None" } : { policy: "Basic256Sha256", mode: "SignAndEncrypt" };
+        report.user = anonymous ? "anonymous" : args.user;
 
         report.stage = "namespace";
         const namespaces = await session.readNamespaceArray();
@@ -139,6 +143,24 @@ async function main() {
             report.soc.engineering_units = eu.value.value ? eu.value.value.displayName.text : null;
         }
 
+        // what this session may do with a setpoint: UserAccessLevel is per user (CurrentWrite = bit 1)
+        const setpointNode = child(unitChildren, ns, "PowerSetpointKw");
+        const [accessLevel, userAccessLevel] = await session.read([
+            { nodeId: setpointNode, attributeId: AttributeIds.AccessLevel },
+            { nodeId: setpointNode, attributeId: AttributeIds.UserAccessLevel },
+        ]);
+        report.setpoint_access = { access_level: accessLevel.value.value, user_access_level: userAccessLevel.value.value };
+
+        if (anonymous) {
+            report.stage = "write";
+            const [written] = await session.write([{
+                nodeId: setpointNode,
+                attributeId: AttributeIds.Value,
+                value: { value: { dataType: DataType.Double, value: args.p_kw } },
+            }]);
+            report.write_status = written.name;
+        }
+
         report.stage = "call";
         const result = await session.call({
             objectId: unitId,
@@ -153,7 +175,7 @@ async function main() {
             status: result.statusCode.name,
             outputs: (result.outputArguments ?? []).map((v) => v.value),
         };
-        if (!result.statusCode.isGood()) throw new Error(`SetPower returned ${result.statusCode.name}`);
+        if (!result.statusCode.isGood() && !anonymous) throw new Error(`SetPower returned ${result.statusCode.name}`);
         report.stage = "done";
         report.ok = true;
     } finally {

@@ -35,6 +35,7 @@ pytestmark = [pytest.mark.interop, pytest.mark.daemon]
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "node_opcua_client.mjs"
 PASSWORD = "operator-secret"
+WRITE_BIT = 1 << 1  # AccessLevel CurrentWrite
 NODE_TIMEOUT_S = 40.0  # one run of the script: certificate creation + connect + a handful of services
 INSTALL_TIMEOUT_S = 300.0
 
@@ -51,7 +52,8 @@ poll_interval_s = 0.05
 [northbound.opcua]
 enabled = true
 endpoint = "opc.tcp://127.0.0.1:{port}/bessgw"
-security_policies = ["Basic256Sha256_SignAndEncrypt"]
+security_policies = {policies}
+anonymous = "{anonymous}"
 sampling_interval_s = 0.1
 
 [[northbound.opcua.users]]
@@ -98,11 +100,13 @@ def run_client(node: Path, **arguments: object) -> tuple[int, dict]:
 
 
 @contextmanager
-def gateway(tmp_path: Path, env: dict[str, str], trust_other_client: bool) -> Iterator[tuple[GatewayProcess, Path]]:
+def gateway(tmp_path: Path, env: dict[str, str], trust_other_client: bool,
+            demo: bool = False) -> Iterator[tuple[GatewayProcess, Path]]:
     """A running ``bessgw run`` serving OPC UA on a free port; yields it and its config file.
 
     With ``trust_other_client`` the trust list already holds another client's certificate before the
-    gateway starts, as on a site where SCADA was trusted first.
+    gateway starts, as on a site where SCADA was trusted first. ``demo`` also offers the None policy and
+    anonymous read access, as config/demo.toml does.
     """
     state = tmp_path / "state"
     if trust_other_client:
@@ -110,7 +114,9 @@ def gateway(tmp_path: Path, env: dict[str, str], trust_other_client: bool) -> It
         ensure_certificate(CertificateFiles(trusted / "scada.der", tmp_path / "scada-key.pem"), "urn:site:scada",
                            "site scada", client=True, hostnames=("localhost",))
     config = tmp_path / "gw.toml"
-    config.write_text(CONFIG.format(state=state, port=free_tcp_port(), hash=hash_password(PASSWORD)))
+    policies = '["Basic256Sha256_SignAndEncrypt", "None"]' if demo else '["Basic256Sha256_SignAndEncrypt"]'
+    config.write_text(CONFIG.format(state=state, port=free_tcp_port(), hash=hash_password(PASSWORD), policies=policies,
+                                    anonymous="read" if demo else "off"))
     gw = GatewayProcess(config, dict(env, BESSGW_PLUGINS="bessgw_example"), tmp_path)
     try:
         gw.wait_notify("READY", timeout_s=30)
@@ -162,6 +168,7 @@ def test_node_opcua_client_browses_reads_and_commands(tmp_path: Path, subprocess
         assert soc["value"] == 70.0, soc  # the configured start; an idle in-memory battery holds it
         assert soc["engineering_units"] == "%" and soc["source_timestamp"], soc
         assert seen["set_power"] == {"status": "Good", "outputs": [-120.5, 0.0]}
+        assert seen["setpoint_access"]["user_access_level"] & WRITE_BIT  # an operator may write setpoints
 
         # 4. SetPower reached the device: the in-memory battery reports the power it was told (wait for the
         #    gateway's telemetry log line, then ask the running gateway itself)
@@ -176,3 +183,29 @@ def test_first_client_on_a_fresh_install_is_filed_in_rejected(tmp_path: Path, su
                                                              node_opcua: Path) -> None:
     with gateway(tmp_path, subprocess_env, trust_other_client=False) as (gw, _config):
         refused_and_filed(node_opcua, gw, tmp_path / "state", client_arguments(tmp_path, gw))
+
+
+def test_node_opcua_browses_anonymously_on_none_with_its_own_certificate(tmp_path: Path, subprocess_env,
+                                                                         node_opcua: Path) -> None:
+    """A first-time visitor on the demo: the None policy, no login, a client that sends its certificate.
+
+    On a fresh install (nothing trusted) the certificate is neither validated nor filed; the client
+    browses ``Objects/Campus``, reads Good values with engineering units, sees no write bit on setpoints,
+    and its SetPower and setpoint write are refused per item.
+    """
+    state = tmp_path / "state"
+    with gateway(tmp_path, subprocess_env, trust_other_client=False, demo=True) as (gw, config):
+        arguments = dict(client_arguments(tmp_path, gw), security="None", user=None, password=None,
+                         command_id="node-anonymous-1")
+        rc, seen = run_client(node_opcua, **arguments)
+        assert rc == 0 and seen["ok"], seen
+        assert seen["security"] == {"policy": "None", "mode": "None"} and seen["user"] == "anonymous"
+        assert "Gateways" in seen["campus_children"] and seen["units"] == ["m1", "m2"], seen
+        assert seen["soc"]["status"] == "Good" and seen["soc"]["engineering_units"] == "%", seen["soc"]
+        access = seen["setpoint_access"]
+        assert access["access_level"] & WRITE_BIT and not access["user_access_level"] & WRITE_BIT, access
+        assert seen["write_status"] == "BadUserAccessDenied", seen
+        assert seen["set_power"] == {"status": "BadUserAccessDenied", "outputs": []}, seen
+        assert list((state / "pki" / "rejected").iterdir()) == []  # the certificate was not even looked at
+        units = {unit["id"]: unit for unit in gateway_status(config, subprocess_env)["units"]}
+        assert units["m1"]["p_kw"] == 0.0, units["m1"]  # nothing reached the device
