@@ -17,7 +17,7 @@ Addr = tuple[str, int]
 
 @dataclass
 class Faults:
-    """Mutable fault plan; change it at any time (tests, ``run_node`` commands, the bench)."""
+    """Mutable fault plan; change it at any time (tests, the test harness's commands, the bench)."""
 
     drop_rate: float = 0.0
     blocked: set[Addr] = field(default_factory=set)

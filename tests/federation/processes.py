@@ -1,4 +1,4 @@
-"""Federation nodes as separate OS processes (``python -m bessgw.federation.run_node``), driven over pipes."""
+"""Federation nodes as separate OS processes (``python -m tests.federation.run_node``), driven over pipes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.federation.conftest import FAST
+
+#: the repository root: ``-m tests.federation.run_node`` is importable from there
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class NodeProcess:
@@ -19,14 +23,15 @@ class NodeProcess:
 
     def __init__(self, node_id: str, key: str, seeds: list[str], units: int = 2, **overrides: Any) -> None:
         self.id = node_id
-        cmd = [sys.executable, "-m", "bessgw.federation.run_node", "--id", node_id, "--bind", "127.0.0.1:0",
+        cmd = [sys.executable, "-m", "tests.federation.run_node", "--id", node_id, "--bind", "127.0.0.1:0",
                "--key", key, "--units", str(units)]
         for seed in seeds:
             cmd += ["--seed", seed]
         for name, value in {**FAST, **overrides}.items():
             cmd += ["--set", f"{name}={json.dumps(value)}"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, bufsize=1, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                     text=True, bufsize=1, cwd=REPO_ROOT,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.proc.stdout, selectors.EVENT_READ)
         self.addr = self._read(20.0)["ready"]["addr"]

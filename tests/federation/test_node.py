@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from bessgw.federation.run_node import unit
 from tests.federation.conftest import Campus, new_key, wait_until
+from tests.federation.run_node import unit
 
 pytestmark = pytest.mark.federation
 

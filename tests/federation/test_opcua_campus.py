@@ -22,12 +22,12 @@ import pytest
 import structlog
 from asyncua import Client, Node, ua
 
-from bessgw.federation.run_node import unit
 from bessgw.federation.view import CampusView
 from bessgw.model import Quality
 from bessgw.northbound.server import OpcUaServer
 from bessgw.southbound.directory import UnitDirectory
 from tests.federation.conftest import Campus, new_key, wait_until
+from tests.federation.run_node import unit
 from tests.integration.test_opcua_server import make_settings
 
 pytestmark = pytest.mark.federation

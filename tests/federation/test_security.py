@@ -14,9 +14,9 @@ import pytest
 
 from bessgw.federation.crypto import KeyRing
 from bessgw.federation.replay import boot_stamp
-from bessgw.federation.run_node import unit
 from bessgw.federation.wire import Entry, Header, MemberUpdate, Message, MsgType, Status, encode
 from tests.federation.conftest import Campus, new_key, wait_until
+from tests.federation.run_node import unit
 
 pytestmark = [pytest.mark.federation, pytest.mark.chaos]
 

@@ -1,6 +1,6 @@
 """A stand-alone federation node for multi-process tests and the benchmark.
 
-    python -m bessgw.federation.run_node --id gw1 --bind 127.0.0.1:0 --key BASE64 [--seed HOST:PORT ...]
+    python -m tests.federation.run_node --id gw1 --bind 127.0.0.1:0 --key BASE64 [--seed HOST:PORT ...]
         [--set probe_interval_s=0.2 ...] [--units 3]
 
 Prints one JSON line ``{"ready": {"id": ..., "addr": "host:port"}}`` once bound, then reads one JSON
@@ -13,7 +13,7 @@ command per line on stdin and answers one JSON line on stdout each:
   ``{"cmd": "drop_rate", "rate": 0.05}`` — fault injection in the transport;
 - ``{"cmd": "counters"}`` — drop reasons and traffic; ``{"cmd": "leave"}`` — leave and exit.
 
-Real ``bessgw run`` gateways do the same through :class:`FederationService` once the daemon wires it.
+Real ``bessgw run`` gateways run the same :class:`FederationService`, wired by the daemon.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from bessgw.model import Quality, UnitState
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bessgw.federation.run_node", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.federation.run_node", description=__doc__.split("\n")[0])
     parser.add_argument("--id", required=True)
     parser.add_argument("--bind", default="127.0.0.1:0", help="host:port (port 0: any free one)")
     parser.add_argument("--seed", action="append", default=[])
