@@ -12,9 +12,9 @@ import time
 import msgpack
 import pytest
 
+from bessgw.federation.boot import boot_stamp
 from bessgw.federation.crypto import KeyRing
-from bessgw.federation.replay import boot_stamp
-from bessgw.federation.wire import Entry, Header, MemberUpdate, Message, MsgType, Status, encode
+from bessgw.federation.wire import Entry, Header, MemberUpdate, Message, MsgType, Status, decode, encode
 from tests.federation.conftest import Campus, new_key, wait_until
 from tests.federation.run_node import unit
 
@@ -72,15 +72,17 @@ def test_fuzz_forged_replayed_and_random_datagrams_are_counted_and_dropped() -> 
             sock.bind(("127.0.0.1", 0))
             addr = target.node.addr
             boot = boot_stamp(time.time()) - 100  # mallory booted 10 s ago
-            age = 10
+            target_boot = target.node.boot
+            handshakes = target.node.handshakes  # the peer's own join through target, as its seed
             sent: dict[str, int] = {}
 
             def send(reason: str, data: bytes) -> None:
                 sock.sendto(data, addr)
                 sent[reason] = sent.get(reason, 0) + 1
 
-            def genuine(seq: int, msg: Message, sender: str = "mallory", age_s: int = age) -> bytes:
-                return ring.seal(encode(Header(sender, boot, seq, age_s), msg))
+            def genuine(seq: int, msg: Message, sender: str = "mallory", to: str = "target",
+                        to_boot: int = target_boot) -> bytes:
+                return ring.seal(encode(Header(sender, boot, seq, to, to_boot), msg))
 
             try:
                 for round_ in range(10):
@@ -92,21 +94,25 @@ def test_fuzz_forged_replayed_and_random_datagrams_are_counted_and_dropped() -> 
                         send("auth", bytes(data))
                     send("unknown_key", wrong.seal(b"anything"))
                     send("malformed", ring.seal(bytes(rng.getrandbits(8) for _ in range(40)) + b"\xc1"))
-                    send("invalid", ring.seal(msgpack.packb(["mallory", boot, 10**6 + round_, age, {"t": 77}])))
-                    send("stale", genuine(2 * 10**6 + round_, Message(MsgType.PING), age_s=age + 3600))
+                    send("invalid", ring.seal(msgpack.packb(["mallory", boot, 10**6 + round_, "target", target_boot,
+                                                             {"t": 77}])))
+                    send("epoch", genuine(2 * 10**6 + round_, Message(MsgType.PING), to_boot=target_boot - 1))
+                    send("recipient", genuine(5 * 10**6 + round_, Message(MsgType.PING), to="peer"))
+                    sock.sendto(genuine(6 * 10**6 + round_, Message(MsgType.PING), to="", to_boot=0), addr)
                     send("self", genuine(3 * 10**6 + round_, Message(MsgType.PING), sender="target"))
                     # an authentic datagram trying to declare the peer dead, sent twice: the copy is a replay
                     forged = genuine(4 * 10**6 + round_, Message(MsgType.GOSSIP, members=(
                         MemberUpdate("peer", "127.0.0.1", 9, 0, Status.DEAD),)))
                     sock.sendto(forged, addr)
                     send("replay", forged)
-                    await wait_until(lambda: sum(target.node.drops.values()) >= sum(sent.values()), 10,
-                                     f"round {round_} counted")
+                    first_contacts = handshakes + round_ + 1
+                    await wait_until(lambda n=first_contacts: sum(target.node.drops.values()) >= sum(sent.values())
+                                     and target.node.handshakes >= n, 10, f"round {round_} counted")
             finally:
                 sock.close()
             drops = dict(target.node.drops)
             assert drops.get("internal", 0) == 0, drops
-            for reason in ("invalid", "stale", "self", "replay", "auth"):
+            for reason in ("invalid", "epoch", "recipient", "self", "replay", "auth"):
                 assert drops.get(reason) == sent[reason], (reason, drops, sent)
             assert drops["unknown_key"] >= sent["unknown_key"]  # plus random blobs starting with 0xB1
             # random junk lands in the cheap reasons; a random blob never authenticates
@@ -114,6 +120,7 @@ def test_fuzz_forged_replayed_and_random_datagrams_are_counted_and_dropped() -> 
                 "unknown_key", 0) - sent["unknown_key"] + drops.get("auth", 0) - sent["auth"] + drops.get(
                 "malformed", 0) - sent["malformed"] == sent["random"]
             assert drops.get("malformed") == sent["malformed"]
+            assert target.node.handshakes == handshakes + 10  # first contacts: answered, not used, not counted as drops
             # the node is still up: it answers its peer, and the forged death did not stick
             before = target.node.transport.counters.received_datagrams
             await wait_until(lambda: target.node.transport.counters.received_datagrams > before + 3, 5, "traffic")
@@ -135,12 +142,68 @@ def test_authenticated_state_for_unknown_or_own_owners_is_not_stored() -> None:
             try:
                 entries = (Entry("target", 1, 10**6, "unit/mine", {"x": 1}), Entry("ghost", 1, 1, "unit/g", {"x": 1}))
                 msg = Message(MsgType.GOSSIP, entries=entries)
-                sock.sendto(ring.seal(encode(Header("m", boot_stamp(time.time()), 1, 0), msg)), target.node.addr)
+                header = Header("m", boot_stamp(time.time()), 1, "target", target.node.boot)
+                sock.sendto(ring.seal(encode(header, msg)), target.node.addr)
                 await wait_until(lambda: target.node.transport.counters.received_datagrams >= 1, 5, "delivery")
             finally:
                 sock.close()
             assert "ghost" not in target.node.state.owners
             assert target.node.state.conflicts == 1
             assert [u.summary.soc_pct for u in target.campus_view().units] == [1.0]
+
+    asyncio.run(scenario())
+
+
+def test_an_unbound_datagram_is_answered_with_a_hello_and_nothing_else() -> None:
+    """The handshake a restart needs: a datagram not bound to the receiver's boot is refused, and its
+    sender is told the boot (rate-limited); bound to it, the next one is served."""
+    key = new_key()
+    ring = KeyRing([base64.b64decode(key)])
+    mallory_boot = boot_stamp(time.time()) - 50
+
+    async def scenario() -> None:
+        async with Campus(key) as campus:
+            target = await campus.add("target", probe_interval_s=5.0, probe_timeout_s=2.0)  # HELLO limit: 2 s
+            loop = asyncio.get_running_loop()
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            seq = iter(range(1, 1000))
+
+            def send(msg: Message, to: str = "target", to_boot: int = 0, sender: str = "mallory") -> bytes:
+                data = ring.seal(encode(Header(sender, mallory_boot, next(seq), to, to_boot), msg))
+                sock.sendto(data, target.node.addr)
+                return data
+
+            async def receive() -> tuple[Header, Message]:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 2048), 5.0)
+                return decode(ring.open(data))
+
+            try:
+                send(Message(MsgType.PING, probe_seq=7), to_boot=target.node.boot - 1)  # an earlier life of target
+                header, msg = await receive()
+                assert msg.type == MsgType.HELLO
+                assert header == Header("target", target.node.boot, header.seq, "mallory", mallory_boot)
+                assert target.node.drops["epoch"] == 1
+                send(Message(MsgType.PING, probe_seq=8), to_boot=target.node.boot - 1)  # within the limit: no HELLO
+                send(Message(MsgType.PING, probe_seq=9), to_boot=target.node.boot)  # bound: served
+                header, msg = await receive()
+                assert (msg.type, msg.probe_seq, header.to, header.to_boot) == (MsgType.ACK, 9, "mallory", mallory_boot)
+                assert target.node.drops["epoch"] == 2
+
+                send(Message(MsgType.SYNC, join=True), to="", sender="newcomer")  # knows only the address
+                header, msg = await receive()
+                assert (msg.type, header.to) == (MsgType.HELLO, "newcomer")
+                assert target.node.handshakes == 1 and "first_contact" not in target.node.drops
+
+                # a HELLO from someone who is no member of ours: our join follows, bound to its boot
+                hello = send(Message(MsgType.HELLO), to_boot=target.node.boot)
+                header, msg = await receive()
+                assert (msg.type, msg.join, header.to_boot) == (MsgType.SYNC, True, mallory_boot)
+                sock.sendto(hello, target.node.addr)
+                await wait_until(lambda: target.node.drops["replay"] == 1, 5, "the copied HELLO refused")
+            finally:
+                sock.close()
+            assert {m.gateway_id for m in target.members()} == {"target"}  # none of it made anyone a member
 
     asyncio.run(scenario())
