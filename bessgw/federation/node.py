@@ -54,8 +54,9 @@ from bessgw.federation.wire import (
     packed_size,
 )
 
-#: bytes kept free for the envelope and a message's own fields when filling a datagram with items
-_ENVELOPE_RESERVE = 160
+#: bytes kept free for the envelope and a message's own fields when filling a datagram with items: the
+#: envelope names two gateways (up to 66 bytes each) and three 9-byte numbers, the fields take ~40 more
+_ENVELOPE_RESERVE = 200
 #: at most this many indirect probes relayed for others at once (a flood of PING_REQs cannot pile up tasks)
 _MAX_RELAYS = 64
 #: senders whose last HELLO time is remembered (the rate limit's memory bound)
