@@ -1,4 +1,4 @@
-"""A stand-alone federation node for multi-process tests and the benchmark.
+"""A stand-alone federation node for multi-process tests.
 
     python -m tests.federation.run_node --id gw1 --bind 127.0.0.1:0 --key BASE64 [--seed HOST:PORT ...]
         [--set probe_interval_s=0.2 ...] [--units 3] [--state-dir DIR] [--capture N]
@@ -89,9 +89,10 @@ class Runner:
     async def serve(self) -> None:
         await self.service.start()
         node = self.service.node
-        bound = node.transport.bound
-        _emit({"ready": {"id": node.id, "addr": f"{node.addr[0]}:{node.addr[1]}",  # type: ignore[index]
-                         "bound": f"{bound[0]}:{bound[1]}", "boot": node.boot}})  # type: ignore[index]
+        addr, bound = node.addr, node.transport.bound
+        assert addr is not None and bound is not None  # both set by start()
+        _emit({"ready": {"id": node.id, "addr": f"{addr[0]}:{addr[1]}", "bound": f"{bound[0]}:{bound[1]}",
+                         "boot": node.boot}})
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
