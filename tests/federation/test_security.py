@@ -14,7 +14,7 @@ import pytest
 
 from bessgw.federation.boot import boot_stamp
 from bessgw.federation.crypto import KeyRing
-from bessgw.federation.wire import Entry, Header, MemberUpdate, Message, MsgType, Status, decode, encode
+from bessgw.federation.wire import Entry, Header, MemberUpdate, Message, MsgType, Status, encode
 from tests.federation.conftest import Campus, new_key, wait_until
 from tests.federation.run_node import unit
 
@@ -153,57 +153,3 @@ def test_authenticated_state_for_unknown_or_own_owners_is_not_stored() -> None:
 
     asyncio.run(scenario())
 
-
-def test_an_unbound_datagram_is_answered_with_a_hello_and_nothing_else() -> None:
-    """The handshake a restart needs: a datagram not bound to the receiver's boot is refused, and its
-    sender is told the boot (rate-limited); bound to it, the next one is served."""
-    key = new_key()
-    ring = KeyRing([base64.b64decode(key)])
-    mallory_boot = boot_stamp(time.time()) - 50
-
-    async def scenario() -> None:
-        async with Campus(key) as campus:
-            target = await campus.add("target", probe_interval_s=5.0, probe_timeout_s=2.0)  # HELLO limit: 2 s
-            loop = asyncio.get_running_loop()
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.bind(("127.0.0.1", 0))
-            sock.setblocking(False)
-            seq = iter(range(1, 1000))
-
-            def send(msg: Message, to: str = "target", to_boot: int = 0, sender: str = "mallory") -> bytes:
-                data = ring.seal(encode(Header(sender, mallory_boot, next(seq), to, to_boot), msg))
-                sock.sendto(data, target.node.addr)
-                return data
-
-            async def receive() -> tuple[Header, Message]:
-                data = await asyncio.wait_for(loop.sock_recv(sock, 2048), 5.0)
-                return decode(ring.open(data))
-
-            try:
-                send(Message(MsgType.PING, probe_seq=7), to_boot=target.node.boot - 1)  # an earlier life of target
-                header, msg = await receive()
-                assert msg.type == MsgType.HELLO
-                assert header == Header("target", target.node.boot, header.seq, "mallory", mallory_boot)
-                assert target.node.drops["epoch"] == 1
-                send(Message(MsgType.PING, probe_seq=8), to_boot=target.node.boot - 1)  # within the limit: no HELLO
-                send(Message(MsgType.PING, probe_seq=9), to_boot=target.node.boot)  # bound: served
-                header, msg = await receive()
-                assert (msg.type, msg.probe_seq, header.to, header.to_boot) == (MsgType.ACK, 9, "mallory", mallory_boot)
-                assert target.node.drops["epoch"] == 2
-
-                send(Message(MsgType.SYNC, join=True), to="", sender="newcomer")  # knows only the address
-                header, msg = await receive()
-                assert (msg.type, header.to) == (MsgType.HELLO, "newcomer")
-                assert target.node.handshakes == 1 and "first_contact" not in target.node.drops
-
-                # a HELLO from someone who is no member of ours: our join follows, bound to its boot
-                hello = send(Message(MsgType.HELLO), to_boot=target.node.boot)
-                header, msg = await receive()
-                assert (msg.type, msg.join, header.to_boot) == (MsgType.SYNC, True, mallory_boot)
-                sock.sendto(hello, target.node.addr)
-                await wait_until(lambda: target.node.drops["replay"] == 1, 5, "the copied HELLO refused")
-            finally:
-                sock.close()
-            assert {m.gateway_id for m in target.members()} == {"target"}  # none of it made anyone a member
-
-    asyncio.run(scenario())
