@@ -72,7 +72,11 @@ class FederationSection(StrictModel):
         86400.0, gt=0, description="Forget a dead member (and its units) after this long"
     )
     max_datagram_bytes: int = Field(1400, ge=512, le=65000, description="Larger messages are sent in parts")
-    replay_window_s: float = Field(60.0, gt=0, le=3600, description="Datagrams older (or newer) are replays")
+    replay_window_s: float | None = Field(
+        None, gt=0, le=3600,
+        description="Ignored: gossip wire format 2 binds every datagram to its receiver's boot instead of a "
+        "clock window (docs/federation.md); still accepted so that older configs load",
+    )
     publish_interval_s: float = Field(
         0.5, gt=0, le=3600, description="A changed unit summary is sent at most this often"
     )

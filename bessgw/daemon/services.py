@@ -131,7 +131,8 @@ def _build_federation(gateway: Gateway, config: Config) -> Service | None:
 
     endpoints = {"opcua": config.northbound.opcua.endpoint} if config.northbound.opcua.enabled else {}
     return FederationService(settings, config.gateway.id, endpoints=endpoints, keys=settings.campus_keys(),
-                             source=gateway.directory.snapshots, log=gateway.log.bind(service="federation"))
+                             source=gateway.directory.snapshots, log=gateway.log.bind(service="federation"),
+                             state_dir=config.gateway.state_dir)
 
 
 #: gateway-wide services, in start order; each feature that adds one registers it here
@@ -140,6 +141,6 @@ SERVICES: list[ServiceSpec] = [
     ServiceSpec("admin", lambda config: config.gateway.state_dir, _build_admin),
     ServiceSpec("opcua", lambda config: (config.northbound.opcua, config.gateway.id, config.gateway.state_dir),
                 _build_opcua),
-    ServiceSpec("federation", lambda config: (config.federation, config.gateway.id, config.northbound.opcua.endpoint),
-                _build_federation),
+    ServiceSpec("federation", lambda config: (config.federation, config.gateway.id, config.northbound.opcua.endpoint,
+                                              config.gateway.state_dir), _build_federation),
 ]

@@ -7,6 +7,7 @@
 - :mod:`~bessgw.federation.wire`, :mod:`~bessgw.federation.crypto`, :mod:`~bessgw.federation.replay` — the
   msgpack format, ChaCha20-Poly1305 key ring and replay guard every datagram goes through;
 - :mod:`~bessgw.federation.view` — the campus view's frozen dataclasses and quality rules;
-- :mod:`~bessgw.federation.admin` — the local admin socket behind ``bessgw members``;
-- :mod:`~bessgw.federation.run_node` — a stand-alone node for multi-process tests and the benchmark.
+- :mod:`~bessgw.federation.admin` — the local admin socket behind ``bessgw members``.
+
+The stand-alone node that multi-process tests drive lives in ``tests/federation/run_node.py``.
 """

@@ -6,13 +6,18 @@ of the ring; roll out the new key as secondary everywhere, then make it primary,
 
 Layout (all bytes)::
 
-    format (1: 0xB1) | key id (4) | nonce (12) | ciphertext + tag (16)
+    format (0xB2) | key id (4) | nonce (12) | ciphertext + tag (16)
 
 The key id (first 4 bytes of SHA-256 of the key) picks the key without trial decryption; the header is
 authenticated as associated data. Nonces are random: at gossip rates (thousands per second at most) the
 2^-32 birthday bound of a 96-bit random nonce is reached after ~2^32 datagrams per key, far beyond a
 key's planned life. Replay protection is not here but in :mod:`bessgw.federation.replay`, on the
 authenticated plaintext header.
+
+The format byte names the plaintext layout too: 0xB1 was wire format 1, 0xB2 is format 2 (the envelope
+binds every datagram to its receiver's boot, :mod:`bessgw.federation.wire`). A gateway drops the other
+format as ``format`` before trying to decrypt it, so a campus mixing both says so in its drop counters
+instead of misreading anything.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from bessgw.federation.errors import DatagramError
 
-#: first byte of every datagram: format 1 (a random datagram is refused here 255 times in 256)
-FORMAT = 0xB1
+#: first byte of every datagram: wire format 2 (a random datagram is refused here 255 times in 256)
+FORMAT = 0xB2
 KEY_BYTES = 32
 KEY_ID_BYTES = 4
 NONCE_BYTES = 12

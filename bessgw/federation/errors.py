@@ -14,3 +14,13 @@ class DatagramError(Exception):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class UnboundDatagram(DatagramError):
+    """An authentic datagram that is not bound to our current boot, so we cannot tell fresh from replayed.
+
+    Either the sender does not know us yet (``first_contact``: it joins through us as a seed) or it
+    addresses an earlier life of ours (``epoch``: it has not heard of our restart, or it is a capture being
+    replayed). Either way nothing in it is used; the node answers with a ``HELLO`` carrying our boot, so a
+    genuine sender binds its next datagram to us, while a replay achieves nothing.
+    """

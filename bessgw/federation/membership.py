@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bessgw.federation.broadcast import BroadcastQueue
 from bessgw.federation.wire import MemberUpdate, Status, packed_size
@@ -32,13 +32,14 @@ class Member:
     status: Status
     since: float  #: monotonic time of the last status change
     suspicion: Suspicion | None = None
+    boot: int = 0  #: the member's newest boot we heard of (0: unknown); datagrams to it are bound to it
 
     @property
     def addr(self) -> tuple[str, int]:
         return (self.host, self.port)
 
     def update(self, status: Status | None = None, by: str = "") -> MemberUpdate:
-        return MemberUpdate(self.node, self.host, self.port, self.incarnation, status or self.status, by)
+        return MemberUpdate(self.node, self.host, self.port, self.incarnation, status or self.status, by, self.boot)
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Membership:
         clock: Callable[[], float],
         rng: random.Random | None = None,
         incarnation: int = 0,
+        boot: int = 0,
     ) -> None:
         self.local = local
         self.probe_interval_s = probe_interval_s
@@ -96,7 +98,7 @@ class Membership:
         self.dead_reap_s = dead_reap_s
         self.clock = clock
         self.rng = rng or random.Random()
-        self.me = Member(local, host, port, incarnation, Status.ALIVE, clock())
+        self.me = Member(local, host, port, incarnation, Status.ALIVE, clock(), boot=boot)
         self.members: dict[str, Member] = {local: self.me}
         self.queue = BroadcastQueue(retransmit_mult)
         self.awareness = 0
@@ -151,14 +153,20 @@ class Membership:
         self.queue.add(("member", update.node), update, packed_size(update.to_wire()))
 
     def apply(self, update: MemberUpdate, from_sync: bool = False) -> list[Change]:
-        """Apply one claim (piggybacked, or from a full list when ``from_sync``); returns status changes."""
+        """Apply one claim (piggybacked, or from a full list when ``from_sync``); returns status changes.
+
+        Boots only grow, so the newest boot in any claim about a member is kept, whatever the claim's
+        status and incarnation make of it.
+        """
         status = update.status
         if from_sync and status == Status.DEAD:
             status = Status.SUSPECT  # memberlist: a full list's "dead" only makes us suspicious ourselves
-            update = MemberUpdate(update.node, update.host, update.port, update.incarnation, status, update.by)
+            update = replace(update, status=status)
         if update.node == self.local:
             return self._about_me(update)
         member = self.members.get(update.node)
+        if member is not None and update.boot > member.boot:
+            member.boot = update.boot
         if status == Status.ALIVE:
             return self._alive(member, update)
         if member is None or update.incarnation < member.incarnation:
@@ -183,7 +191,8 @@ class Membership:
         if self.leaving:
             return []
         stale_claim = update.incarnation < me.incarnation
-        wrong = update.status != Status.ALIVE or (update.host, update.port) != me.addr
+        # a claim about an earlier life of ours (another boot) is wrong too: out-bidding it spreads our boot
+        wrong = update.status != Status.ALIVE or (update.host, update.port) != me.addr or update.boot != me.boot
         if stale_claim or (not wrong and update.incarnation == me.incarnation):
             return []
         # someone believes something else about us at our incarnation or above: out-bid it
@@ -196,7 +205,8 @@ class Membership:
 
     def _alive(self, member: Member | None, update: MemberUpdate) -> list[Change]:
         if member is None:
-            member = Member(update.node, update.host, update.port, update.incarnation, Status.ALIVE, self.clock())
+            member = Member(update.node, update.host, update.port, update.incarnation, Status.ALIVE, self.clock(),
+                            boot=update.boot)
             self.members[update.node] = member
             self.broadcast(update)
             return [Change(update.node, None, Status.ALIVE, update.incarnation)]

@@ -9,6 +9,11 @@ gateways merge without anyone acting; expire suspicions.
 
 Receiving never blocks and never raises: a datagram that does not open, decode, validate or pass the
 replay guard is counted under its reason (``drops``) and dropped, with a rate-limited warning.
+
+Every datagram is bound to its receiver's current boot (:mod:`replay`). The node learns peers' boots from
+the datagrams it accepts and from membership gossip; a datagram it could not accept because it was not
+bound to its current boot is answered with a ``HELLO`` (at most one per sender per ``probe_timeout_s``),
+upon which the sender repeats what mattered: a probe still waiting for its ack, or its join.
 """
 
 from __future__ import annotations
@@ -18,18 +23,20 @@ import hashlib
 import random
 import socket
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from bessgw.compat import TaskGroup, timeout
 from bessgw.config import FederationSection
+from bessgw.federation.boot import boot_stamp, next_boot
 from bessgw.federation.crypto import OVERHEAD_BYTES, KeyRing
-from bessgw.federation.errors import DatagramError
+from bessgw.federation.errors import DatagramError, UnboundDatagram
 from bessgw.federation.membership import Change, Member, Membership
-from bessgw.federation.replay import ReplayGuard, boot_stamp, boot_time
+from bessgw.federation.replay import ReplayGuard
 from bessgw.federation.state import StateStore, split_items, split_parts
 from bessgw.federation.transport import Addr, Faults, UdpTransport
 from bessgw.federation.wire import (
@@ -47,10 +54,13 @@ from bessgw.federation.wire import (
     packed_size,
 )
 
-#: bytes kept free for the envelope and a message's own fields when filling a datagram with items
-_ENVELOPE_RESERVE = 160
+#: bytes kept free for the envelope and a message's own fields when filling a datagram with items: the
+#: envelope names two gateways (up to 66 bytes each) and three 9-byte numbers, the fields take ~40 more
+_ENVELOPE_RESERVE = 200
 #: at most this many indirect probes relayed for others at once (a flood of PING_REQs cannot pile up tasks)
 _MAX_RELAYS = 64
+#: senders whose last HELLO time is remembered (the rate limit's memory bound)
+_MAX_HELLO_SENDERS = 4096
 
 
 class GossipNode:
@@ -67,6 +77,7 @@ class GossipNode:
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         faults: Faults | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.id = node_id
         self.settings = settings
@@ -75,10 +86,12 @@ class GossipNode:
         self.clock = clock
         self.wall = wall
         self.rng = rng or random.Random()
-        self.boot = boot_stamp(wall())
+        self.state_dir = state_dir  #: where the boot counter is kept (None: the clock alone numbers boots)
+        self.boot = boot_stamp(wall())  #: provisional; ``start`` draws this life's number
         self.transport = UdpTransport(self._on_datagram, faults)
-        self.replay = ReplayGuard(settings.replay_window_s)
+        self.replay = ReplayGuard(node_id, self.boot)
         self.drops: Counter[str] = Counter()
+        self.handshakes = 0  #: first contacts answered with a HELLO (a joiner that knew only our address)
         self.changes: list[Callable[[Change], None]] = []  #: called for every membership status change
         self.on_state: list[Callable[[Entry], None]] = []  #: called for every state entry new to us
         self.membership: Membership | None = None
@@ -88,6 +101,8 @@ class GossipNode:
         self._probe_seq = 0
         self._acks: dict[int, asyncio.Future[None]] = {}
         self._nacks: dict[int, int] = {}
+        self._pinging: dict[str, tuple[int, Addr]] = {}  #: member -> (probe seq, addr) of a ping awaiting its ack
+        self._hello_sent: OrderedDict[str, float] = OrderedDict()
         self._relays = 0
         self._confirming: set[str] = set()
         self._last_drop_log = -1e9
@@ -106,6 +121,8 @@ class GossipNode:
         """Bind the socket and set up the tables; returns the address peers reach us at."""
         if self.addr is not None:
             return self.addr
+        self.boot = next_boot(self.wall(), self.state_dir)
+        self.replay = ReplayGuard(self.id, self.boot)
         bound = await self.transport.open(self.settings.bind_host, self.settings.bind_port)
         s = self.settings
         self.addr = (s.advertise_host or bound[0], s.advertise_port or bound[1])
@@ -114,9 +131,10 @@ class GossipNode:
             probe_interval_s=s.probe_interval_s, suspicion_mult=s.suspicion_mult,
             suspicion_max_mult=s.suspicion_max_mult, awareness_max=s.awareness_max,
             retransmit_mult=s.retransmit_mult, dead_reap_s=s.dead_reap_s, clock=self.clock, rng=self.rng,
+            boot=self.boot,
         )
         self.state = StateStore(self.id, self.boot, accept=self._accepts_owner)
-        self.log.info("federation_listening", addr=f"{self.addr[0]}:{self.addr[1]}", seeds=s.seeds)
+        self.log.info("federation_listening", addr=f"{self.addr[0]}:{self.addr[1]}", seeds=s.seeds, boot=self.boot)
         return self.addr
 
     async def run(self) -> None:
@@ -148,7 +166,7 @@ class GossipNode:
         m = self._members
         update = m.leave()
         for peer in m.random_peers(max(3, self.settings.gossip_fanout)):
-            self._send(peer.addr, Message(MsgType.LEAVE, members=(update,)), piggyback=False)
+            self._send(peer.node, peer.addr, Message(MsgType.LEAVE, members=(update,)), piggyback=False)
 
     # ------------------------------------------------------------------------------ local state
 
@@ -193,13 +211,27 @@ class GossipNode:
     def budget(self) -> int:
         return self.settings.max_datagram_bytes - OVERHEAD_BYTES - _ENVELOPE_RESERVE
 
+    def boot_of(self, node: str) -> int:
+        """The newest boot of ``node`` we know, from its own datagrams or from gossip (0: unknown)."""
+        if not node:
+            return 0
+        member = self._members.members.get(node)
+        return max(self.replay.boot_of(node), member.boot if member is not None else 0)
+
+    def _member_at(self, addr: Addr) -> Member | None:
+        for member in self._members.members.values():
+            if member.addr == addr and member.node != self.id:
+                return member
+        return None
+
     # ------------------------------------------------------------------------------ sending
 
-    def _send(self, addr: Addr, msg: Message, piggyback: bool = True) -> None:
+    def _send(self, to: str, addr: Addr, msg: Message, piggyback: bool = True, to_boot: int | None = None) -> None:
+        """Seal ``msg`` for member ``to`` (``""``: known only by address) at ``addr``, bound to its boot."""
         if piggyback:
             msg = self._with_piggyback(msg)
         self._seq += 1
-        header = Header(self.id, self.boot, self._seq, max(0, int(self.wall() - boot_time(self.boot))))
+        header = Header(self.id, self.boot, self._seq, to, self.boot_of(to) if to_boot is None else to_boot)
         self.transport.send(self.keyring.seal(encode(header, msg)), addr)
 
     def _with_piggyback(self, msg: Message) -> Message:
@@ -231,8 +263,9 @@ class GossipNode:
         seq = self._next_probe_seq()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._acks[seq] = future
+        self._pinging[target.node] = (seq, target.addr)
         try:
-            self._send(target.addr, Message(MsgType.PING, probe_seq=seq, target=target.node))
+            self._send(target.node, target.addr, Message(MsgType.PING, probe_seq=seq))
             timeout = m.scaled(self.settings.probe_timeout_s)
             if await _wait(future, timeout):
                 m.adjust_awareness(-1)
@@ -240,8 +273,8 @@ class GossipNode:
             helpers = m.random_peers(self.settings.indirect_checks, exclude=(target.node,), statuses=(Status.ALIVE,))
             self._nacks[seq] = 0
             for helper in helpers:
-                self._send(helper.addr, Message(MsgType.PING_REQ, probe_seq=seq, target=target.node,
-                                                addr=target.addr))
+                self._send(helper.node, helper.addr, Message(MsgType.PING_REQ, probe_seq=seq, target=target.node,
+                                                             addr=target.addr))
             acked = await _wait(future, max(0.0, interval - timeout))
             missed_nacks = len(helpers) - self._nacks.get(seq, 0)
             if acked:
@@ -253,6 +286,11 @@ class GossipNode:
         finally:
             self._acks.pop(seq, None)
             self._nacks.pop(seq, None)
+            self._forget_ping(target.node, seq)
+
+    def _forget_ping(self, node: str, seq: int) -> None:
+        if self._pinging.get(node, (None,))[0] == seq:
+            del self._pinging[node]
 
     def _maybe_confirm(self, node: str) -> None:
         """Someone suspects ``node``: a few of us probe it out of turn, so that a dead node collects the
@@ -276,17 +314,20 @@ class GossipNode:
         finally:
             self._confirming.discard(node)
 
-    async def _relay_probe(self, requester: Addr, orig_seq: int, target: str, addr: Addr) -> None:
+    async def _relay_probe(self, requester: str, requester_addr: Addr, orig_seq: int, target: str,
+                           addr: Addr) -> None:
         seq = self._next_probe_seq()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._acks[seq] = future
+        self._pinging[target] = (seq, addr)
         try:
-            self._send(addr, Message(MsgType.PING, probe_seq=seq, target=target))
+            self._send(target, addr, Message(MsgType.PING, probe_seq=seq))
             # answer inside the requester's window: nack before its probe interval runs out
             acked = await _wait(future, self.settings.probe_timeout_s * 0.8)
-            self._send(requester, Message(MsgType.ACK if acked else MsgType.NACK, probe_seq=orig_seq))
+            self._send(requester, requester_addr, Message(MsgType.ACK if acked else MsgType.NACK, probe_seq=orig_seq))
         finally:
             self._acks.pop(seq, None)
+            self._forget_ping(target, seq)
             self._relays -= 1
 
     async def _gossip_loop(self) -> None:
@@ -298,13 +339,13 @@ class GossipNode:
                 msg = self._with_piggyback(Message(MsgType.GOSSIP))
                 if not msg.members and not msg.entries:
                     break
-                self._send(peer.addr, msg, piggyback=False)
+                self._send(peer.node, peer.addr, msg, piggyback=False)
 
     async def _push_pull_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.push_pull_interval_s * (0.5 + self.rng.random()))
             for peer in self._members.random_peers(1, statuses=(Status.ALIVE,)):
-                self._sync(peer.addr, join=False)
+                self._sync(peer.node, peer.addr, join=False)
 
     async def _reconnect_loop(self) -> None:
         await self._join_seeds()
@@ -314,10 +355,14 @@ class GossipNode:
             if not m.peers(Status.ALIVE, Status.SUSPECT):
                 await self._join_seeds()
             for peer in m.random_peers(1, statuses=(Status.DEAD,)):
-                self._sync(peer.addr, join=True)
+                self._sync(peer.node, peer.addr, join=True)
 
     async def _join_seeds(self) -> None:
-        """Send a full sync to every seed (any one answering is enough: gossip does the rest)."""
+        """Send a full sync to every seed (any one answering is enough: gossip does the rest).
+
+        A seed we do not know as a member is written to unbound (first contact); it answers with a HELLO
+        and we repeat the join bound to it (:meth:`_on_hello`).
+        """
         loop = asyncio.get_running_loop()
         for seed in self.settings.seeds:
             host, _, port = seed.rpartition(":")
@@ -331,7 +376,8 @@ class GossipNode:
             for info in infos[:1]:
                 addr = (info[4][0], info[4][1])
                 if addr != self.addr:
-                    self._sync(addr, join=True)
+                    known = self._member_at(addr)
+                    self._sync(known.node if known is not None else "", addr, join=True)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -343,26 +389,26 @@ class GossipNode:
 
     # ------------------------------------------------------------------------------ push-pull
 
-    def _sync(self, addr: Addr, join: bool) -> None:
+    def _sync(self, to: str, addr: Addr, join: bool) -> None:
         m = self._members
-        self._send(addr, Message(MsgType.SYNC, join=join, member_hash=self.member_hash(),
-                                 state_hash=StateStore.digest_hash(self._digest()),
-                                 members=(m.me.update(),)))
+        self._send(to, addr, Message(MsgType.SYNC, join=join, member_hash=self.member_hash(),
+                                     state_hash=StateStore.digest_hash(self._digest()),
+                                     members=(m.me.update(),)))
 
-    def _send_members(self, addr: Addr, reply: bool) -> None:
+    def _send_members(self, to: str, addr: Addr, reply: bool) -> None:
         full = self._members.full_list()
         for index, part in enumerate(split_items(full, self.budget, lambda u: packed_size(u.to_wire()))):
-            self._send(addr, Message(MsgType.MEMBERS, probe_seq=index, reply=reply, full_members=tuple(part)),
+            self._send(to, addr, Message(MsgType.MEMBERS, probe_seq=index, reply=reply, full_members=tuple(part)),
                        piggyback=False)
 
-    def _send_digest(self, addr: Addr, digest: list[DigestItem], reply: bool) -> None:
+    def _send_digest(self, to: str, addr: Addr, digest: list[DigestItem], reply: bool) -> None:
         for part in split_items(digest, self.budget, lambda d: packed_size(d.to_wire())):
             if part:
-                self._send(addr, Message(MsgType.DIGEST, reply=reply, digest=tuple(part)), piggyback=False)
+                self._send(to, addr, Message(MsgType.DIGEST, reply=reply, digest=tuple(part)), piggyback=False)
 
-    def _send_deltas(self, addr: Addr, digest: tuple[DigestItem, ...]) -> None:
+    def _send_deltas(self, to: str, addr: Addr, digest: tuple[DigestItem, ...]) -> None:
         for group in split_parts(self._state.deltas_for(digest), self.budget):
-            self._send(addr, Message(MsgType.DELTA, deltas=tuple(group)), piggyback=False)
+            self._send(to, addr, Message(MsgType.DELTA, deltas=tuple(group)), piggyback=False)
 
     # ------------------------------------------------------------------------------ receiving
 
@@ -371,10 +417,19 @@ class GossipNode:
             header, msg = decode(self.keyring.open(data))
             if header.sender == self.id:
                 raise DatagramError("self", "a datagram claims to come from us (duplicate gateway id?)")
-            self.replay.check(header.sender, header.boot, header.seq, header.age_s, self.wall())
             if self.membership is None:
                 raise DatagramError("not_started")
+            try:
+                self.replay.check(header, known_boot=self.boot_of(header.sender))
+            except UnboundDatagram:
+                self._hello(header, source)
+                raise
             self._handle(header, msg, source)
+        except UnboundDatagram as err:
+            if err.reason == "first_contact":
+                self.handshakes += 1  # a joiner that knows only our address: normal, not a drop
+            else:
+                self._drop(err.reason, err.detail, source)
         except DatagramError as err:
             self._drop(err.reason, err.detail, source)
         except Exception as err:  # a bug in our handling must not take the socket down
@@ -391,8 +446,38 @@ class GossipNode:
             self.log.warning("federation_datagram_dropped", reason=reason, detail=detail[:200],
                              source=f"{source[0]}:{source[1]}", dropped_since_last_log=dict(since))
 
+    def _hello(self, header: Header, source: Addr) -> None:
+        """Tell the sender of an unbound datagram our boot: once per sender per probe timeout, and only
+        if it names the sender's newest life (an answer to a capture from its earlier life is wasted)."""
+        sender = header.sender
+        if header.boot < self.boot_of(sender):
+            return
+        now = self.clock()
+        last = self._hello_sent.get(sender)
+        if last is not None and now - last < self.settings.probe_timeout_s:
+            return
+        self._hello_sent[sender] = now
+        self._hello_sent.move_to_end(sender)
+        while len(self._hello_sent) > _MAX_HELLO_SENDERS:
+            self._hello_sent.popitem(last=False)
+        self._send(sender, source, Message(MsgType.HELLO), piggyback=False, to_boot=header.boot)
+
+    def _on_hello(self, sender: str, source: Addr) -> None:
+        """``sender`` could not accept something of ours; now that we know its boot, repeat what matters:
+        the ping still waiting for its ack, or — if it is no live member of ours — our join."""
+        pending = self._pinging.get(sender)
+        if pending is not None:
+            seq, addr = pending
+            self._send(sender, addr, Message(MsgType.PING, probe_seq=seq))
+        member = self._members.members.get(sender)
+        if member is None or member.status not in (Status.ALIVE, Status.SUSPECT):
+            self._sync(sender, source, join=True)
+
     def _handle(self, header: Header, msg: Message, source: Addr) -> None:
         m = self._members
+        if msg.type == MsgType.HELLO:
+            self._on_hello(header.sender, source)
+            return
         for update in msg.members:
             changes = m.apply(update)
             self._report(changes)
@@ -410,9 +495,11 @@ class GossipNode:
                 self._notify_state(entry)
         kind = msg.type
         if kind == MsgType.PING:
+            # whom a ping is for is the envelope's ``to`` (the guard refused it if not us); a ``target``
+            # in the body is redundant since format 2 and no longer sent
             if msg.target and msg.target != self.id:
                 raise DatagramError("wrong_target", f"ping for {msg.target}")
-            self._send(source, Message(MsgType.ACK, probe_seq=msg.probe_seq))
+            self._send(header.sender, source, Message(MsgType.ACK, probe_seq=msg.probe_seq))
         elif kind == MsgType.ACK:
             future = self._acks.get(msg.probe_seq)
             if future is not None and not future.done():
@@ -426,24 +513,24 @@ class GossipNode:
             if self._relays >= _MAX_RELAYS or self._tg is None:
                 raise DatagramError("busy", "too many indirect probes in flight")
             self._relays += 1
-            self._tg.create_task(self._relay_probe(source, msg.probe_seq, msg.target, msg.addr))
+            self._tg.create_task(self._relay_probe(header.sender, source, msg.probe_seq, msg.target, msg.addr))
         elif kind == MsgType.SYNC:
             if msg.join or msg.member_hash != self.member_hash():
-                self._send_members(source, reply=False)
+                self._send_members(header.sender, source, reply=False)
             digest = self._digest()
             if msg.join or msg.state_hash != StateStore.digest_hash(digest):
-                self._send_digest(source, digest, reply=False)
+                self._send_digest(header.sender, source, digest, reply=False)
         elif kind == MsgType.MEMBERS:
             for update in msg.full_members:
                 self._report(m.apply(update, from_sync=True))
             if not msg.reply and msg.probe_seq == 0:
-                self._send_members(source, reply=True)
+                self._send_members(header.sender, source, reply=True)
         elif kind == MsgType.DIGEST:
-            self._send_deltas(source, msg.digest)
+            self._send_deltas(header.sender, source, msg.digest)
             if not msg.reply:
                 behind = self._state.behind(msg.digest)
                 if behind:
-                    self._send_digest(source, behind, reply=True)
+                    self._send_digest(header.sender, source, behind, reply=True)
         elif kind == MsgType.DELTA:
             for part in msg.deltas:
                 for entry in self._state.apply_delta(part):

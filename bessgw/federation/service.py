@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -53,13 +54,15 @@ class FederationService:
         source: Callable[[], Iterable[Any]] | None = None,
         leave_on_stop: bool = True,
         log: Any = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.settings = settings
         self.gateway_id = gateway_id
         self.endpoints = dict(endpoints or {})
         self.source = source  #: polled every publish interval for the current snapshots, when given
         self.log = log if log is not None else structlog.get_logger("bessgw.federation").bind(gateway=gateway_id)
-        self.node = GossipNode(gateway_id, settings, keys=keys, faults=faults, log=self.log)
+        # the boot counter in state_dir keeps this gateway's epochs growing across restarts (boot.py)
+        self.node = GossipNode(gateway_id, settings, keys=keys, faults=faults, log=self.log, state_dir=state_dir)
         self.node.leave_on_stop = leave_on_stop
         self.invalid_values = 0  #: peers' entries that authenticated but did not parse as unit summaries
         self._latest: dict[str, UnitSummary] = {}

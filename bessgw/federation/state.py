@@ -8,8 +8,9 @@ ascending version order, with the range they complete (``base``..``upto``). Appl
 watermark only if it starts at or below ours, so a lost or reordered part never makes a replica skip a
 write; individual entries are always safe to apply (a key only ever moves to a higher version).
 
-A restarted owner starts a new *generation* (its boot time): everything of an older generation is
-dropped when a newer one arrives, so a gateway's fresh state replaces, rather than mixes with, its old.
+A restarted owner starts a new *generation* (its boot number, :mod:`bessgw.federation.boot`): everything
+of an older generation is dropped when a newer one arrives, so a gateway's fresh state replaces, rather
+than mixes with, its old.
 A deleted key stays as a tombstone (value ``None``) so the deletion replicates like a write.
 """
 

@@ -17,7 +17,7 @@ Addr = tuple[str, int]
 
 @dataclass
 class Faults:
-    """Mutable fault plan; change it at any time (tests, ``run_node`` commands, the bench)."""
+    """Mutable fault plan; change it at any time (tests, the test harness's commands, the bench)."""
 
     drop_rate: float = 0.0
     blocked: set[Addr] = field(default_factory=set)
@@ -48,6 +48,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         self.faults = faults or Faults()
         self.counters = TrafficCounters()
         self._transport: asyncio.DatagramTransport | None = None
+        self.bound: Addr | None = None  #: the socket's own address once open (may differ from the advertised)
 
     async def open(self, host: str, port: int) -> Addr:
         """Bind; returns the bound address (the real port when ``port`` is 0)."""
@@ -55,7 +56,8 @@ class UdpTransport(asyncio.DatagramProtocol):
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
         self._transport = transport
         sockname = transport.get_extra_info("sockname")
-        return (sockname[0], sockname[1])
+        self.bound = (sockname[0], sockname[1])
+        return self.bound
 
     @property
     def closed(self) -> bool:

@@ -1,19 +1,33 @@
-"""The gossip wire format: msgpack messages, strictly validated on the way in.
+"""The gossip wire format (format 2): msgpack messages, strictly validated on the way in.
 
-One datagram carries one message (the authenticated header plus a body). Bodies are msgpack maps with
-short keys; every field is type- and range-checked here, so the rest of the node only ever sees the
-frozen dataclasses below. msgpack is decoded with tight limits and ``strict_map_key``; never pickle.
+One datagram carries one message: the authenticated envelope ``[sender, boot, seq, to, to_boot, body]``.
+``sender``/``boot`` name the sending gateway and its current life, ``seq`` numbers its datagrams within
+that life, ``to``/``to_boot`` name the gateway the datagram is meant for and the life of it the sender
+knows (``""``/0 on a first contact, when the sender knows only an address). The replay guard
+(:mod:`bessgw.federation.replay`) refuses anything not bound to the receiver's current life, so a datagram
+captured before a restart, or sent to another gateway, is never accepted. Format 1 (``[sender, boot, seq,
+age_s, body]``, a clock window instead of receiver binding) is not understood: the sealing format byte
+changed with it (:mod:`bessgw.federation.crypto`), so a format-1 datagram is dropped as ``format``.
+
+Bodies are msgpack maps with short keys; every field is type- and range-checked here, so the rest of the
+node only ever sees the frozen dataclasses below. msgpack is decoded with tight limits and
+``strict_map_key``; never pickle.
 
 Message types:
 
 - ``PING`` / ``ACK`` / ``NACK`` / ``PING_REQ``: SWIM probes (``PING_REQ`` asks a member to probe ``target``
   at ``addr`` for us; it answers ``NACK`` when it got no ack, Lifeguard's hint that *we* may be the slow one).
+  A ``PING`` is for the envelope's ``to``; format 1 named it again in ``target``, format 2 does not.
 - ``SYNC``: push-pull opener with hashes of the sender's membership and state digest; ``join`` forces a
   full exchange. ``MEMBERS``: the full membership (in parts). ``DIGEST``: scuttlebutt digest (in parts).
   ``DELTA``: the entries the other side lacks, per owner, with the contiguous range they complete.
 - ``LEAVE``: the ``left`` update about the sender carries the meaning. ``GOSSIP``: piggyback only.
+- ``HELLO``: no body; the answer to a datagram we could not accept because it was not bound to our current
+  boot. Its envelope tells the sender who we are and our boot.
 
-Every type may piggyback membership updates (``m``) and fresh state entries (``d``).
+Every type but ``HELLO`` may piggyback membership updates (``m``) and fresh state entries (``d``). A
+membership update carries the member's boot, so members learn each other's current boot from gossip
+before they first write to each other.
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ class MsgType(enum.IntEnum):
     DELTA = 8
     LEAVE = 9
     GOSSIP = 10
+    HELLO = 11
 
 
 class Status(enum.IntEnum):
@@ -57,7 +72,10 @@ class Status(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class MemberUpdate:
-    """A claim about one member: it is ``status`` at ``incarnation``; ``by`` names a suspecter."""
+    """A claim about one member: it is ``status`` at ``incarnation``; ``by`` names a suspecter.
+
+    ``boot`` is the member's boot as the claimant knows it (0: unknown); peers address datagrams to it.
+    """
 
     node: str
     host: str
@@ -65,9 +83,10 @@ class MemberUpdate:
     incarnation: int
     status: Status
     by: str = ""
+    boot: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [self.node, self.host, self.port, self.incarnation, int(self.status), self.by]
+        return [self.node, self.host, self.port, self.incarnation, int(self.status), self.by, self.boot]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +131,16 @@ class DeltaPart:
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """Authenticated sender header, checked by the replay guard."""
+    """The authenticated envelope, checked by the replay guard: from whom (and which life), to whom.
+
+    ``to`` is empty and ``to_boot`` 0 when the sender knows the receiver only by address (a seed).
+    """
 
     sender: str
     boot: int
     seq: int
-    age_s: int
+    to: str
+    to_boot: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +194,7 @@ def body_of(msg: Message) -> dict[str, Any]:
 
 
 def encode(header: Header, msg: Message) -> bytes:
-    return pack([header.sender, header.boot, header.seq, header.age_s, body_of(msg)])
+    return pack([header.sender, header.boot, header.seq, header.to, header.to_boot, body_of(msg)])
 
 
 def pack(obj: Any) -> bytes:
@@ -203,15 +226,19 @@ def decode(plaintext: bytes) -> tuple[Header, Message]:
     except Exception as err:  # msgpack raises a zoo of types (ExtraData, ValueError, FormatError, ...)
         raise DatagramError("malformed", f"{type(err).__name__}: {err}") from None
     try:
-        return _header(raw), _message(raw[4])
+        return _header(raw), _message(raw[5])
     except (TypeError, ValueError, KeyError, IndexError) as err:
         raise DatagramError("invalid", str(err)) from None
 
 
 def _header(raw: Any) -> Header:
-    if not isinstance(raw, list) or len(raw) != 5:
-        raise ValueError("envelope must be [sender, boot, seq, age_s, body]")
-    return Header(_ident(raw[0], "sender"), _uint(raw[1], "boot"), _uint(raw[2], "seq"), _uint(raw[3], "age_s"))
+    if not isinstance(raw, list) or len(raw) != 6:
+        raise ValueError("envelope must be [sender, boot, seq, to, to_boot, body]")
+    to = _ident(raw[3], "to") if raw[3] != "" else ""
+    to_boot = _uint(raw[4], "to_boot")
+    if not to and to_boot:
+        raise ValueError("to_boot without to")
+    return Header(_ident(raw[0], "sender"), _uint(raw[1], "boot"), _uint(raw[2], "seq"), to, to_boot)
 
 
 def _message(body: Any) -> Message:
@@ -246,12 +273,12 @@ def _message(body: Any) -> Message:
 
 def _member(raw: Any) -> MemberUpdate:
     m = _list(raw, "member")
-    if len(m) != 6:
-        raise ValueError("member update must have 6 fields")
+    if len(m) != 7:
+        raise ValueError("member update must have 7 fields")
     by = m[5]
     return MemberUpdate(
         _ident(m[0], "node"), _host(m[1]), _port(m[2]), _uint(m[3], "incarnation"), Status(_uint(m[4], "status")),
-        _ident(by, "by") if by else "",
+        _ident(by, "by") if by else "", _uint(m[6], "boot"),
     )
 
 

@@ -1,4 +1,4 @@
-"""Federation nodes as separate OS processes (``python -m bessgw.federation.run_node``), driven over pipes."""
+"""Federation nodes as separate OS processes (``python -m tests.federation.run_node``), driven over pipes."""
 
 from __future__ import annotations
 
@@ -7,27 +7,36 @@ import os
 import selectors
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from tests.federation.conftest import FAST
+
+#: the repository root: ``-m tests.federation.run_node`` is importable from there
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class NodeProcess:
     """One node process: JSON command per line on stdin, JSON answer per line on stdout."""
 
-    def __init__(self, node_id: str, key: str, seeds: list[str], units: int = 2, **overrides: Any) -> None:
+    def __init__(self, node_id: str, key: str, seeds: list[str], units: int = 2, *, bind: str = "127.0.0.1:0",
+                 args: tuple[str, ...] = (), **overrides: Any) -> None:
         self.id = node_id
-        cmd = [sys.executable, "-m", "bessgw.federation.run_node", "--id", node_id, "--bind", "127.0.0.1:0",
-               "--key", key, "--units", str(units)]
+        cmd = [sys.executable, "-m", "tests.federation.run_node", "--id", node_id, "--bind", bind,
+               "--key", key, "--units", str(units), *args]
         for seed in seeds:
             cmd += ["--seed", seed]
         for name, value in {**FAST, **overrides}.items():
             cmd += ["--set", f"{name}={json.dumps(value)}"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, bufsize=1, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                     text=True, bufsize=1, cwd=REPO_ROOT,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.proc.stdout, selectors.EVENT_READ)
-        self.addr = self._read(20.0)["ready"]["addr"]
+        ready = self._read(20.0)["ready"]
+        self.addr: str = ready["addr"]  #: where peers write to
+        self.bound: str = ready["bound"]  #: the socket itself
+        self.boot: int = ready["boot"]
 
     def _read(self, timeout_s: float) -> dict[str, Any]:
         if not self._selector.select(timeout_s):

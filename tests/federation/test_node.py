@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from bessgw.federation.run_node import unit
 from bessgw.testing import wait_until
 from tests.federation.conftest import Campus, new_key
+from tests.federation.run_node import unit
 
 pytestmark = pytest.mark.federation
 
@@ -41,13 +41,16 @@ def test_members_converge_and_an_update_reaches_everyone() -> None:
     asyncio.run(scenario())
 
 
-def test_large_state_travels_in_parts_below_the_datagram_limit() -> None:
+@pytest.mark.parametrize(("big_id", "small_id"), [("big", "small"), ("b" * 64, "s" * 64)])
+def test_large_state_travels_in_parts_below_the_datagram_limit(big_id: str, small_id: str) -> None:
+    """Also with the longest gateway ids, which the envelope names twice (sender and receiver)."""
+
     async def scenario() -> None:
         async with Campus(new_key()) as campus:
-            big = await campus.add("big", max_datagram_bytes=600)
+            big = await campus.add(big_id, max_datagram_bytes=600)
             big.update_local_units([unit(f"unit-with-a-long-name-{i:03d}", soc_pct=i / 3) for i in range(120)])
-            small = await campus.add("small", max_datagram_bytes=600)
-            await wait_until(lambda: sum(1 for u in small.campus_view().units if u.gateway_id == "big") == 120,
+            small = await campus.add(small_id, max_datagram_bytes=600)
+            await wait_until(lambda: sum(1 for u in small.campus_view().units if u.gateway_id == big_id) == 120,
                              20, "all 120 units at the late joiner")
             for service in (big, small):
                 assert 0 < service.node.transport.counters.largest_sent <= 600

@@ -20,13 +20,13 @@ import pytest
 import structlog
 from asyncua import Client, Node, ua
 
-from bessgw.federation.run_node import unit
 from bessgw.federation.view import CampusView
 from bessgw.model import Quality
 from bessgw.northbound.server import OpcUaServer
 from bessgw.testing import wait_until
 from bessgw.unit.directory import UnitDirectory
 from tests.federation.conftest import Campus, new_key
+from tests.federation.run_node import unit
 from tests.integration.test_opcua_server import make_settings
 
 pytestmark = pytest.mark.federation

@@ -12,12 +12,12 @@ import time
 import msgpack
 import pytest
 
+from bessgw.federation.boot import boot_stamp
 from bessgw.federation.crypto import KeyRing
-from bessgw.federation.replay import boot_stamp
-from bessgw.federation.run_node import unit
 from bessgw.federation.wire import Entry, Header, MemberUpdate, Message, MsgType, Status, encode
 from bessgw.testing import wait_until
 from tests.federation.conftest import Campus, new_key
+from tests.federation.run_node import unit
 
 pytestmark = [pytest.mark.federation, pytest.mark.chaos]
 
@@ -73,15 +73,17 @@ def test_fuzz_forged_replayed_and_random_datagrams_are_counted_and_dropped() -> 
             sock.bind(("127.0.0.1", 0))
             addr = target.node.addr
             boot = boot_stamp(time.time()) - 100  # mallory booted 10 s ago
-            age = 10
+            target_boot = target.node.boot
+            handshakes = target.node.handshakes  # the peer's own join through target, as its seed
             sent: dict[str, int] = {}
 
             def send(reason: str, data: bytes) -> None:
                 sock.sendto(data, addr)
                 sent[reason] = sent.get(reason, 0) + 1
 
-            def genuine(seq: int, msg: Message, sender: str = "mallory", age_s: int = age) -> bytes:
-                return ring.seal(encode(Header(sender, boot, seq, age_s), msg))
+            def genuine(seq: int, msg: Message, sender: str = "mallory", to: str = "target",
+                        to_boot: int = target_boot) -> bytes:
+                return ring.seal(encode(Header(sender, boot, seq, to, to_boot), msg))
 
             try:
                 for round_ in range(10):
@@ -93,21 +95,25 @@ def test_fuzz_forged_replayed_and_random_datagrams_are_counted_and_dropped() -> 
                         send("auth", bytes(data))
                     send("unknown_key", wrong.seal(b"anything"))
                     send("malformed", ring.seal(bytes(rng.getrandbits(8) for _ in range(40)) + b"\xc1"))
-                    send("invalid", ring.seal(msgpack.packb(["mallory", boot, 10**6 + round_, age, {"t": 77}])))
-                    send("stale", genuine(2 * 10**6 + round_, Message(MsgType.PING), age_s=age + 3600))
+                    send("invalid", ring.seal(msgpack.packb(["mallory", boot, 10**6 + round_, "target", target_boot,
+                                                             {"t": 77}])))
+                    send("epoch", genuine(2 * 10**6 + round_, Message(MsgType.PING), to_boot=target_boot - 1))
+                    send("recipient", genuine(5 * 10**6 + round_, Message(MsgType.PING), to="peer"))
+                    sock.sendto(genuine(6 * 10**6 + round_, Message(MsgType.PING), to="", to_boot=0), addr)
                     send("self", genuine(3 * 10**6 + round_, Message(MsgType.PING), sender="target"))
                     # an authentic datagram trying to declare the peer dead, sent twice: the copy is a replay
                     forged = genuine(4 * 10**6 + round_, Message(MsgType.GOSSIP, members=(
                         MemberUpdate("peer", "127.0.0.1", 9, 0, Status.DEAD),)))
                     sock.sendto(forged, addr)
                     send("replay", forged)
-                    await wait_until(lambda: sum(target.node.drops.values()) >= sum(sent.values()), 10,
-                                     f"round {round_} counted")
+                    first_contacts = handshakes + round_ + 1
+                    await wait_until(lambda n=first_contacts: sum(target.node.drops.values()) >= sum(sent.values())
+                                     and target.node.handshakes >= n, 10, f"round {round_} counted")
             finally:
                 sock.close()
             drops = dict(target.node.drops)
             assert drops.get("internal", 0) == 0, drops
-            for reason in ("invalid", "stale", "self", "replay", "auth"):
+            for reason in ("invalid", "epoch", "recipient", "self", "replay", "auth"):
                 assert drops.get(reason) == sent[reason], (reason, drops, sent)
             assert drops["unknown_key"] >= sent["unknown_key"]  # plus random blobs starting with 0xB1
             # random junk lands in the cheap reasons; a random blob never authenticates
@@ -115,6 +121,7 @@ def test_fuzz_forged_replayed_and_random_datagrams_are_counted_and_dropped() -> 
                 "unknown_key", 0) - sent["unknown_key"] + drops.get("auth", 0) - sent["auth"] + drops.get(
                 "malformed", 0) - sent["malformed"] == sent["random"]
             assert drops.get("malformed") == sent["malformed"]
+            assert target.node.handshakes == handshakes + 10  # first contacts: answered, not used, not counted as drops
             # the node is still up: it answers its peer, and the forged death did not stick
             before = target.node.transport.counters.received_datagrams
             await wait_until(lambda: target.node.transport.counters.received_datagrams > before + 3, 5, "traffic")
@@ -136,7 +143,8 @@ def test_authenticated_state_for_unknown_or_own_owners_is_not_stored() -> None:
             try:
                 entries = (Entry("target", 1, 10**6, "unit/mine", {"x": 1}), Entry("ghost", 1, 1, "unit/g", {"x": 1}))
                 msg = Message(MsgType.GOSSIP, entries=entries)
-                sock.sendto(ring.seal(encode(Header("m", boot_stamp(time.time()), 1, 0), msg)), target.node.addr)
+                header = Header("m", boot_stamp(time.time()), 1, "target", target.node.boot)
+                sock.sendto(ring.seal(encode(header, msg)), target.node.addr)
                 await wait_until(lambda: target.node.transport.counters.received_datagrams >= 1, 5, "delivery")
             finally:
                 sock.close()
@@ -145,3 +153,4 @@ def test_authenticated_state_for_unknown_or_own_owners_is_not_stored() -> None:
             assert [u.summary.soc_pct for u in target.campus_view().units] == [1.0]
 
     asyncio.run(scenario())
+

@@ -9,12 +9,12 @@ import time
 import pytest
 
 from bessgw.federation.admin import format_members
-from bessgw.federation.run_node import unit
 from bessgw.federation.view import UnitSummary, effective_quality, to_jsonable
 from bessgw.model import Capability, EffectiveLimits, Quality, Telemetry, UnitState
 from bessgw.testing import wait_until
 from bessgw.unit.snapshot import UnitSnapshot
 from tests.federation.conftest import Campus, new_key
+from tests.federation.run_node import unit
 
 pytestmark = pytest.mark.federation
 

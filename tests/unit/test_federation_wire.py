@@ -28,7 +28,7 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
 values = st.one_of(st.none(), st.dictionaries(st.text(max_size=10), st.one_of(scalars, st.lists(scalars, max_size=3)),
                                               max_size=5))
 members = st.builds(MemberUpdate, ids, st.just("127.0.0.1"), st.integers(1, 65535), uints,
-                    st.sampled_from(Status), st.one_of(st.just(""), ids))
+                    st.sampled_from(Status), st.one_of(st.just(""), ids), uints)
 entries = st.builds(Entry, ids, uints, uints, ids, values)
 digests = st.builds(DigestItem, ids, uints, uints)
 deltas = st.builds(
@@ -46,11 +46,38 @@ messages = st.builds(
 )
 
 
-@given(messages, ids, uints, uints, uints)
+receivers = st.one_of(st.just(("", 0)), st.tuples(ids, uints))
+
+
+@given(messages, ids, uints, uints, receivers)
 @settings(max_examples=200, deadline=None)
-def test_round_trip(msg: Message, sender: str, boot: int, seq: int, age_s: int) -> None:
-    header = Header(sender, boot, seq, age_s)
+def test_round_trip(msg: Message, sender: str, boot: int, seq: int, receiver: tuple[str, int]) -> None:
+    header = Header(sender, boot, seq, *receiver)
     assert decode(encode(header, msg)) == (header, msg)
+
+
+def test_the_envelope_names_sender_and_receiver_lives_in_this_order() -> None:
+    """Wire format 2, pinned: [sender, boot, seq, to, to_boot, body] and 7-field member updates."""
+    msg = Message(MsgType.GOSSIP, members=(MemberUpdate("c", "10.0.0.3", 7946, 4, Status.SUSPECT, "a", 77),))
+    raw = msgpack.unpackb(encode(Header("a", 11, 12, "b", 13), msg))
+    assert raw == ["a", 11, 12, "b", 13, {"t": 10, "m": [["c", "10.0.0.3", 7946, 4, 1, "a", 77]]}]
+    assert decode(msgpack.packb(["a", 1, 2, "", 0, {"t": 11}]))[0] == Header("a", 1, 2, "", 0)
+
+
+@pytest.mark.parametrize(
+    ("envelope", "why"),
+    [
+        (["a", 1, 1, 1, {"t": 1}], "envelope"),  # format 1's [sender, boot, seq, age_s, body]
+        (["a", 1, 1, "", 5, {"t": 1}], "to_boot without to"),
+        (["a", 1, 1, "x" * 65, 5, {"t": 1}], "to"),
+        (["a", 1, 1, "b", -1, {"t": 1}], "to_boot"),
+    ],
+)
+def test_invalid_envelopes_are_named(envelope: list, why: str) -> None:
+    with pytest.raises(DatagramError) as info:
+        decode(msgpack.packb(envelope))
+    assert info.value.reason == "invalid"
+    assert why in info.value.detail
 
 
 @given(st.binary(max_size=300))
@@ -68,7 +95,7 @@ def test_random_bytes_are_dropped_with_a_reason(data: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 def test_well_formed_msgpack_of_the_wrong_shape_is_invalid(obj: object) -> None:
     with pytest.raises(DatagramError) as info:
-        decode(msgpack.packb(["a", 1, 1, 1, obj], use_bin_type=True))
+        decode(msgpack.packb(["a", 1, 1, "b", 1, obj], use_bin_type=True))
     assert info.value.reason in ("invalid", "malformed")
 
 
@@ -78,8 +105,10 @@ def test_well_formed_msgpack_of_the_wrong_shape_is_invalid(obj: object) -> None:
         ({"t": 99}, "99"),
         ({"t": 1, "zz": 1}, "unknown body keys"),
         ({"t": 1, "q": -1}, "q"),
-        ({"t": 1, "m": [["n", "h", 70000, 0, 0, ""]]}, "port"),
-        ({"t": 1, "m": [["n", "h", 1, 0, 7, ""]]}, "7"),
+        ({"t": 1, "m": [["n", "h", 70000, 0, 0, "", 1]]}, "port"),
+        ({"t": 1, "m": [["n", "h", 1, 0, 7, "", 1]]}, "7"),
+        ({"t": 1, "m": [["n", "h", 1, 0, 0, ""]]}, "7 fields"),
+        ({"t": 1, "m": [["n", "h", 1, 0, 0, "", -3]]}, "boot"),
         ({"t": 8, "dp": [["o", 1, 5, 4, []]]}, "upto below base"),
         ({"t": 1, "d": [["o", 1, 1, "k", {"x": {"nested": 1}}]]}, "scalar"),
         ({"t": 1, "tg": "x" * 65}, "target"),
@@ -87,12 +116,12 @@ def test_well_formed_msgpack_of_the_wrong_shape_is_invalid(obj: object) -> None:
 )
 def test_invalid_fields_are_named(body: dict, why: str) -> None:
     with pytest.raises(DatagramError) as info:
-        decode(msgpack.packb(["a", 1, 1, 1, body], use_bin_type=True))
+        decode(msgpack.packb(["a", 1, 1, "b", 1, body], use_bin_type=True))
     assert info.value.reason == "invalid"
     assert why in info.value.detail
 
 
 def test_oversized_containers_are_malformed_not_expensive() -> None:
     with pytest.raises(DatagramError) as info:
-        decode(msgpack.packb(["a", 1, 1, 1, {"t": 1, "m": [0] * 5000}]))
+        decode(msgpack.packb(["a", 1, 1, "b", 1, {"t": 1, "m": [0] * 5000}]))
     assert info.value.reason == "malformed"

@@ -69,6 +69,34 @@ def test_refutes_suspicion_and_death_about_itself() -> None:
     assert m.me.incarnation == 6
 
 
+def test_members_boots_only_grow_whatever_the_claim_says_about_status() -> None:
+    """Boots address datagrams: the newest one heard in any claim is kept, and our own claims carry it."""
+    clock = Clock()
+    m = table(clock)
+    m.apply(MemberUpdate("p0", "127.0.0.1", 2000, 3, Status.ALIVE, "", 70))
+    assert m.members["p0"].boot == 70
+    m.apply(MemberUpdate("p0", "127.0.0.1", 2000, 0, Status.ALIVE, "", 90))  # restarted: inc 0, a newer boot
+    assert (m.members["p0"].incarnation, m.members["p0"].boot) == (3, 90)  # status rules unchanged, boot learned
+    m.apply(MemberUpdate("p0", "127.0.0.1", 2000, 4, Status.SUSPECT, "x", 70))  # someone's older knowledge
+    assert m.members["p0"].boot == 90
+    m.suspect("p0")  # our confirmation of the suspicion, as we gossip it
+    ours = [u for u in m.queue.take(10_000, 1) if u.node == "p0" and u.by == "me"]
+    assert [u.boot for u in ours] == [90]
+
+
+def test_a_claim_about_an_earlier_life_of_ours_is_refuted_so_our_new_boot_spreads() -> None:
+    clock = Clock()
+    m = Membership("me", "127.0.0.1", 1000, probe_interval_s=1.0, suspicion_mult=4, suspicion_max_mult=6,
+                   awareness_max=8, retransmit_mult=4, dead_reap_s=60, clock=clock, boot=200)
+    m.queue.take(10_000, 1)
+    # a peer's full list still has us alive at incarnation 0, at our address, but with our previous boot
+    m.apply(MemberUpdate("me", "127.0.0.1", 1000, 0, Status.ALIVE, "", 100), from_sync=True)
+    assert m.me.incarnation == 1
+    assert MemberUpdate("me", "127.0.0.1", 1000, 1, Status.ALIVE, "", 200) in m.queue.take(10_000, 1)
+    m.apply(MemberUpdate("me", "127.0.0.1", 1000, 1, Status.ALIVE, "", 200))  # our own claim: nothing to do
+    assert m.me.incarnation == 1
+
+
 def test_full_sync_death_only_makes_us_suspicious() -> None:
     clock = Clock()
     m = table(clock, 1)

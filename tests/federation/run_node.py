@@ -1,30 +1,36 @@
-"""A stand-alone federation node for multi-process tests and the benchmark.
+"""A stand-alone federation node for multi-process tests.
 
-    python -m bessgw.federation.run_node --id gw1 --bind 127.0.0.1:0 --key BASE64 [--seed HOST:PORT ...]
-        [--set probe_interval_s=0.2 ...] [--units 3]
+    python -m tests.federation.run_node --id gw1 --bind 127.0.0.1:0 --key BASE64 [--seed HOST:PORT ...]
+        [--set probe_interval_s=0.2 ...] [--units 3] [--state-dir DIR] [--capture N]
 
-Prints one JSON line ``{"ready": {"id": ..., "addr": "host:port"}}`` once bound, then reads one JSON
-command per line on stdin and answers one JSON line on stdout each:
+Prints one JSON line ``{"ready": {"id": ..., "addr": "host:port", "bound": "host:port", "boot": N}}`` once
+bound (``addr`` is what peers write to, ``bound`` the socket itself: they differ with ``advertise_port``),
+then reads one JSON command per line on stdin and answers one JSON line on stdout each:
 
 - ``{"cmd": "members"}`` / ``{"cmd": "view"}`` — the service's tables;
 - ``{"cmd": "versions"}`` — every owner's ``{key: version}`` and generation as this node holds them;
 - ``{"cmd": "set_unit", "unit_id": "u1", "soc_pct": 55.0, "state": "running"}`` — publish a unit now;
 - ``{"cmd": "block", "addrs": ["127.0.0.1:4000", ...]}`` / ``{"cmd": "unblock"}`` /
   ``{"cmd": "drop_rate", "rate": 0.05}`` — fault injection in the transport;
-- ``{"cmd": "counters"}`` — drop reasons and traffic; ``{"cmd": "leave"}`` — leave and exit.
+- ``{"cmd": "counters"}`` — drop reasons, first contacts answered, traffic, our boot and the boot we
+  know of every member; ``{"cmd": "leave"}`` — leave and exit;
+- ``{"cmd": "captured"}`` — with ``--capture N``, the first N datagrams this node received, raw (base64)
+  with their source ``host:port``, as an eavesdropper on the wire would have recorded them.
 
-Real ``bessgw run`` gateways do the same through :class:`FederationService` once the daemon wires it.
+Real ``bessgw run`` gateways run the same :class:`FederationService`, wired by the daemon.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from bessgw.config import FederationSection
@@ -34,7 +40,7 @@ from bessgw.model import Quality, UnitState
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bessgw.federation.run_node", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.federation.run_node", description=__doc__.split("\n")[0])
     parser.add_argument("--id", required=True)
     parser.add_argument("--bind", default="127.0.0.1:0", help="host:port (port 0: any free one)")
     parser.add_argument("--seed", action="append", default=[])
@@ -42,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any [federation] setting, e.g. probe_interval_s=0.2")
     parser.add_argument("--units", type=int, default=0, help="simulated units to publish")
+    parser.add_argument("--state-dir", type=Path, default=None, help="keep the boot counter here")
+    parser.add_argument("--capture", type=int, default=0, metavar="N", help="record the first N datagrams received")
     return parser.parse_args(argv)
 
 
@@ -59,14 +67,32 @@ def unit(unit_id: str, soc_pct: float = 50.0, state: str = "running", quality: s
 
 
 class Runner:
-    def __init__(self, service: FederationService, units: int) -> None:
+    def __init__(self, service: FederationService, units: int, capture: int = 0) -> None:
         self.service = service
         self.units = {f"u{i}": unit(f"u{i}") for i in range(units)}
+        self.captured: list[tuple[bytes, tuple[str, int]]] = []
+        if capture > 0:
+            self._wrap_receiver(capture)
+
+    def _wrap_receiver(self, limit: int) -> None:
+        """Keep a copy of what arrives on the socket before the node looks at it (a wiretap, bounded)."""
+        transport = self.service.node.transport
+        deliver = transport.on_datagram
+
+        def tap(data: bytes, addr: tuple[str, int]) -> None:
+            if len(self.captured) < limit:
+                self.captured.append((data, addr))
+            deliver(data, addr)
+
+        transport.on_datagram = tap
 
     async def serve(self) -> None:
         await self.service.start()
         node = self.service.node
-        _emit({"ready": {"id": node.id, "addr": f"{node.addr[0]}:{node.addr[1]}"}})  # type: ignore[index]
+        addr, bound = node.addr, node.transport.bound
+        assert addr is not None and bound is not None  # both set by start()
+        _emit({"ready": {"id": node.id, "addr": f"{addr[0]}:{addr[1]}", "bound": f"{bound[0]}:{bound[1]}",
+                         "boot": node.boot}})
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -131,8 +157,14 @@ class Runner:
             node.faults.drop_rate = float(request["rate"])
             return {"ok": True}
         if cmd == "counters":
-            return {"drops": dict(node.drops), "traffic": asdict(node.transport.counters),
-                    "incarnation": node.membership.me.incarnation if node.membership else None}
+            members = node.membership.members if node.membership else {}
+            return {"drops": dict(node.drops), "handshakes": node.handshakes,
+                    "traffic": asdict(node.transport.counters), "boot": node.boot,
+                    "incarnation": node.membership.me.incarnation if node.membership else None,
+                    "boots": {name: node.boot_of(name) for name in members if name != node.id}}
+        if cmd == "captured":
+            return {"captured": [[base64.b64encode(data).decode(), f"{host}:{port}"]
+                                 for data, (host, port) in self.captured]}
         if cmd == "leave":
             await self.service.leave()
             return {"left": True}
@@ -151,9 +183,9 @@ def _emit(obj: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    service = FederationService(settings_from(args), args.id, log=_quiet_log())
+    service = FederationService(settings_from(args), args.id, log=_quiet_log(), state_dir=args.state_dir)
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-        asyncio.run(Runner(service, args.units).serve())
+        asyncio.run(Runner(service, args.units, args.capture).serve())
     return 0
 
 
