@@ -16,7 +16,8 @@ import pytest
 from bessgw.federation.boot import boot_stamp
 from bessgw.federation.crypto import KeyRing
 from bessgw.federation.wire import Header, MemberUpdate, Message, MsgType, Status, decode, encode
-from tests.federation.conftest import Campus, new_key, wait_until
+from bessgw.testing import wait_until
+from tests.federation.conftest import Campus, new_key
 
 pytestmark = [pytest.mark.federation, pytest.mark.chaos]
 

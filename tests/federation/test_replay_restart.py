@@ -20,8 +20,9 @@ import pytest
 
 from bessgw.federation.crypto import KeyRing
 from bessgw.federation.wire import decode
+from bessgw.testing import wait_until_sync as poll_until
 from tests.federation.conftest import new_key
-from tests.federation.processes import NodeProcess, poll_until
+from tests.federation.processes import NodeProcess
 
 pytestmark = [pytest.mark.federation, pytest.mark.chaos, pytest.mark.timeout(180)]
 
