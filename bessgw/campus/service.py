@@ -209,9 +209,13 @@ class CampusService:
                 lease_time_left_s=self._lease_ttl_left.get(gateway),
                 delivered_p_kw=delivered.get(gateway),
             ))
+        shortfall = self._shortfall
+        if state.allocator_id != self.gateway_id and state.allocation is not None:
+            # not the allocator: its last committed step says what the campus lacks (as of that step)
+            shortfall = (state.allocation.shortfall_p_kw, state.allocation.shortfall_q_kvar)
         return CampusStatus(
             setpoint=state.setpoint, setpoint_revision=state.setpoint_mod_revision, allocator=state.allocator_id,
-            gateways=tuple(rows), shortfall_p_kw=self._shortfall[0], shortfall_q_kvar=self._shortfall[1],
+            gateways=tuple(rows), shortfall_p_kw=shortfall[0], shortfall_q_kvar=shortfall[1],
             revision=state.revision, corrupt_records=self.corrupt_records,
             own_fence_left_s=self.side.fence.time_left(now), endpoint=self.client.endpoint,
         )
@@ -422,6 +426,11 @@ class CampusService:
                      shares={g: round(p, 3) for g, (p, _) in step.step.writes.items()})
             self._allocate_now.set()
         await self._refresh_lease_times(state)
+
+    async def refresh_lease_times(self) -> None:
+        """Ask etcd for every gateway's lease time left now (the allocator does it every round; a status
+        request on another gateway calls this first). One bounded call per gateway."""
+        await self._refresh_lease_times(self._state)
 
     async def _refresh_lease_times(self, state: CampusState) -> None:
         left = {}
