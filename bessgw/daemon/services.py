@@ -124,8 +124,11 @@ def _build_opcua(gateway: Gateway, config: Config) -> Service | None:
         federation = services.federation
         return federation.campus_view() if federation is not None else None
 
+    from bessgw.daemon.campus_operations import campus_commands
+
     return OpcUaServer(settings, config.gateway.id, gateway.directory, config.gateway.state_dir,
-                       gateway.log.bind(service="opcua"), control=lambda: services.control, campus=campus)
+                       gateway.log.bind(service="opcua"), control=lambda: services.control, campus=campus,
+                       campus_commands=campus_commands(gateway))
 
 
 def _build_federation(gateway: Gateway, config: Config) -> Service | None:
