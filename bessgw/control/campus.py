@@ -76,6 +76,8 @@ class CampusInput:
         self._value: tuple[float, float] | None = None  # the share in force (P, Q), None: none
         self.deliveries = 0
         self.settled_waits = 0
+        #: set by the control service once its stop (ramp to 0 kW) is over: nothing writes any more
+        self.drained = False
 
     def fence(self, source: str) -> float | None:
         """The control loop's ``fence``: the campus deadline for campus decisions, no fence for the others."""
@@ -116,7 +118,7 @@ class CampusInput:
 
     async def _settled(self) -> None:
         """Wait (bounded) for a control step that began after now to complete."""
-        if self.arbiter.stopping:
+        if self.arbiter.stopping and not self.drained:
             raise ControlError("control is stopping: the units are being driven to 0 kW")
         if not self._running():
             return  # no loop runs: nothing writes to the units, so nothing of the old share can be written

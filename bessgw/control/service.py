@@ -232,3 +232,5 @@ class ControlService:
             self.log.info("control_drained", delivered_p_kw=round(state.delivered_p_kw, 1))
         except (asyncio.TimeoutError, TimeoutError):
             self.log.warning("control_drain_timeout", timeout_s=self.settings.stop_timeout_s)
+        finally:
+            self.campus.drained = True  # the loop writes nothing more: a campus release needs no wait now
