@@ -101,7 +101,11 @@ def _ask(config_path: str, payload: dict) -> dict:
         raise BessgwError(f"cannot reach the gateway {config.gateway.id!r} at {path}: {err}"
                           " (is it running, and may you read its state directory?)") from err
     if not reply.get("ok"):
-        raise BessgwError(f"gateway {config.gateway.id!r}: {reply.get('error', 'request failed')}")
+        error = BessgwError(f"gateway {config.gateway.id!r}: {reply.get('error', 'request failed')}")
+        code = reply.get("exit_code")
+        if isinstance(code, int) and not isinstance(code, bool) and 0 < code < 256:
+            error.exit_code = code  # the gateway says what kind of refusal it was (e.g. 69: campus unavailable)
+        raise error
     return reply
 
 
@@ -151,6 +155,41 @@ def _cmd_setpoint(args: argparse.Namespace) -> int:
 def _cmd_release(args: argparse.Namespace) -> int:
     result = _ask(args.config, {"cmd": "release"})["result"]
     print(f"released the local setpoint ({result['command_id']})")
+    return 0
+
+
+def _cmd_campus_setpoint(args: argparse.Namespace) -> int:
+    import uuid
+
+    command_id = args.id or f"cli-{uuid.uuid4().hex}"  # chosen here, so a timed-out command can be repeated
+    payload: dict = {"cmd": "campus_setpoint", "p_kw": args.p_kw, "q_kvar": args.q_kvar, "command_id": command_id}
+    if args.expires_in_s is not None:
+        payload["expires_in_s"] = args.expires_in_s
+    result = _ask(args.config, payload)["result"]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        what = "already committed" if result["duplicate"] else "committed"
+        print(f"campus setpoint {result['command_id']} {what} at etcd revision {result['revision']}:"
+              f" {args.p_kw:g} kW / {args.q_kvar:g} kvar (bessgw campus status shows the shares)")
+    return 0
+
+
+def _cmd_campus_release(args: argparse.Namespace) -> int:
+    result = _ask(args.config, {"cmd": "campus_release"})["result"]
+    print("released the campus setpoint" if result["released"] else "there was no campus setpoint",
+          f"(etcd revision {result['revision']})")
+    return 0
+
+
+def _cmd_campus_status(args: argparse.Namespace) -> int:
+    status = _ask(args.config, {"cmd": "campus_status"})["campus"]
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    from bessgw.campus.commands import format_status
+
+    print(format_status(status))
     return 0
 
 
@@ -284,6 +323,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(members)
     members.add_argument("--json", action="store_true", help="machine-readable output")
     members.set_defaults(handler=_cmd_members)
+
+    campus = commands.add_parser("campus", help="campus dispatch through etcd: one setpoint for the whole campus")
+    campus_commands = campus.add_subparsers(dest="campus_command", metavar="SUBCOMMAND")
+    campus_setpoint = campus_commands.add_parser(
+        "setpoint", help="commit the campus setpoint (exit 0 once committed, 69 when the campus cannot commit it)")
+    _add_config_option(campus_setpoint)
+    campus_setpoint.add_argument("--p-kw", type=float, required=True,
+                                 help="campus active power, > 0 discharges, < 0 charges")
+    campus_setpoint.add_argument("--q-kvar", type=float, default=0.0, help="campus reactive power")
+    campus_setpoint.add_argument("--id", help="command id, one effect campus-wide (default: random)")
+    campus_setpoint.add_argument("--expires-in-s", type=float, help="the campus setpoint ends after this many seconds")
+    campus_setpoint.add_argument("--json", action="store_true", help="print the result as JSON")
+    campus_setpoint.set_defaults(handler=_cmd_campus_setpoint)
+    campus_release = campus_commands.add_parser("release", help="delete the campus setpoint: every share goes to 0")
+    _add_config_option(campus_release)
+    campus_release.set_defaults(handler=_cmd_campus_release)
+    campus_status = campus_commands.add_parser(
+        "status", help="setpoint, allocator, every gateway's share, lease and delivered kW, the shortfall")
+    _add_config_option(campus_status)
+    campus_status.add_argument("--json", action="store_true", help="machine-readable output")
+    campus_status.set_defaults(handler=_cmd_campus_status)
 
     hashing = commands.add_parser("hash-password", help="hash a password for an OPC UA user in the config")
     hashing.add_argument("--stdin", action="store_true", help="read the password from standard input (scripts)")

@@ -23,7 +23,7 @@ clients). Modules, bottom up:
     await service.release(principal="")        # -> ReleaseResult(revision, released)
     service.status()                           # -> CampusStatus (no I/O)
 
-``share_sink(share: Share | None, fence_deadline_monotonic: float)`` is how the control loop receives its
+``await share_sink(share: Share | None, fence_deadline_monotonic: float)`` is how the control loop receives its
 ``campus`` source; it must check ``time.monotonic() < fence_deadline_monotonic`` immediately before every
 device write that keeps or raises ``|P|``.
 """

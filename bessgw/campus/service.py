@@ -5,7 +5,7 @@ Interface (what the daemon, the CLI and OPC UA use):
 
 - ``CampusService(settings, gateway_id, campus_view, share_sink)``: ``settings`` is the
   ``[campus.coordination]`` table, ``campus_view()`` returns the federation :class:`CampusView` (or
-  ``None``), ``share_sink(share, fence_deadline_monotonic)`` receives :class:`Share` or ``None``.
+  ``None``), ``await share_sink(share, fence_deadline_monotonic)`` receives :class:`Share` or ``None``.
 - ``await run()``: the gateway-wide service; cancel it to stop (it first tells the sink ``None``, then
   revokes the lease so the share moves at once; both bounded).
 - ``await submit_setpoint(p_kw, q_kvar=0.0, *, command_id=None, source="cli", principal="",
@@ -15,14 +15,16 @@ Interface (what the daemon, the CLI and OPC UA use):
 - ``await release(principal="") -> ReleaseResult``: delete the campus setpoint (every share goes to 0).
 - ``status() -> CampusStatus``: the last known campus state (no I/O).
 
-**The sink contract.** ``share_sink`` is called synchronously from the service's task whenever the share
-to act on or its fencing deadline changes, and with ``(None, -inf)`` when the gateway must stop (deadline
-passed, share deleted or corrupt, lease lost, setpoint expired, service stopping). The control loop must
-apply the share as its ``campus`` source and check ``time.monotonic() < fence_deadline_monotonic``
-immediately before every device write that keeps or raises ``|P|`` (a paused process must not wake up and
-write an old share). After the sink returns, the service acknowledges the share revision in etcd, which
-lets the allocator commit increases elsewhere: so the sink must have stopped acting on any older share by
-the time it returns.
+**The sink contract.** ``share_sink`` is an async callable, awaited from the service's task whenever the
+share to act on or its fencing deadline changes, at least every :data:`REDELIVER_S` while a share holds
+(so the receiver may let it lapse when deliveries stop), and with ``(None, -inf)`` when the gateway must
+stop (deadline passed, share deleted or corrupt, lease lost, setpoint expired, service stopping). The
+control loop must apply the share as its ``campus`` source and check ``time.monotonic() <
+fence_deadline_monotonic`` immediately before every device write that keeps or raises ``|P|`` (a paused
+process must not wake up and write an old share). After the sink returns, the service acknowledges the
+share revision in etcd, which lets the allocator commit increases elsewhere: so the sink must return only
+once it has stopped acting on any older, larger share — and raise when it cannot confirm that; the service
+then does not acknowledge, and delivers again.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import contextlib
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -54,12 +56,16 @@ from bessgw.campus.protocol import (
 )
 from bessgw.campus.records import AllocatorClaim, CampusSetpoint, CommandSeen, Presence, Share, valid_command_id
 from bessgw.config.campus import CoordinationSection
-from bessgw.errors import CoordinationError, LeaseLostError, SetpointRefusedError
+from bessgw.errors import BessgwError, CoordinationError, LeaseLostError, SetpointRefusedError
 from bessgw.federation.view import CampusView
 
 log = structlog.get_logger("bessgw.campus")
 
-ShareSink = Callable[[Share | None, float], None]
+ShareSink = Callable[[Share | None, float], Awaitable[None]]
+#: a share in force is delivered again at least this often, even when nothing changed (seconds)
+REDELIVER_S = 1.0
+#: bound on one delivery to the sink (a lower share waits for the control loop to write it)
+SINK_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,8 @@ class GatewayShareStatus:
     applied_revision: int
     applied_p_kw: float | None
     lease_time_left_s: float | None
+    #: what the gateway's units deliver now, from the campus view (gossip, eventually consistent)
+    delivered_p_kw: float | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +135,9 @@ class CampusService:
         self._changed = asyncio.Event()
         self._allocate_now = asyncio.Event()
         self._delivered: tuple[Share | None, float] | None = None
+        self._delivered_at = -math.inf
+        self.sink_failures = 0  #: deliveries the sink refused or failed (not acknowledged, delivered again)
+        self.started = asyncio.Event()  #: set once run() works (etcd may still be unreachable: never waited for)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -182,6 +193,7 @@ class CampusService:
 
     def status(self) -> CampusStatus:
         state, now = self._state, time.monotonic()
+        delivered = self._delivered_by_gateway()
         rows = []
         for gateway in sorted(set(state.gateways) | set(state.shares)):
             entry = state.shares.get(gateway)
@@ -195,17 +207,35 @@ class CampusService:
                 applied_revision=applied.share_revision if applied is not None else 0,
                 applied_p_kw=applied.applied_p_kw if applied is not None else None,
                 lease_time_left_s=self._lease_ttl_left.get(gateway),
+                delivered_p_kw=delivered.get(gateway),
             ))
+        shortfall = self._shortfall
+        if state.allocator_id != self.gateway_id and state.allocation is not None:
+            # not the allocator: its last committed step says what the campus lacks (as of that step)
+            shortfall = (state.allocation.shortfall_p_kw, state.allocation.shortfall_q_kvar)
         return CampusStatus(
             setpoint=state.setpoint, setpoint_revision=state.setpoint_mod_revision, allocator=state.allocator_id,
-            gateways=tuple(rows), shortfall_p_kw=self._shortfall[0], shortfall_q_kvar=self._shortfall[1],
+            gateways=tuple(rows), shortfall_p_kw=shortfall[0], shortfall_q_kvar=shortfall[1],
             revision=state.revision, corrupt_records=self.corrupt_records,
             own_fence_left_s=self.side.fence.time_left(now), endpoint=self.client.endpoint,
         )
 
+    def _delivered_by_gateway(self) -> dict[str, float]:
+        """Σ of each gateway's units' power in the campus view (no I/O; empty without a view)."""
+        try:
+            view = self._view()
+        except Exception:  # another layer's failure: the status shows nothing delivered rather than failing
+            return {}
+        delivered: dict[str, float] = {}
+        for unit in view.units if view is not None else ():
+            if math.isfinite(unit.summary.p_kw):
+                delivered[unit.gateway_id] = delivered.get(unit.gateway_id, 0.0) + unit.summary.p_kw
+        return delivered
+
     # ------------------------------------------------------------------ the service
     async def run(self) -> None:
         """Lease, keepalives, watch, fencing reads, election and allocation, until cancelled."""
+        self.started.set()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._lease_loop(), name="campus-lease")
@@ -214,7 +244,9 @@ class CampusService:
                 group.create_task(self._allocator_loop(), name="campus-allocator")
                 group.create_task(self._sink_loop(), name="campus-sink")
         finally:
-            self._deliver(None, -math.inf)  # stop acting first, then let the share go
+            with contextlib.suppress(TimeoutError):  # stop acting first, then let the share go
+                async with asyncio.timeout(SINK_TIMEOUT_S):
+                    await self._deliver(None, -math.inf)
             lease_id = self.side.lease_id
             self.side.lease_lost()
             if lease_id:
@@ -306,8 +338,8 @@ class CampusService:
             now = time.monotonic()
             share = self.side.commanded(now, time.time())
             deadline = self.side.fence.deadline() if share is not None else -math.inf
-            self._deliver(share, deadline)
-            ack = self.side.pending_acknowledgement(now, time.time())
+            delivered = await self._deliver(share, deadline)
+            ack = self.side.pending_acknowledgement(now, time.time()) if delivered else None
             if ack is not None:
                 sent = time.monotonic()
                 try:
@@ -320,7 +352,9 @@ class CampusService:
                 else:
                     self.side.acknowledged(ack.share_revision)
                     self.side.fence.linearizable_ok(sent)
-            wait_s = 1.0 if share is None else min(1.0, max(0.0, deadline - time.monotonic()) + 0.001)
+            wait_s = REDELIVER_S if share is None else min(REDELIVER_S, max(0.0, deadline - time.monotonic()) + 0.001)
+            if not delivered:
+                wait_s = min(wait_s, 0.2)  # the sink refused: try again soon, acknowledging nothing meanwhile
             if share is not None and share.expires_at is not None:
                 wait_s = min(wait_s, max(0.0, share.expires_at - time.time()) + 0.001)
             self._changed.clear()
@@ -328,14 +362,27 @@ class CampusService:
                 async with asyncio.timeout(wait_s if ack is None else 0.2):
                     await self._changed.wait()
 
-    def _deliver(self, share: Share | None, deadline: float) -> None:
-        if self._delivered == (share, deadline):
-            return
-        self._delivered = (share, deadline)
+    async def _deliver(self, share: Share | None, deadline: float) -> bool:
+        """Hand the share to the sink; whether it took it (only then may the share be acknowledged)."""
+        now = time.monotonic()
+        if self._delivered == (share, deadline) and (share is None or now - self._delivered_at < REDELIVER_S):
+            return True
         try:
-            self._sink(share, deadline)
+            async with asyncio.timeout(SINK_TIMEOUT_S):
+                await self._sink(share, deadline)
+        except (BessgwError, TimeoutError) as err:
+            self.sink_failures += 1
+            self._delivered = None
+            log.warning("campus share not applied", error=str(err) or type(err).__name__,
+                        p_kw=share.p_kw if share is not None else None)
+            return False
         except Exception:  # the sink is the control loop's door: its bug must not stop campus dispatch
+            self.sink_failures += 1
+            self._delivered = None
             log.exception("campus share sink failed")
+            return False
+        self._delivered, self._delivered_at = (share, deadline), now
+        return True
 
     async def _allocator_loop(self) -> None:
         """Read the campus state; take the allocator role if free; if it is ours, commit the next step."""
@@ -379,6 +426,11 @@ class CampusService:
                      shares={g: round(p, 3) for g, (p, _) in step.step.writes.items()})
             self._allocate_now.set()
         await self._refresh_lease_times(state)
+
+    async def refresh_lease_times(self) -> None:
+        """Ask etcd for every gateway's lease time left now (the allocator does it every round; a status
+        request on another gateway calls this first). One bounded call per gateway."""
+        await self._refresh_lease_times(self._state)
 
     async def _refresh_lease_times(self, state: CampusState) -> None:
         left = {}

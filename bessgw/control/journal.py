@@ -64,7 +64,7 @@ class JournalEntry:
 
     seq: int
     command_id: str
-    kind: str  # "setpoint", "release", or "dropped" (the fail-safe dropped the source's setpoint)
+    kind: str  # "setpoint", "release", "dropped" (the fail-safe dropped it) or "campus_setpoint" (a record)
     source: str
     principal: str
     received_at: float
@@ -86,7 +86,9 @@ class JournalEntry:
     def as_line(self) -> str:
         """One human-readable line for ``bessgw journal tail``."""
         when = datetime.fromtimestamp(self.received_at, tz=timezone.utc).isoformat(timespec="milliseconds")
-        if self.kind == "setpoint":
+        if self.kind == "campus_setpoint":  # committed in etcd for the whole campus; a record, never restored
+            what = f"campus setpoint P {_kw(self.requested_p_kw)} kW, Q {_kw(self.requested_q_kvar)} kvar"
+        elif self.kind == "setpoint":
             what = (f"P {_kw(self.requested_p_kw)} -> {_kw(self.applied_p_kw)} kW,"
                     f" Q {_kw(self.requested_q_kvar)} -> {_kw(self.applied_q_kvar)} kvar")
         else:

@@ -130,7 +130,8 @@ class ControlLoop:
         self._present = np.zeros(len(self.units))  # last value successfully written, per unit
         self._present_q = np.zeros(len(self.units))
         self._written_ok = np.zeros(len(self.units), dtype=bool)  # does the unit hold _present for sure?
-        self.periods = 0
+        self.periods = 0  # steps completed
+        self.steps_begun = 0  # steps begun (a step that began after a change has seen it)
         self.last_step_at: float | None = None
         self._poked = asyncio.Event()
         self._failing: set[str] = set()  # units whose last write failed (logged once, not every period)
@@ -231,6 +232,7 @@ class ControlLoop:
 
     async def step(self) -> ControlState:
         """One control period: arbitrate, allocate, gate, write (module docstring)."""
+        self.steps_begun += 1
         decided_at = time.monotonic()
         now = self.clock()
         # ramps are per second: a step sooner than a period (poke) may only move by the time that passed

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from bessgw.config import ControlSection
 from bessgw.control.arbitration import Arbiter
+from bessgw.control.campus import CAMPUS_ID_PREFIX, CAMPUS_SOURCE, CampusInput, CampusShare
 from bessgw.control.commands import Command, CommandProcessor, CommandResult, GatewayRange, Ranges
 from bessgw.control.errors import CommandRejectedError, ControlError
-from bessgw.control.journal import Journal
+from bessgw.control.journal import Journal, JournalEntry
 from bessgw.control.loop import ControlLoop, ControlState, UnitOverride, policies_from
 from bessgw.plugin.roles import Logger
 from bessgw.unit.supervisor import UnitSupervisor
@@ -57,6 +58,10 @@ class ControlService:
         self._timeouts = {table.name: table.heartbeat_timeout_s for table in settings.sources}
         restored = self.processor.restore(self.journal.heartbeats(), self._timeouts)
         self._persisted_heard: dict[str, float] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self.campus = CampusInput(self.arbiter, self.loop, clock=clock, log=log,
+                                  running=lambda: self._loop_task is not None and not self._loop_task.done())
+        self.loop.fence = self.campus.fence
         self.started = asyncio.Event()  #: set once the control loop runs
         for unit in self.units:
             unit.heartbeat_gate = self.loop.healthy
@@ -149,8 +154,36 @@ class ControlService:
         """``source`` is alive: its setpoint stays in force (it must have sent one)."""
         self.processor.heartbeat(source)
 
+    async def apply_campus_share(self, share: CampusShare | None, fence_deadline_monotonic: float) -> None:
+        """This gateway's campus share as the ``campus`` source, fenced (:mod:`bessgw.control.campus`).
+
+        Called by campus dispatch on every change and renewal; ``None`` releases it (0 kW at once). A lower
+        share returns only once it is written to the units. Raises :class:`ControlError` when that cannot
+        be confirmed (the share must then not be acknowledged). Never journaled: see the module.
+        """
+        if CAMPUS_SOURCE not in self.arbiter.sources:
+            if share is not None:
+                raise ControlError(f"no {CAMPUS_SOURCE!r} source in [[control.sources]]: campus shares cannot apply")
+            return
+        await self.campus.apply(share, fence_deadline_monotonic)
+
+    async def journal_campus_setpoint(self, *, command_id: str, p_kw: float, q_kvar: float, principal: str,
+                                      received_at: float, expires_at: float | None, note: str,
+                                      traceparent: str = "") -> JournalEntry:
+        """Journal a campus setpoint this gateway accepted (and etcd committed), for the record only.
+
+        Kind ``campus_setpoint`` and an id namespaced with ``campus:``: restore never re-applies it (only
+        etcd with a live lease gives a share), and it cannot collide with a local command id.
+        """
+        entry, _new = await asyncio.to_thread(
+            self.journal.record, command_id=CAMPUS_ID_PREFIX + command_id, kind="campus_setpoint",
+            source=CAMPUS_SOURCE, principal=principal, received_at=received_at, requested_p_kw=p_kw,
+            requested_q_kvar=q_kvar, expires_at=expires_at, note=note[:200], traceparent=traceparent)
+        return entry
+
     async def run(self) -> None:
         loop_task = asyncio.create_task(self.loop.run(), name="control-loop")
+        self._loop_task = loop_task
         self.started.set()
         try:
             await self._bookkeeping(loop_task)
@@ -199,3 +232,5 @@ class ControlService:
             self.log.info("control_drained", delivered_p_kw=round(state.delivered_p_kw, 1))
         except (asyncio.TimeoutError, TimeoutError):
             self.log.warning("control_drain_timeout", timeout_s=self.settings.stop_timeout_s)
+        finally:
+            self.campus.drained = True  # the loop writes nothing more: a campus release needs no wait now

@@ -42,7 +42,12 @@ Handler = Callable[[dict[str, Any], Peer], Awaitable[dict[str, Any]]]
 
 
 class AdminError(Exception):
-    """A request the gateway refuses; the message goes back to the client as ``error``."""
+    """A request the gateway refuses; the message goes back to the client as ``error``, and ``exit_code``
+    (when set) as ``exit_code``, for the CLI to exit with."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def socket_path(state_dir: Path) -> Path:
@@ -127,7 +132,10 @@ class AdminServer:
         try:
             return {"ok": True, **await handler(request, peer)}
         except AdminError as err:
-            return {"ok": False, "error": str(err)}
+            reply: dict[str, Any] = {"ok": False, "error": str(err)}
+            if err.exit_code is not None:
+                reply["exit_code"] = err.exit_code
+            return reply
         except Exception as err:  # a handler bug answers with an error; the gateway runs on
             self.log.error("admin_handler_failed", cmd=request["cmd"], error=f"{type(err).__name__}: {err}",
                            exc_info=True)

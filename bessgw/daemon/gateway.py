@@ -55,7 +55,7 @@ START_TIMEOUT_S = 60.0
 LEFTOVER_GRACE_S = 1.0
 #: the config key each service stands for, in start-failure messages
 SERVICE_KEYS = {"control": "control", "admin": "gateway.state_dir", "opcua": "northbound.opcua",
-                "federation": "federation"}
+                "federation": "federation", "campus": "campus.coordination"}
 
 
 @dataclass

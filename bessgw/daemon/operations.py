@@ -136,7 +136,10 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
 
         return {"view": to_jsonable(federation().campus_view())}
 
+    from bessgw.daemon.campus_operations import campus_handlers
+
     return {
+        **campus_handlers(gateway),
         "status": status,
         "setpoint": setpoint,
         "release": release,

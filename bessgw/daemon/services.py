@@ -1,4 +1,4 @@
-"""The gateway-wide services (control, admin socket, OPC UA, federation) and how the daemon builds them.
+"""The gateway-wide services (control, admin socket, OPC UA, federation, campus) and how the daemon builds them.
 
 Each service is one root task. :class:`Services` is the typed view the rest of the process uses —
 ``gateway.services.control`` rather than a lookup by string — and :data:`SERVICES` says, per service,
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bessgw.config import Config
 
 if TYPE_CHECKING:
+    from bessgw.campus.service import CampusService
     from bessgw.control.service import ControlService
     from bessgw.daemon.admin import AdminServer
     from bessgw.daemon.gateway import Gateway
@@ -78,6 +79,10 @@ class Services:
     def federation(self) -> FederationService | None:
         return self._get("federation")
 
+    @property
+    def campus(self) -> CampusService | None:
+        return self._get("campus")
+
     def names(self) -> list[str]:
         return sorted(self.running)
 
@@ -119,8 +124,11 @@ def _build_opcua(gateway: Gateway, config: Config) -> Service | None:
         federation = services.federation
         return federation.campus_view() if federation is not None else None
 
+    from bessgw.daemon.campus_operations import campus_commands
+
     return OpcUaServer(settings, config.gateway.id, gateway.directory, config.gateway.state_dir,
-                       gateway.log.bind(service="opcua"), control=lambda: services.control, campus=campus)
+                       gateway.log.bind(service="opcua"), control=lambda: services.control, campus=campus,
+                       campus_commands=campus_commands(gateway))
 
 
 def _build_federation(gateway: Gateway, config: Config) -> Service | None:
@@ -135,6 +143,30 @@ def _build_federation(gateway: Gateway, config: Config) -> Service | None:
                              state_dir=config.gateway.state_dir)
 
 
+def _build_campus(gateway: Gateway, config: Config) -> Service | None:
+    """Campus dispatch, with ``[campus.coordination]``: the federation's campus view in, shares to control."""
+    settings = config.campus.coordination if config.campus is not None else None
+    if settings is None:
+        return None
+    from bessgw.campus.service import CampusService
+
+    services = gateway.services
+    if config.federation is None or not config.federation.enabled:
+        gateway.log.warning("campus_without_federation",
+                            reason="no campus view: the allocator sees nothing available on this gateway")
+
+    def campus_view() -> Any:
+        federation = services.federation
+        return federation.campus_view() if federation is not None else None
+
+    async def share_sink(share: Any, fence_deadline_monotonic: float) -> None:
+        control = services.control
+        if control is not None:  # without control nothing writes to the units: nothing to stop or start
+            await control.apply_campus_share(share, fence_deadline_monotonic)
+
+    return CampusService(settings, config.gateway.id, campus_view, share_sink)
+
+
 #: gateway-wide services, in start order; each feature that adds one registers it here
 SERVICES: list[ServiceSpec] = [
     ServiceSpec("control", _control_section, _build_control),
@@ -143,4 +175,6 @@ SERVICES: list[ServiceSpec] = [
                 _build_opcua),
     ServiceSpec("federation", lambda config: (config.federation, config.gateway.id, config.northbound.opcua.endpoint,
                                               config.gateway.state_dir), _build_federation),
+    ServiceSpec("campus", lambda config: (config.campus, config.gateway.id, config.federation is not None),
+                _build_campus),
 ]

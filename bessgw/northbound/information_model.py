@@ -123,6 +123,30 @@ CAMPUS_VARIABLES: tuple[Variable, ...] = (
     Variable("GatewaysDead", _U, "Gateways declared dead (not yet reaped)"),
 )
 
+#: ``Objects/Campus`` itself: campus dispatch through etcd (the campus setpoint, its allocator, the shortfall)
+CAMPUS_DISPATCH_VARIABLES: tuple[Variable, ...] = (
+    Variable("SetpointKw", _D, "Campus setpoint committed in etcd: active power for the whole campus", KILOWATT),
+    Variable("SetpointKvar", _D, "Campus setpoint: reactive power for the whole campus", KILOVAR),
+    Variable("SetpointRevision", _D, "etcd revision of the campus setpoint (0: none)"),
+    Variable("SetpointCommandId", _S, "Command id of the campus setpoint (empty: none)"),
+    Variable("Allocator", _S, "Gateway that splits the campus setpoint into shares now"),
+    Variable("ShortfallKw", _D, "Part of the campus setpoint the campus cannot deliver now", KILOWATT),
+    Variable("ShareKw", _D, "This gateway's share of the campus setpoint", KILOWATT),
+)
+CAMPUS_SET_POWER_OUTPUTS = (("revision", _D, "etcd revision at which the campus setpoint was committed"),
+                            ("duplicate", _B, "True when the command id was committed before (no second effect)"))
+
+
+async def create_campus_dispatch(server: Server, types: Types) -> Instance:
+    """The campus dispatch variables, directly on ``Objects/Campus`` (``Campus.<Name>``), waiting for data."""
+    campus = ua.NodeId("Campus", types.ns)
+    values = {variable.name: await _add_variable(server, campus, types.ns, variable, mandatory=False)
+              for variable in CAMPUS_DISPATCH_VARIABLES}
+    instance = Instance(node=server.get_node(campus), values=values)
+    await mark_waiting(server, instance)
+    return instance
+
+
 #: a peer gateway as this gateway sees it through federation (read-only, no SetPower)
 PEER_GATEWAY_VARIABLES: tuple[Variable, ...] = (
     Variable("Status", _S, "Membership status seen from this gateway: alive, suspect, dead, left"),

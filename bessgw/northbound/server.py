@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 from asyncua import Node, Server, ua
 from asyncua.common.utils import ServiceError
 
+from bessgw.campus.commands import CampusCommands
 from bessgw.compat import TaskGroup
 from bessgw.config import OpcUaSettings
 from bessgw.errors import BessgwError, ConfigError
@@ -36,6 +37,7 @@ from bessgw.northbound.access import (
     user_may_write,
 )
 from bessgw.northbound.campus import CampusMirror, CampusProvider
+from bessgw.northbound.campus_methods import CampusDispatchNodes
 from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_certificate
 from bessgw.northbound.connections import ConnectionGuard, ConnectionLimits, current_channel_unsecured
 from bessgw.northbound.events import AlarmEvents
@@ -63,7 +65,8 @@ class OpcUaServer:
     """Serves the gateway's address space at ``settings.endpoint``."""
 
     def __init__(self, settings: OpcUaSettings, gateway_id: str, directory: UnitDirectory, state_dir: Path,
-                 log: Logger, control: ControlProvider | None = None, campus: CampusProvider | None = None) -> None:
+                 log: Logger, control: ControlProvider | None = None, campus: CampusProvider | None = None,
+                 campus_commands: CampusCommands | None = None) -> None:
         unknown = sorted(set(settings.deadbands) - DEADBAND_NAMES)
         if unknown:
             raise ConfigError("northbound.opcua.deadbands", [
@@ -77,6 +80,8 @@ class OpcUaServer:
         self.pki_dir = settings.pki_dir or state_dir / "pki"
         self.campus = campus  #: the federation's campus view (peers and aggregate), when given
         self.campus_mirror: CampusMirror | None = None
+        self.campus_commands = campus_commands  #: campus dispatch (Campus/SetPower and its status), when given
+        self.campus_dispatch: CampusDispatchNodes | None = None
         self.commands = CommandHandler(directory, settings.command_timeout_s, on_applied=self._on_applied,
                                        control=control)
         self.started = asyncio.Event()
@@ -127,6 +132,8 @@ class OpcUaServer:
                 group.create_task(self._follow_directory(), name="opcua:directory")
                 if self.campus_mirror is not None:
                     group.create_task(self.campus_mirror.run(), name="opcua:campus")
+                if self.campus_dispatch is not None:
+                    group.create_task(self.campus_dispatch.run(), name="opcua:campus-dispatch")
         finally:
             self._running = False
             self.started.clear()
@@ -177,6 +184,10 @@ class OpcUaServer:
         self.publisher = Publisher(server, settings.sampling_interval_s, settings.deadbands,
                                    settings.default_deadband, on_alarms=self.alarm_events.changed)
         self.publisher.set_gateway(self._gateway, self.gateway_id)
+        self.campus_dispatch = None
+        if self.campus_commands is not None:
+            self.campus_dispatch = await CampusDispatchNodes.create(server, self._types, self.campus_commands,
+                                                                    settings.sampling_interval_s, self.log)
         self.campus_mirror = None
         if self.campus is not None:
             await model.create_campus_types(server, self._types)

@@ -69,7 +69,7 @@ def view(gateways: list[str], discharge_kw: float = 500.0) -> CampusView:
 class RecordingSink:
     calls: list[tuple[Share | None, float, float]] = field(default_factory=list)
 
-    def __call__(self, share: Share | None, deadline: float) -> None:
+    async def __call__(self, share: Share | None, deadline: float) -> None:
         self.calls.append((share, deadline, time.monotonic()))
 
     @property

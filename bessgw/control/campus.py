@@ -1,0 +1,143 @@
+"""The ``campus`` setpoint source: a gateway's campus share, fenced, fed to arbitration.
+
+Campus dispatch (a layer above) hands this gateway its share of the campus setpoint together with a
+*fencing deadline* on the monotonic clock: the moment after which the share may already belong to another
+gateway. :class:`CampusInput` turns that into what control understands:
+
+- the share becomes the ``campus`` source's setpoint in the arbiter, expiring at the wall-clock
+  equivalent of the deadline (or the campus setpoint's own expiry, if sooner). Every delivery renews it,
+  so the source lives exactly as long as the campus keeps vouching for the share. ``campus`` is a
+  zero-on-loss source: when it lapses or is released the target drops to 0 kW at once, never held;
+- the control loop's fence for ``campus`` is the deadline: every device write that raises ``|P|`` or
+  ``|Q|`` for a campus decision is refused past it, immediately before the write (a process paused past
+  its deadline wakes up and writes nothing old);
+- a change that is not a pure increase (a decrease, a sign change, a release) returns only once a control
+  step that *began after* the change has completed, i.e. once the lower values are written to the
+  units. Campus dispatch acknowledges the share in etcd when this returns, and the allocator then commits
+  increases on other gateways: the order "decrease here, then increase there" holds on the devices.
+
+A share is never journaled as a local command: after a restart only etcd, with a live lease, gives a
+gateway a share again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from bessgw.compat import timeout
+from bessgw.control.arbitration import Arbiter
+from bessgw.control.errors import ControlError
+from bessgw.control.loop import ControlLoop
+from bessgw.plugin.roles import Logger
+
+#: the control source campus shares arrive as (``[[control.sources]]``)
+CAMPUS_SOURCE = "campus"
+#: arbiter command ids of campus shares carry this prefix, so they never collide with local command ids
+CAMPUS_ID_PREFIX = "campus:"
+
+
+class CampusShare(Protocol):
+    """What control needs of a campus share (campus dispatch's ``Share`` record has these fields)."""
+
+    @property
+    def p_kw(self) -> float: ...
+
+    @property
+    def q_kvar(self) -> float: ...
+
+    @property
+    def command_id(self) -> str: ...
+
+    @property
+    def expires_at(self) -> float | None: ...
+
+
+class CampusSettleError(ControlError):
+    """A lower campus share was not confirmed written to the units in time (the loop is stuck or stopped
+    mid-step): campus dispatch must not acknowledge it yet."""
+
+
+class CampusInput:
+    """The campus source of one control plane (module docstring)."""
+
+    def __init__(self, arbiter: Arbiter, loop: ControlLoop, *, clock: Callable[[], float],
+                 running: Callable[[], bool], log: Logger | None = None) -> None:
+        self.arbiter = arbiter
+        self.loop = loop
+        self.clock = clock
+        self._running = running
+        self.log = log
+        #: monotonic time after which campus decisions may not raise power (-inf: no share)
+        self.deadline = -math.inf
+        self._value: tuple[float, float] | None = None  # the share in force (P, Q), None: none
+        self.deliveries = 0
+        self.settled_waits = 0
+        #: set by the control service once its stop (ramp to 0 kW) is over: nothing writes any more
+        self.drained = False
+
+    def fence(self, source: str) -> float | None:
+        """The control loop's ``fence``: the campus deadline for campus decisions, no fence for the others."""
+        return self.deadline if source == CAMPUS_SOURCE else None
+
+    async def apply(self, share: CampusShare | None, fence_deadline_monotonic: float) -> None:
+        """Put ``share`` in force until ``fence_deadline_monotonic`` (``None``: release, 0 kW at once).
+
+        Returns once a lower value is written (module docstring). Raises :class:`CampusSettleError` when
+        that cannot be confirmed within the bound, and :class:`ControlError` when control is stopping (its
+        ramp to 0 kW may still be under way): either way the share must not be acknowledged yet.
+        """
+        self.deliveries += 1
+        previous = self._value
+        now = self.clock()
+        if share is None or not math.isfinite(fence_deadline_monotonic) or \
+                fence_deadline_monotonic <= time.monotonic():
+            self.deadline = -math.inf
+            self._value = None
+            self.arbiter.release(CAMPUS_SOURCE, now=now)
+            value = (0.0, 0.0)
+        else:
+            value = (float(share.p_kw), float(share.q_kvar))
+            expires_at = now + (fence_deadline_monotonic - time.monotonic())
+            if share.expires_at is not None:
+                expires_at = min(expires_at, share.expires_at)
+            # the fence first: a step deciding between these two lines must not use an old, later deadline
+            self.deadline = fence_deadline_monotonic
+            self.arbiter.submit(CAMPUS_SOURCE, value[0], value[1], now=now, expires_at=expires_at,
+                                command_id=CAMPUS_ID_PREFIX + share.command_id)
+            self._value = value
+        if self._value == previous:
+            return  # a renewal: the value in force did not change
+        self.loop.poke()
+        old = previous or (0.0, 0.0)
+        if value != old and not _pure_increase(old, value):
+            await self._settled()
+
+    async def _settled(self) -> None:
+        """Wait (bounded) for a control step that began after now to complete."""
+        if self.arbiter.stopping and not self.drained:
+            raise ControlError("control is stopping: the units are being driven to 0 kW")
+        if not self._running():
+            return  # no loop runs: nothing writes to the units, so nothing of the old share can be written
+        target = self.loop.steps_begun + 1
+        bound_s = 2.0 * self.loop.write_timeout_s + self.loop.period_s
+        try:
+            async with timeout(bound_s):
+                while self.loop.periods < target:
+                    await self.loop.stepped.wait()
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
+            raise CampusSettleError(f"the lower campus share was not written within {bound_s:g} s") from None
+        self.settled_waits += 1
+        errors = self.loop.state.write_errors
+        if errors and self.log is not None:
+            self.log.warning("campus_decrease_write_failed", units=sorted(errors))
+
+
+def _pure_increase(old: tuple[float, float], new: tuple[float, float]) -> bool:
+    """Whether ``new`` only raises (or keeps) ``|P|`` and ``|Q|`` on the side of ``old`` (any side from 0)."""
+    def up(before: float, after: float) -> bool:
+        return before == 0.0 or (before * after > 0 and abs(after) >= abs(before))
+    return up(old[0], new[0]) and up(old[1], new[1])
