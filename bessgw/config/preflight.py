@@ -137,8 +137,8 @@ def timing_problems(config: Config, path: str) -> list[str]:
                     f"of units[{index}] ({unit.id}): a frozen device would be found out only after its data "
                     "is bad; shorten the timeout or raise bad_after_s")
     control = config.control
-    if control.ramp_to_zero_on_stop and control.stop_timeout_s >= config.gateway.shutdown_grace_s:
-        problems.append(f"{path}: control.stop_timeout_s: {control.stop_timeout_s:g} s must be shorter than "
+    if control.ramp_to_zero_on_stop and control.stop_timeout_s > config.gateway.shutdown_grace_s:
+        problems.append(f"{path}: control.stop_timeout_s: {control.stop_timeout_s:g} s must not exceed "
                         f"gateway.shutdown_grace_s ({config.gateway.shutdown_grace_s:g} s), or the ramp to 0 kW "
                         "at stop is cut off")
     return problems

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,6 +94,25 @@ def _entry(row: tuple) -> JournalEntry:
     return JournalEntry(*row)
 
 
+#: the state directory, when the journal creates it: owner and the bessgw group only
+STATE_DIR_MODE = 0o750
+#: the journal holds who commanded what: owner read/write, group (operators: ``journal tail``) read, others nothing
+JOURNAL_FILE_MODE = 0o640
+
+
+def _restrict(path: Path) -> None:
+    """Create the journal file with :data:`JOURNAL_FILE_MODE`, or take other users' access away from an
+    existing one (journals of earlier versions were world-readable). SQLite creates the ``-wal`` and
+    ``-shm`` files with the database file's mode, so they follow."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), JOURNAL_FILE_MODE)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o007:
+            os.fchmod(fd, mode & ~0o007)
+    finally:
+        os.close(fd)
+
+
 class Journal:
     """The durable command journal of one gateway (one SQLite file in the state directory)."""
 
@@ -99,7 +120,8 @@ class Journal:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+            _restrict(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":

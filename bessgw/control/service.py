@@ -18,7 +18,7 @@ from pathlib import Path
 from bessgw.config import ControlSection
 from bessgw.control.arbitration import Arbiter
 from bessgw.control.commands import Command, CommandProcessor, CommandResult, GatewayRange
-from bessgw.control.journal import Journal
+from bessgw.control.journal import STATE_DIR_MODE, Journal
 from bessgw.control.loop import ControlLoop, ControlState, policies_from
 from bessgw.plugin.roles import Logger
 from bessgw.southbound.unit import UnitSupervisor
@@ -42,7 +42,7 @@ class ControlService:
         self.units = list(units)
         self.log = log
         self.clock = clock
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
         self.journal = Journal.in_state_dir(state_dir, settings.journal_file)
         pruned = self.journal.prune(clock() - settings.journal_keep_days * _DAY_S)
         self.arbiter = Arbiter(policies_from(settings), hold_s=settings.hold_s, now=clock())

@@ -161,7 +161,7 @@ def test_opcua_keepalive_and_can_frame_timeout_count_too(tmp_path: Path) -> None
 
 def test_stop_timeout_must_fit_the_shutdown_grace(tmp_path: Path) -> None:
     (line,) = timing_of(tmp_path, "[control]\nstop_timeout_s = 6\n")
-    assert line.endswith("control.stop_timeout_s: 6 s must be shorter than gateway.shutdown_grace_s (5 s), "
+    assert line.endswith("control.stop_timeout_s: 6 s must not exceed gateway.shutdown_grace_s (5 s), "
                          "or the ramp to 0 kW at stop is cut off")
 
 
