@@ -261,7 +261,37 @@ def _file_problems(config: Config, path: str) -> list[str]:
             continue
         if not data.strip():
             problems.append(f"{path}: {key}: {file}: the file is empty")
+            continue
+        problem = _content_problem(key, data)
+        if problem is not None:
+            problems.append(f"{path}: {key}: {file}: {problem}")
     return problems
+
+
+def _content_problem(key: str, data: bytes) -> str | None:
+    """Certificates and keys must parse (DER or PEM), as the OPC UA stack will load them at start."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_der_private_key, load_pem_private_key
+
+    if key.endswith("private_key_path"):
+        loaders = (load_pem_private_key, load_der_private_key)
+        what = "a private key (PEM or DER, unencrypted)"
+        for loader in loaders:
+            try:
+                loader(data, password=None)
+                return None
+            except (ValueError, TypeError, x509.UnsupportedGeneralNameType):
+                continue
+        return f"not {what}"
+    if key.endswith(("certificate_path", "pki_dir")):
+        for load in (x509.load_der_x509_certificate, x509.load_pem_x509_certificate):
+            try:
+                load(data)
+                return None
+            except ValueError:
+                continue
+        return "not an X.509 certificate (DER or PEM)"
+    return None
 
 
 # ----------------------------------------------------------------------------------- ports

@@ -57,6 +57,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, plugin_path):
     while not (tmp_path / "state" / "admin.sock").exists():  # the admin service starts beside READY
         assert time.monotonic() < deadline, "no admin socket within 10 s"
         time.sleep(0.05)
+    process.config = config
+    process.env = env
     yield process, tmp_path / "state"
     process.stop()
 
@@ -129,3 +131,17 @@ def test_state_files_are_not_readable_by_other_users(gateway) -> None:
     for path in (journal, journal.with_name(journal.name + "-wal")):
         if path.exists():
             assert stat.S_IMODE(path.stat().st_mode) & 0o007 == 0, (path, oct(path.stat().st_mode))
+
+
+def test_a_second_gateway_on_the_same_state_dir_is_refused_with_exit_78(gateway) -> None:
+    import subprocess
+
+    from tests.integration.daemon_harness import bessgw_command
+
+    process, state = gateway
+    result = subprocess.run([*bessgw_command(), "run", "--config", str(process.config)], env=process.env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert result.stderr == (f"{process.config}: gateway.state_dir: a gateway is already running with {state}"
+                             " (its admin.sock answers); stop it first\n")
+    assert raw_request(state, b'{"cmd":"status"}\n')["ok"] is True  # the first one was not disturbed

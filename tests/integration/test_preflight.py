@@ -83,8 +83,25 @@ def test_journal_that_is_a_directory_is_refused(tmp_path: Path) -> None:
     assert line.endswith(f"control.journal_file: {journal}: a directory, not a regular file")
 
 
-@pytest.mark.parametrize("kind", ["fifo", "device", "empty", "missing", "huge"])
+def certificate_pair(tmp_path: Path) -> tuple[Path, Path]:
+    from bessgw.northbound.certificates import CertificateFiles, ensure_certificate
+
+    files = ensure_certificate(CertificateFiles(tmp_path / "pair" / "cert.der", tmp_path / "pair" / "key.pem"),
+                               "urn:test", "test")
+    return files.certificate, files.private_key
+
+
+def test_valid_certificate_and_key_pass(tmp_path: Path) -> None:
+    certificate, key = certificate_pair(tmp_path)
+    text = base(tmp_path / "s") + (
+        f'[northbound.opcua]\nenabled = true\nendpoint = "opc.tcp://127.0.0.1:{free_tcp_port()}"\n'
+        f'certificate_path = "{certificate}"\nprivate_key_path = "{key}"\n')
+    assert problems_of(tmp_path, text) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "empty", "missing", "huge", "not-a-certificate", "swapped"])
 def test_named_files_must_be_regular_readable_and_sane(tmp_path: Path, kind: str) -> None:
+    target, key = certificate_pair(tmp_path)
     target = tmp_path / "server.der"
     if kind == "fifo":
         os.mkfifo(target)
@@ -94,8 +111,10 @@ def test_named_files_must_be_regular_readable_and_sane(tmp_path: Path, kind: str
         target.write_bytes(b"")
     elif kind == "huge":
         target.write_bytes(b"x" * (2 * 1024 * 1024))
-    key = tmp_path / "server.pem"
-    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    elif kind == "not-a-certificate":
+        target.write_bytes(b"-----BEGIN CERTIFICATE-----\nnope\n")
+    elif kind == "swapped":
+        target = key
     text = base(tmp_path / "s") + (
         f'[northbound.opcua]\nenabled = true\nendpoint = "opc.tcp://127.0.0.1:{free_tcp_port()}"\n'
         f'certificate_path = "{target}"\nprivate_key_path = "{key}"\n')
