@@ -654,8 +654,43 @@ def fuzz_can(count: int, rng: random.Random, stats: Stats, hang_s: float) -> Non
 # ---------------------------------------------------------------------------------------- gossip
 
 
+def gossip_message(rng: random.Random) -> Any:
+    """A well-formed body (real wire types, random but valid values): reaches membership and state."""
+    from bessgw.federation.wire import DeltaPart, DigestItem, Entry, MemberUpdate, Message, MsgType, Status, body_of
+
+    nodes = [f"fz{i}" for i in range(8)] + ["gw-fuzz"]
+
+    def member() -> MemberUpdate:
+        return MemberUpdate(rng.choice(nodes), "127.0.0.1", rng.randint(1, 65535), rng.randrange(2**20),
+                            rng.choice(list(Status)), rng.choice(["", *nodes]))
+
+    def value() -> dict[str, Any] | None:
+        return rng.choice([None, {"p_kw": rng.uniform(-1e4, 1e4), "soc_pct": rng.uniform(0, 100)},
+                           {"x": "y" * rng.randint(0, 400)}, {f"k{i}": i for i in range(rng.randint(0, 64))}])
+
+    msg = Message(
+        rng.choice(list(MsgType)), probe_seq=rng.randrange(2**31), target=rng.choice(["", *nodes]),
+        addr=("127.0.0.1", rng.randint(1, 65535)) if rng.random() < 0.3 else None,
+        reply=rng.random() < 0.5, join=rng.random() < 0.2,
+        member_hash=rng.randbytes(rng.choice([0, 32])), state_hash=rng.randbytes(rng.choice([0, 32])),
+        members=tuple(member() for _ in range(rng.randint(0, 4))),
+        entries=tuple(Entry(rng.choice(nodes), rng.randrange(2**33), rng.randrange(1, 2**20),
+                            f"units/u{rng.randrange(64)}", value()) for _ in range(rng.randint(0, 4))),
+        full_members=tuple(member() for _ in range(rng.randint(0, 3))),
+        digest=tuple(DigestItem(rng.choice(nodes), rng.randrange(2**33), rng.randrange(2**20))
+                     for _ in range(rng.randint(0, 4))),
+        deltas=tuple(DeltaPart(rng.choice(nodes), rng.randrange(2**33), base, base + rng.randint(0, 8),
+                               tuple((f"units/u{i}", base + i + 1, value()) for i in range(rng.randint(0, 3))))
+                     for base in [rng.randrange(2**20) for _ in range(rng.randint(0, 2))]),
+    )
+    return body_of(msg)
+
+
 def gossip_body(rng: random.Random) -> Any:
     from bessgw.federation.wire import MsgType
+
+    if rng.random() < 0.5:
+        return gossip_message(rng)
 
     body: dict[Any, Any] = {"t": rng.choice([int(t) for t in MsgType] + [99, -1])}
     fields = {
@@ -715,10 +750,13 @@ async def _gossip(count: int, rng: random.Random, stats: Stats, hang_s: float) -
                 stats.rss_warm_mb = rss_mb()
             roll = rng.random()
             if roll < 0.6:  # authentic: sealed with the campus key, fresh seq, fuzzed body
-                sender = rng.choice(["fz1", "fz2", "fz3", "x" * rng.choice([1, 64, 300]), "", "gw-fuzz"])
-                seqs[sender] = seqs.get(sender, 0) + rng.choice([1, 1, 1, 0, -1, 1000])
-                envelope = [sender, rng.choice([boot, boot, 0, 2**63]), seqs[sender], rng.choice([0, 0, 1, 10**6]),
-                            gossip_body(rng)]
+                # mostly a valid envelope (so the body reaches membership and state), sometimes not
+                odd = rng.random() < 0.2
+                sender = rng.choice(["x" * rng.choice([1, 64, 300]), "", "gw-fuzz", "fz1"] if odd
+                                    else [f"fz{i}" for i in range(8)])
+                seqs[sender] = seqs.get(sender, 0) + (rng.choice([0, -1, 1000]) if odd else 1)
+                envelope = [sender, rng.choice([0, 2**63, boot]) if odd else boot, seqs[sender],
+                            rng.choice([1, 10**6, 0]) if odd else 0, gossip_body(rng)]
                 if rng.random() < 0.05:
                     envelope = envelope[: rng.randint(0, 5)]
                 try:
@@ -751,6 +789,7 @@ async def _gossip(count: int, rng: random.Random, stats: Stats, hang_s: float) -
             stats.crash("internal drop (handler bug)", "see tracebacks")
         for reason, n in sorted(node.drops.items()):
             stats.outcomes[f"drop_{reason}"] = n
+        stats.outcomes["accepted"] = stats.outcomes["delivered"] - sum(node.drops.values())
         # still answering: a real peer joining through it is seen alive
         peer = GossipNode("fz-peer", FederationSection(bind_host="127.0.0.1", bind_port=0,
                                                        keys=[base64.b64encode(key).decode()],
