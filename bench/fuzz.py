@@ -466,6 +466,8 @@ async def _modbus(count: int, rng: random.Random, stats: Stats, hang_s: float) -
             server_r, server_w = await asyncio.open_connection("127.0.0.1", upstream_port)
         except OSError:
             client_w.close()
+            open_writers.discard(client_w)
+            handlers.discard(asyncio.current_task())  # type: ignore[arg-type]
             return
 
         async def upstream() -> None:
@@ -497,6 +499,9 @@ async def _modbus(count: int, rng: random.Random, stats: Stats, hang_s: float) -
             pump.cancel()
             client_w.close()
             server_w.close()
+            open_writers.discard(client_w)
+            open_writers.discard(server_w)
+            handlers.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     proxy_server = await asyncio.start_server(proxy, "127.0.0.1", 0)
     proxy_port = proxy_server.sockets[0].getsockname()[1]
