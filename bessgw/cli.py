@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bessgw import __version__
-from bessgw.config import config_json_schema, load_config
-from bessgw.errors import BessgwError
+from bessgw.config import Config, config_json_schema, load_config
+from bessgw.config.preflight import preflight
+from bessgw.errors import BessgwError, ConfigError
 from bessgw.plugin.manager import PluginManager, PluginRegistry, build_plugin_manager
 from bessgw.plugin.roles import SimulatorContext
 
@@ -52,9 +53,19 @@ def _cmd_plugins_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(path: Path, config: Config, *, skip_files: bool = False, starting: bool = False) -> None:
+    """Run the pre-flight checks; print what was skipped, raise ``ConfigError`` (exit 78) on problems."""
+    report = preflight(config, str(path), skip_files=skip_files, starting=starting)
+    for line in report.skipped:
+        print(f"{path}: skipped: {line}", file=sys.stderr)
+    if report.problems:
+        raise ConfigError(str(path), list(report.problems))
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     _pm, registry = load_plugins()
-    load_config(Path(args.path), registry)
+    path = Path(args.path)
+    _preflight(path, load_config(path, registry, read_files=not args.skip_files), skip_files=args.skip_files)
     print("ok")
     return 0
 
@@ -71,6 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pm, registry = load_plugins()
     path = Path(args.config)
     config = load_config(path, registry)
+    _preflight(path, config, starting=True)  # never start without a part the config asks for
     configure_logging(config.gateway.log_level, config.gateway.log_format)
     return run_gateway(path, config, pm, registry)
 
@@ -279,8 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(handler=_cmd_plugins_list)
 
-    check = commands.add_parser("check-config", help="validate a config file without starting (exit 0 or 78)")
+    check = commands.add_parser(
+        "check-config", help="validate a config file without starting (exit 0 or 78)",
+        description="Validate a config file: schema, plugins, and what can be known before start on this "
+                    "machine (state directory, named files, free ports, timeouts). Exit 0 or 78.")
     check.add_argument("path", help="the TOML config file")
+    check.add_argument("--skip-files", action="store_true",
+                       help="the config is for another machine: do not read the files it names, inspect its "
+                            "state directory or probe its ports (each skip is listed)")
     check.set_defaults(handler=_cmd_check_config)
 
     schema = commands.add_parser("config-schema", help="print the JSON Schema of the config (for editors)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -53,6 +54,18 @@ class ControlSection(StrictModel):
     sources: list[ControlSourceTable] = Field(default_factory=_default_control_sources)
     journal_file: str = Field("commands.sqlite3", description="Command journal, relative to gateway.state_dir")
     journal_keep_days: float = Field(90.0, gt=0, description="Journal entries older than this are pruned")
+
+    @field_validator("journal_file")
+    @classmethod
+    def _journal_inside_state_dir(cls, name: str) -> str:
+        """The journal lives in the state directory: an absolute path or ``..`` would put it elsewhere
+        (``"/"`` left a gateway running with no control at all)."""
+        path = PurePosixPath(name)
+        if not name.strip() or name.endswith("/") or path.name in ("", ".", ".."):
+            raise ValueError("must name a file, e.g. commands.sqlite3")
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError("must be a file name relative to gateway.state_dir, without '..'")
+        return name
 
     @field_validator("sources")
     @classmethod

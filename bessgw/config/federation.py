@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from bessgw.config.base import HOST_PORT, StrictModel
+from bessgw.config.files import MAX_SECRET_BYTES, FileProblem, read_bounded
 from bessgw.errors import ConfigError
 
 #: ChaCha20-Poly1305 takes 256-bit keys
@@ -119,11 +120,13 @@ class FederationSection(StrictModel):
         """The key ring, primary first, read from ``keys`` or ``key_file`` (``ConfigError`` names the line)."""
         if self.key_file is None:
             return [decode_campus_key(key) for key in self.keys]
-        path = str(self.key_file)
-        try:
-            lines = self.key_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(path, [f"{path}: cannot read campus keys: {err}"]) from err
+        path = str(self.key_file).replace("\x00", "\\x00")
+        try:  # bounded, regular files only: a FIFO or /dev/zero named here must not hang or fill memory
+            lines = read_bounded(self.key_file, MAX_SECRET_BYTES).decode("utf-8").splitlines()
+        except FileProblem as err:
+            raise ConfigError(path, [f"{path}: cannot read campus keys: {err.reason}"]) from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(path, [f"{path}: cannot read campus keys: not UTF-8 text (byte {err.start})"]) from err
         keys, problems = [], []
         for number, line in enumerate(lines, 1):
             if not line.strip() or line.lstrip().startswith("#"):

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bessgw.config.files import MAX_CONFIG_BYTES, FileProblem, read_bounded
 from bessgw.config.schema import Config
 from bessgw.config.southbound import UnitSection
 from bessgw.errors import ConfigError
@@ -59,16 +60,44 @@ def format_validation_error(path: str, err: ValidationError, prefix: tuple[Any, 
 _TOML_POSITION = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
 
+#: arrays and tables nested deeper than this are refused (a real config nests four or five levels)
+MAX_NESTING = 32
+
+
+def _too_deep(data: Any) -> tuple[Any, ...] | None:
+    """The key path of the first value nested deeper than :data:`MAX_NESTING`, or ``None``.
+
+    Iterative, so that the check itself cannot overflow the stack that pydantic would overflow.
+    """
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        value, loc = stack.pop()
+        if len(loc) > MAX_NESTING:
+            return loc[:MAX_NESTING + 1]
+        if isinstance(value, dict):
+            stack.extend((item, loc + (key,)) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, loc + (index,)) for index, item in enumerate(value))
+    return None
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; syntax errors name the line and column."""
+    """Parse a TOML file; syntax errors name the line and column.
+
+    The file must be a regular file of at most :data:`MAX_CONFIG_BYTES` (a FIFO or a device is refused
+    without blocking), nested at most :data:`MAX_NESTING` levels.
+    """
     try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(str(path), [f"{path}: cannot read: {err.strerror or err}"]) from err
+        raw = read_bounded(path, MAX_CONFIG_BYTES)
+    except FileProblem as err:
+        raise ConfigError(str(path), [f"{path}: {err.reason}"]) from err
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
         raise ConfigError(str(path), [f"{path}: not UTF-8 text (byte {err.start})"]) from err
+    except RecursionError as err:
+        raise ConfigError(str(path), [f"{path}: TOML: arrays or tables nested too deeply "
+                                      f"(at most {MAX_NESTING} levels)"]) from err
     except tomllib.TOMLDecodeError as err:
         text = str(err)
         match = _TOML_POSITION.match(text)
@@ -78,6 +107,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         else:
             where = "TOML"
         raise ConfigError(str(path), [f"{path}: {where}: TOML syntax error: {text}"]) from err
+    deep = _too_deep(data)
+    if deep is not None:
+        raise ConfigError(str(path), [f"{path}: {_key_path(deep)}: nested too deeply (at most {MAX_NESTING} levels)"])
+    return data
 
 
 def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
@@ -108,11 +141,14 @@ def _anchor_paths(config: Config, base: Path) -> Config:
     return config.model_copy(update={"gateway": gateway, "federation": federation, "campus": campus})
 
 
-def load_config(path: str | Path, registry: PluginRegistry | None = None) -> Config:
-    """Read, parse and validate a config file; with ``registry``, also the plugin-specific tables."""
+def load_config(path: str | Path, registry: PluginRegistry | None = None, *, read_files: bool = True) -> Config:
+    """Read, parse and validate a config file; with ``registry``, also the plugin-specific tables.
+
+    ``read_files=False`` leaves the files the config names unread (a config for another machine).
+    """
     path = Path(path)
     config = _anchor_paths(parse_config(read_toml(path), str(path)), path.parent)
-    if config.federation is not None and config.federation.enabled:
+    if read_files and config.federation is not None and config.federation.enabled:
         try:  # a missing or malformed key file is a config error, found now rather than at first gossip
             config.federation.campus_keys()
         except ConfigError as err:
@@ -187,7 +223,7 @@ def check_against_plugins(config: Config, registry: PluginRegistry, path: str = 
             problems.append(f"{path}: simulators[{index}].name: unknown simulator {sim.name!r} (installed: {known})")
             continue
         try:
-            spec.parse_args(list(sim.args))
+            spec.parse_args(list(sim.args), interactive=False)
         except ValueError as err:
             problems.append(f"{path}: simulators[{index}].args: {err}")
     if problems:

@@ -10,6 +10,13 @@ from pydantic import Field, model_validator
 from bessgw.config.base import IDENTIFIER, StrictModel
 
 
+def endpoint_host_port(endpoint: str) -> tuple[str, int]:
+    """``opc.tcp://host:port/path`` -> ``(host, port)`` (the pattern of the endpoint fields holds)."""
+    authority = endpoint.removeprefix("opc.tcp://").split("/", 1)[0]
+    host, _, port = authority.rpartition(":")
+    return host, int(port)
+
+
 class OpcUaUser(StrictModel):
     """``[[northbound.opcua.users]]``: one user name/password login and its role."""
 
@@ -82,8 +89,15 @@ class OpcUaSettings(StrictModel):
     )
     command_timeout_s: float = Field(2.0, gt=0, le=60, description="Bound on one SetPower/setpoint write")
 
+    @property
+    def listen_host_port(self) -> tuple[str, int]:
+        """The address the server listens on, from ``endpoint``."""
+        return endpoint_host_port(self.endpoint)
+
     @model_validator(mode="after")
     def _consistent(self) -> OpcUaSettings:
+        if self.listen_host_port[1] > 65535:
+            raise ValueError(f"endpoint port must be in 0..65535 (got {self.listen_host_port[1]})")
         names = [user.name for user in self.users]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:

@@ -143,6 +143,9 @@ class OpcUaDeviceLink(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> OpcUaDeviceLink:
+        port = int(self.endpoint.removeprefix("opc.tcp://").split("/", 1)[0].rpartition(":")[2])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"endpoint port must be in 1..65535 (got {port})")
         if self.password is not None and self.password_file is not None:
             raise ValueError("set either password or password_file, not both")
         if (self.password is not None or self.password_file is not None) and self.username is None:

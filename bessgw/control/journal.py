@@ -15,6 +15,7 @@ import json
 import math
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,19 +104,31 @@ class JournalEntry:
         return f"{self.seq:>6} {when} {self.source}/{self.principal or '-'} {self.command_id}: {what}{expiry}{note}"
 
 
-def _create_private(path: Path) -> None:
-    """Create the journal readable by its owner (and group) only: it names operators and their commands."""
-    if not path.exists():
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
-        os.close(fd)
-
-
 def _kw(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
 def _entry(row: tuple) -> JournalEntry:
     return JournalEntry(*row)
+
+
+#: the state directory, when the journal creates it: owner and the bessgw group only
+STATE_DIR_MODE = 0o750
+#: the journal holds who commanded what: owner read/write, group (operators: ``journal tail``) read, others nothing
+JOURNAL_FILE_MODE = 0o640
+
+
+def _restrict(path: Path) -> None:
+    """Create the journal file with :data:`JOURNAL_FILE_MODE`, or take other users' access away from an
+    existing one (journals of earlier versions were world-readable). SQLite creates the ``-wal`` and
+    ``-shm`` files with the database file's mode, so they follow."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), JOURNAL_FILE_MODE)
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o007:
+            os.fchmod(fd, mode & ~0o007)
+    finally:
+        os.close(fd)
 
 
 class Journal:
@@ -125,8 +138,8 @@ class Journal:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _create_private(self.path)
+            self.path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+            _restrict(self.path)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":

@@ -20,7 +20,7 @@ from bessgw.control.arbitration import Arbiter
 from bessgw.control.campus import CAMPUS_ID_PREFIX, CAMPUS_SOURCE, CampusInput, CampusShare
 from bessgw.control.commands import Command, CommandProcessor, CommandResult, GatewayRange, Ranges
 from bessgw.control.errors import CommandRejectedError, ControlError
-from bessgw.control.journal import Journal, JournalEntry
+from bessgw.control.journal import STATE_DIR_MODE, Journal, JournalEntry
 from bessgw.control.loop import ControlLoop, ControlState, UnitOverride, policies_from
 from bessgw.plugin.roles import Logger
 from bessgw.unit.supervisor import UnitSupervisor
@@ -47,7 +47,7 @@ class ControlService:
         self.units = list(units)
         self.log = log
         self.clock = clock
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
         self.journal = Journal.in_state_dir(state_dir, settings.journal_file)
         pruned = self.journal.prune(clock() - settings.journal_keep_days * _DAY_S)
         self.arbiter = Arbiter(policies_from(settings), hold_s=settings.hold_s, now=clock())

@@ -26,7 +26,11 @@ from typing import Any
 
 SOCKET_NAME = "admin.sock"
 MAX_REQUEST_BYTES = 16 * 1024
+#: a request is a flat object; a little nesting is allowed for future options, no more
+MAX_REQUEST_DEPTH = 8
 REQUEST_TIMEOUT_S = 5.0
+#: a state directory we create: owner and group (the bessgw group) only, as systemd's StateDirectoryMode
+STATE_DIR_MODE = 0o750
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class AdminServer:
         self.started = asyncio.Event()  #: set once the socket accepts requests
 
     async def run(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket from a crashed run
         server = await asyncio.start_unix_server(self._handle, path=str(self.path), limit=MAX_REQUEST_BYTES)
@@ -100,14 +104,18 @@ class AdminServer:
         try:
             try:
                 line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
-                reply = await asyncio.wait_for(self._answer(line, peer), REQUEST_TIMEOUT_S)
             except (asyncio.LimitOverrunError, ValueError):
                 self.rejected += 1
                 reply = {"ok": False, "error": f"request larger than {MAX_REQUEST_BYTES} bytes"}
             except (asyncio.TimeoutError, TimeoutError):
                 self.rejected += 1
                 reply = {"ok": False, "error": "request timed out"}
-            writer.write(json.dumps(reply, allow_nan=False, default=str).encode() + b"\n")
+            else:
+                try:
+                    reply = await asyncio.wait_for(self._answer(line, peer), REQUEST_TIMEOUT_S)
+                except (asyncio.TimeoutError, TimeoutError):
+                    reply = {"ok": False, "error": f"no answer within {REQUEST_TIMEOUT_S:g} s"}
+            writer.write(_encode_reply(reply))
             await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT_S)
         except (ConnectionError, asyncio.TimeoutError, TimeoutError):
             pass
@@ -117,10 +125,10 @@ class AdminServer:
     async def _answer(self, line: bytes, peer: Peer) -> dict[str, Any]:
         self.requests += 1
         try:
-            request = json.loads(line)
-        except ValueError:
+            request = decode_request(line)
+        except AdminError as err:
             self.rejected += 1
-            return {"ok": False, "error": "request is not one JSON object on one line"}
+            return {"ok": False, "error": str(err)}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             self.rejected += 1
             return {"ok": False, "error": 'request needs a "cmd" string'}
@@ -140,6 +148,45 @@ class AdminServer:
             self.log.error("admin_handler_failed", cmd=request["cmd"], error=f"{type(err).__name__}: {err}",
                            exc_info=True)
             return {"ok": False, "error": f"internal error: {type(err).__name__}"}
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (iterative: a hostile request cannot overflow it)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_REQUEST_DEPTH:  # deeper than that is refused anyway: stop counting
+                stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def decode_request(line: bytes) -> Any:
+    """One request line -> the JSON value; ``AdminError`` saying what is wrong with it otherwise.
+
+    Bounded: the line is at most ``MAX_REQUEST_BYTES`` (the reader's limit), nesting deeper than
+    ``MAX_REQUEST_DEPTH`` is refused (json's recursion would otherwise end in ``RecursionError``),
+    and integers longer than Python's digit limit are a ``ValueError`` of json itself.
+    """
+    try:
+        request = json.loads(line)
+    except RecursionError:
+        raise AdminError(f"request nested deeper than {MAX_REQUEST_DEPTH} levels") from None
+    except ValueError:  # also UnicodeDecodeError and over-long integers
+        raise AdminError("request is not one JSON object on one line") from None
+    if _depth(request) > MAX_REQUEST_DEPTH:
+        raise AdminError(f"request nested deeper than {MAX_REQUEST_DEPTH} levels")
+    return request
+
+
+def _encode_reply(reply: dict[str, Any]) -> bytes:
+    """The reply line; a reply that is not valid JSON (a NaN, an unencodable value) becomes an error reply."""
+    try:
+        return json.dumps(reply, allow_nan=False, default=str).encode() + b"\n"
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps({"ok": False, "error": "the reply could not be encoded as JSON"}).encode() + b"\n"
 
 
 def request(path: Path, payload: dict[str, Any], timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:

@@ -26,13 +26,26 @@ def _finite(value: float) -> float | None:
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+#: the longest ``expires_in_s`` accepted (a year); beyond it a timestamp is no longer meaningful
+MAX_EXPIRES_IN_S = 366 * 86400.0
+#: a command id: printable, no whitespace or control characters (it is journaled and shown one per line)
+
+
 def _number(request: dict[str, Any], key: str, default: float | None = None) -> float | None:
+    """A finite number from the request; ``AdminError`` otherwise (a 400-digit integer is not one)."""
     value = request.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise AdminError(f"{key} must be a finite number (got {value!r})")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AdminError(f"{key} must be a finite number (got {type(value).__name__})")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        shown = "a huge integer" if isinstance(value, int) else number
+        raise AdminError(f"{key} must be a finite number (got {shown})")
+    return number
 
 
 def handlers(gateway: Gateway) -> dict[str, Handler]:
@@ -95,7 +108,11 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
             raise AdminError("setpoint needs p_kw")
         q_kvar = _number(request, "q_kvar", 0.0) or 0.0
         expires_in_s = _number(request, "expires_in_s")
-        command_id = request.get("command_id") or f"local-{uuid.uuid4()}"
+        if expires_in_s is not None and not 0 < expires_in_s <= MAX_EXPIRES_IN_S:
+            raise AdminError(f"expires_in_s must be in (0, {MAX_EXPIRES_IN_S:g}] (got {expires_in_s:g})")
+        command_id = request.get("command_id")
+        if command_id is None:
+            command_id = f"local-{uuid.uuid4()}"
         expires_at = None if expires_in_s is None else time.time() + expires_in_s
         command = Command(command_id=command_id, source=LOCAL_SOURCE, p_kw=p_kw, q_kvar=q_kvar,
                           principal=peer.user, expires_at=expires_at)

@@ -242,9 +242,15 @@ class SimulatorSpec:
     run: Callable[[argparse.Namespace, SimulatorContext], Awaitable[None]]
     description: str = ""
 
-    def parse_args(self, argv: list[str]) -> argparse.Namespace:
-        """Parse the simulator's arguments; raises ``ValueError`` with argparse's message on bad input."""
-        parser = _RaisingParser(prog=f"bessgw sim {self.name}", description=self.description)
+    def parse_args(self, argv: list[str], *, interactive: bool = True) -> argparse.Namespace:
+        """Parse the simulator's arguments; raises ``ValueError`` with argparse's message on bad input.
+
+        ``interactive=False`` (arguments from a config file): no ``--help``, and an option that would
+        print and exit (``--help``, ``--version``) is a ``ValueError`` instead of ending the process.
+        """
+        parser = _RaisingParser(prog=f"bessgw sim {self.name}", description=self.description,
+                                add_help=interactive)
+        parser.may_exit = interactive
         self.add_arguments(parser)
         return parser.parse_args(argv)
 
@@ -252,8 +258,19 @@ class SimulatorSpec:
 class _RaisingParser(argparse.ArgumentParser):
     """An ArgumentParser that raises instead of exiting, so a config's simulator args can be checked."""
 
+    may_exit = True
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise ValueError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> None:  # type: ignore[override]
+        if not self.may_exit:
+            raise ValueError(message or "this option prints and exits; it has no place in a config")
+        super().exit(status, message)
+
+    def _print_message(self, message: str, file=None) -> None:  # type: ignore[no-untyped-def]
+        if self.may_exit:  # a config check prints nothing: the ValueError above says what is wrong
+            super()._print_message(message, file)
 
 
 # -------------------------------------------------------------------------------------- observers

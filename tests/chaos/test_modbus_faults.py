@@ -8,7 +8,9 @@ never delays the other units, and never stops a unit task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import time
 
 import pytest
@@ -244,3 +246,37 @@ def test_a_cancellation_swallowed_by_the_library_is_honoured():
             await transport.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("pdu", [bytes([0x63, 0x02, 0x00, 0x01]), bytes([0x03, 0x02]), bytes([0x03, 0x04, 0x00])],
+                         ids=["unknown-function", "short-read", "truncated-data"])
+def test_an_undecodable_response_fails_the_request_without_a_traceback(caplog, pdu: bytes) -> None:
+    """pymodbus raised inside data_received: asyncio logged a traceback and the request hung to its timeout."""
+    from bessgw.config import ModbusSettings
+    from bessgw.errors import DeviceUnavailableError
+    from bessgw.southbound.modbus.endpoint import ModbusEndpoint
+
+    async def answer_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readexactly(7)
+                await reader.readexactly(int.from_bytes(head[4:6], "big") - 1)
+                writer.write(head[0:4] + (len(pdu) + 1).to_bytes(2, "big") + head[6:7] + pdu)
+                await writer.drain()
+
+    async def scenario():
+        server = await asyncio.start_server(answer_garbage, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings = ModbusSettings(request_timeout_s=30.0)  # a hang would show as the test's own timeout
+        endpoint = ModbusEndpoint("127.0.0.1", port, settings, RecordingLog())
+        try:
+            with pytest.raises(DeviceUnavailableError, match="undecodable response"):
+                await endpoint.read_holding_registers(1, 0, 1)
+            assert endpoint.stats.undecodable == 1
+        finally:
+            await endpoint.close()
+            server.close()
+
+    with caplog.at_level(logging.DEBUG):
+        run(scenario(), timeout_s=10.0)
+    assert not [r for r in caplog.records if r.exc_info or "data_received() call failed" in r.getMessage()]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -127,3 +129,83 @@ def test_journal_tail_without_a_journal_is_a_clear_error(tmp_path: Path, subproc
     result = bessgw("journal", "tail", "--config", str(config), env=subprocess_env)
     assert result.returncode != 0
     assert "journal" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------ inputs that crashed or hung check-config (issue 12.6)
+
+
+def _crash_configs(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """name -> (config text, the key path its one error line must name)."""
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    federation = '[federation]\nbind_host = "127.0.0.1"\n'
+    return {
+        "nested-arrays": (GOOD + "[plugins.vendor_a]\nx = " + "[" * 5000 + "]" * 5000 + "\n", ""),
+        "nul-in-path": ('[gateway]\nid = "gw1"\nstate_dir = "/tmp/a\\u0000b"\n', "gateway.state_dir"),
+        "key-file-dev-zero": (GOOD + federation + 'key_file = "/dev/zero"\n', "federation.key_file"),
+        "key-file-fifo": (GOOD + federation + f'key_file = "{fifo}"\n', "federation.key_file"),
+        "simulator-help": (GOOD + '[[simulators]]\nname = "vendor_a"\nargs = ["--port", "1", "--help"]\n',
+                           "simulators[0].args"),
+        "journal-root": (GOOD + '[control]\njournal_file = "/"\n', "control.journal_file"),
+        "journal-escapes": (GOOD + '[control]\njournal_file = "../../x"\n', "control.journal_file"),
+    }
+
+
+@pytest.mark.parametrize("name", ["nested-arrays", "nul-in-path", "key-file-dev-zero", "key-file-fifo",
+                                  "simulator-help", "journal-root", "journal-escapes"])
+def test_check_config_never_crashes_or_hangs(tmp_path: Path, subprocess_env, name: str) -> None:
+    text, key = _crash_configs(tmp_path)[name]
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    result = bessgw("check-config", str(path), env=subprocess_env, timeout=30)
+    assert result.returncode == 78, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"{path}: {key}") and "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_check_config_of_a_fifo_does_not_hang(tmp_path: Path, subprocess_env) -> None:
+    fifo = tmp_path / "site.toml"
+    os.mkfifo(fifo)
+    result = bessgw("check-config", str(fifo), env=subprocess_env, timeout=30)
+    assert (result.returncode, result.stderr) == (78, f"{fifo}: a FIFO, not a regular file\n")
+
+
+def test_check_config_skip_files_lists_what_it_skipped(tmp_path: Path, subprocess_env) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text('[gateway]\nid = "gw1"\nstate_dir = "/nonexistent/bessgw"\n'
+                    '[federation]\nbind_host = "10.9.9.9"\nkey_file = "/nonexistent/campus.keys"\n')
+    refused = bessgw("check-config", str(path), env=subprocess_env)
+    assert refused.returncode == 78 and "federation.key_file" in refused.stderr
+    skipped = bessgw("check-config", "--skip-files", str(path), env=subprocess_env)
+    assert (skipped.returncode, skipped.stdout) == (0, "ok\n"), skipped.stderr
+    assert f"{path}: skipped: federation.key_file: /nonexistent/campus.keys" in skipped.stderr
+
+
+def test_run_help_prints_usage(subprocess_env) -> None:
+    result = bessgw("run", "--help", env=subprocess_env)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: bessgw run") and "--config" in result.stdout
+
+
+def test_run_refuses_a_busy_opcua_port_with_exit_78(tmp_path: Path, subprocess_env) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = tmp_path / "site.toml"
+        path.write_text(f'[gateway]\nid = "gw1"\nstate_dir = "{tmp_path / "state"}"\n'
+                        f'[northbound.opcua]\nenabled = true\nendpoint = "opc.tcp://127.0.0.1:{port}/x"\n')
+        result = bessgw("run", "--config", str(path), env=subprocess_env, timeout=60)
+    assert result.returncode == 78
+    assert result.stderr == f"{path}: northbound.opcua.endpoint: TCP 127.0.0.1:{port} is in use by another process\n"
+    assert not (tmp_path / "state").exists()  # refused before anything was created
+
+
+def test_run_refuses_an_unusable_state_dir_with_exit_78(tmp_path: Path, subprocess_env) -> None:
+    (tmp_path / "file").write_text("x")
+    path = tmp_path / "site.toml"
+    path.write_text(f'[gateway]\nid = "gw1"\nstate_dir = "{tmp_path / "file" / "state"}"\n')
+    result = bessgw("run", "--config", str(path), env=subprocess_env, timeout=60)
+    assert result.returncode == 78
+    assert result.stderr == f"{path}: gateway.state_dir: {tmp_path / 'file'} is not a directory\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,92 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, monkeypa
     config = load_config(path)
     assert config.gateway.state_dir == tmp_path / "var" / "gw"
     assert config.federation.key_file == site / "campus.keys"
+
+
+# ------------------------------------------------------- inputs that crashed check-config (issue 12.6)
+
+
+def test_deeply_nested_arrays_are_a_config_error(tmp_path: Path) -> None:
+    deep = "[" * 3000 + "1" + "]" * 3000
+    path = write(tmp_path, MINIMAL + f"\n[plugins.vendor_a]\nx = {deep}\n")
+    (line,) = errors_of(path)
+    assert line.startswith(f"{path}: ") and "nested too deeply" in line
+
+
+def test_moderately_deep_nesting_names_the_key_path(tmp_path: Path) -> None:
+    deep = "[" * 100 + "1" + "]" * 100
+    path = write(tmp_path, MINIMAL + f"\n[plugins.vendor_a]\nx = {deep}\n")
+    (line,) = errors_of(path)
+    assert line.startswith(f"{path}: plugins.vendor_a.x[0]") and "nested too deeply (at most 32 levels)" in line
+
+
+def test_nul_byte_in_a_path_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, '[gateway]\nid = "gw1"\nstate_dir = "/tmp/a\\u0000b"\n')
+    (line,) = errors_of(path)
+    assert line.startswith(f"{path}: gateway.state_dir: ") and "NUL byte" in line
+
+
+def test_nul_byte_in_the_key_file_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '\n[federation]\nbind_host = "127.0.0.1"\nkey_file = "/tmp/k\\u0000"\n')
+    (line,) = errors_of(path)
+    assert line.startswith(f"{path}: federation.key_file: ") and "NUL byte" in line
+
+
+def test_key_file_that_is_a_device_is_refused_without_reading_it(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + '\n[federation]\nbind_host = "127.0.0.1"\nkey_file = "/dev/zero"\n')
+    (line,) = errors_of(path)
+    assert line == f"{path}: federation.key_file: /dev/zero: cannot read campus keys: a device, not a regular file"
+
+
+def test_key_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    path = write(tmp_path, MINIMAL + f'\n[federation]\nbind_host = "127.0.0.1"\nkey_file = "{fifo}"\n')
+    (line,) = errors_of(path)
+    assert line == f"{path}: federation.key_file: {fifo}: cannot read campus keys: a FIFO, not a regular file"
+
+
+def test_huge_key_file_is_refused(tmp_path: Path) -> None:
+    keys = tmp_path / "campus.keys"
+    keys.write_bytes(b"#" * (1024 * 1024))
+    path = write(tmp_path, MINIMAL + f'\n[federation]\nbind_host = "127.0.0.1"\nkey_file = "{keys}"\n')
+    (line,) = errors_of(path)
+    assert line.startswith(f"{path}: federation.key_file: {keys}: cannot read campus keys: 1048576 bytes")
+
+
+@pytest.mark.parametrize("name", ["fifo", "/dev/zero", "dir"])
+def test_config_file_that_is_not_a_regular_file_is_refused(tmp_path: Path, name: str) -> None:
+    target = Path(name) if name.startswith("/") else tmp_path / name
+    if name == "fifo":
+        os.mkfifo(target)
+    elif name == "dir":
+        target.mkdir()
+    (line,) = errors_of(target)
+    assert line.startswith(f"{target}: ") and "not a regular file" in line
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--port", "15020", "-h"], ["--port", "1", "--help"]])
+def test_simulator_help_in_a_config_is_an_error_not_an_exit(tmp_path: Path, plugin_path, args: list[str]) -> None:
+    registry = build_plugin_manager().collect()
+    path = write(tmp_path, MINIMAL + f'\n[[simulators]]\nname = "vendor_a"\nargs = {json.dumps(args)}\n')
+    (line,) = errors_of(path, registry)
+    assert line.startswith(f"{path}: simulators[0].args: ")
+
+
+@pytest.mark.parametrize("journal_file", ["/", "../../x", "/etc/passwd", "a/../../b", "", ".", "db/"])
+def test_journal_file_must_stay_inside_the_state_dir(tmp_path: Path, journal_file: str) -> None:
+    path = write(tmp_path, MINIMAL + f'\n[control]\njournal_file = "{journal_file}"\n')
+    (line,) = errors_of(path)
+    assert line.startswith(f"{path}: control.journal_file: ")
+
+
+def test_journal_file_may_be_in_a_subdirectory(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL + '\n[control]\njournal_file = "journal/commands.sqlite3"\n'))
+    assert config.control.journal_file == "journal/commands.sqlite3"
+
+
+@pytest.mark.parametrize("endpoint", ["opc.tcp://127.0.0.1:70000/x", "opc.tcp://127.0.0.1:99999"])
+def test_opcua_endpoint_port_out_of_range(tmp_path: Path, endpoint: str) -> None:
+    path = write(tmp_path, MINIMAL + f'\n[northbound.opcua]\nenabled = true\nendpoint = "{endpoint}"\n')
+    (line,) = errors_of(path)
+    assert line.startswith(f"{path}: northbound.opcua: ") and "port must be in 0..65535" in line

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 
 from bessgw.backoff import Backoff
 from bessgw.compat import timeout
@@ -44,6 +44,31 @@ EXCEPTION_NAMES = {
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
+
+
+def _guard_decoding(client: AsyncModbusTcpClient, on_error: Callable[[Exception], None]) -> None:
+    """Turn pymodbus failing to decode a response into a failed request instead of a traceback.
+
+    pymodbus decodes inside ``data_received``; a response it cannot decode (garbage, a function code it
+    does not know) raises there, asyncio logs "Fatal error: protocol.data_received() call failed" with
+    a traceback and the request waits for its timeout. Here the bytes are dropped, the waiting request
+    fails at once with a ``ModbusIOException`` (mapped to ``DeviceUnavailableError`` and a reconnect,
+    since the stream's framing can no longer be trusted), and ``on_error`` counts it.
+    """
+    manager = client.ctx
+    decode = manager.callback_data
+
+    def callback_data(data: bytes, addr: tuple | None = None) -> int:
+        try:
+            return decode(data, addr=addr)
+        except Exception as err:  # device bytes pymodbus cannot decode: the device boundary
+            future = manager.response_future
+            if not future.done():
+                future.set_exception(ModbusIOException(f"undecodable response ({type(err).__name__}: {err})"))
+            on_error(err)
+            return len(data)
+
+    manager.callback_data = callback_data  # type: ignore[method-assign]
 
 
 def _cancel_requests(task: asyncio.Task[Any] | None) -> int:
@@ -78,6 +103,7 @@ class EndpointStats:
     connect_failures: int = 0
     disconnects: int = 0
     breaker_rejections: int = 0
+    undecodable: int = 0  #: responses pymodbus could not frame or decode (garbage on the wire)
 
 
 class ModbusEndpoint:
@@ -134,6 +160,7 @@ class ModbusEndpoint:
                 trace_connect=lambda up: self._on_connection_change(up, holder[0] if holder else None),
             )
             holder.append(client)
+            _guard_decoding(client, self._on_undecodable)
             ok = False
             task = asyncio.current_task()
             cancels_before = _cancel_requests(task)
@@ -178,6 +205,10 @@ class ModbusEndpoint:
             if used is client and deadline not in self._cut:
                 self._cut.add(deadline)
                 deadline.reschedule(now)
+
+    def _on_undecodable(self, err: Exception) -> None:
+        self.stats.undecodable += 1
+        self._mark_down(f"undecodable response: {err}")
 
     def _mark_down(self, reason: str) -> None:
         if not self._down_reason:
