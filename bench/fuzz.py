@@ -732,9 +732,9 @@ async def _gossip(count: int, rng: random.Random, stats: Stats, hang_s: float) -
     import socket as socketlib
 
     from bessgw.config import FederationSection
+    from bessgw.federation.boot import boot_stamp
     from bessgw.federation.crypto import KeyRing
     from bessgw.federation.node import GossipNode
-    from bessgw.federation.boot import boot_stamp
     from bessgw.federation.wire import MsgType, Status, pack
 
     key = bytes(range(32))

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from bessgw.daemon.admin import MAX_REQUEST_BYTES
 
+from bessgw.daemon.admin import MAX_REQUEST_BYTES
 from tests.integration.daemon_harness import GatewayProcess
 
 pytestmark = pytest.mark.daemon
