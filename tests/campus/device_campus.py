@@ -294,6 +294,27 @@ class DeviceCampus:
         return bad
 
 
+    def around(self, at_s: float, since_s: float, window_s: float = 0.4) -> str:
+        """The samples within ``window_s`` of ``since_s + at_s``, per gateway (for failure messages)."""
+        lines = []
+        for sample in self.sampler.samples:
+            if abs(sample.at_s - since_s - at_s) <= window_s:
+                per_gateway = "  ".join(f"{g} {sample.total(ds):7.1f}/{sample.commanded_total(ds):7.1f}"
+                                        for g, ds in self.devices_of.items())
+                lines.append(f"t={sample.at_s - since_s:7.3f} Σ {sample.total():7.1f}/{sample.commanded_total():7.1f}"
+                             f"  {per_gateway}  (measured/commanded kW)")
+        for read in self.sampler.etcd:
+            if abs(read.sent_s - since_s - at_s) <= window_s:
+                lines.append(f"t={read.sent_s - since_s:7.3f} etcd rev {read.revision} present {sorted(read.present)} "
+                             f"shares {({g: round(p, 1) for g, (p, _) in sorted(read.shares.items())})}")
+        return "\n".join(sorted(lines))
+
+    def assert_never_over(self, bound_kw: float, since_s: float, *, low_kw: float = 0.0) -> None:
+        bad = self.over_delivery(bound_kw, since_s, low_kw=low_kw)
+        assert not bad, f"{len(bad)} samples out of [{low_kw}, {bound_kw}] kW: {bad[:5]}\n" + self.around(
+            bad[0][0], since_s)
+
+
 def start_device_campus(tmp: Path, env: dict[str, str], cluster: EtcdCluster, *,
                         socs: tuple[float, ...] = (50.0, 60.0, 70.0),
                         endpoints_of: Callable[[str], list[str]] | None = None) -> DeviceCampus:

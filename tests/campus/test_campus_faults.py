@@ -134,7 +134,7 @@ def test_a_killed_gateways_units_stop_by_their_own_watchdog_before_its_share_mov
         for g in others)]
     assert raised and min(raised) > gone_at, (gone_at, raised[:5])
 
-    assert campus.over_delivery(SETPOINT_KW, begin) == []
+    campus.assert_never_over(SETPOINT_KW, begin)
 
 
 def test_killing_the_etcd_leader_mid_change_over_delivers_nothing_and_the_campus_converges(
@@ -155,7 +155,7 @@ def test_killing_the_etcd_leader_mid_change_over_delivers_nothing_and_the_campus
         campus.wait_total(-SETPOINT_KW / 3, 30, "Σ measured ≈ -1000 kW after the leader change")
         samples = sampler.since(begin)
         # neither direction is ever over-delivered, at no sample, in total or by the devices on each side
-        assert campus.over_delivery(SETPOINT_KW, begin, low_kw=-SETPOINT_KW / 2) == []
+        campus.assert_never_over(SETPOINT_KW, begin, low_kw=-SETPOINT_KW / 2)
         for sample in samples:
             for values in (sample.measured, sample.commanded):
                 assert sum(p for p in values.values() if p > 0) <= SETPOINT_KW + SAMPLING_TOLERANCE_KW, sample
@@ -204,7 +204,7 @@ def test_a_gateway_paused_past_its_lease_writes_nothing_old_when_it_wakes(campus
         assert share is not None and share[1] > revision_at_wake, \
             f"{victim} woke and its units were commanded {commanded:.1f} kW with no new share in etcd ({share})"
         assert commanded <= share[0] + SAMPLING_TOLERANCE_KW
-    assert campus.over_delivery(SETPOINT_KW, begin) == []
+    campus.assert_never_over(SETPOINT_KW, begin)
 
 
 def test_a_gateway_cut_off_from_etcd_stops_its_share_and_the_campus_recovers_after_heal(
@@ -254,7 +254,7 @@ def test_a_gateway_cut_off_from_etcd_stops_its_share_and_the_campus_recovers_aft
                  and abs(sampler.latest().total() - SETPOINT_KW) < 3.5, 40,
                  "the healed gateway back in etcd, with a share delivered, and Σ ≈ the setpoint")
             assert sampler.since(healed)  # sampled through the heal
-            assert campus.over_delivery(SETPOINT_KW, begin) == []
+            campus.assert_never_over(SETPOINT_KW, begin)
         finally:
             stop_device_campus(campus)
             cluster.stop()
