@@ -19,19 +19,21 @@ import base64
 import contextlib
 import ctypes
 import itertools
+import json
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pymodbus.client import AsyncModbusTcpClient
 
-from bessgw.campus.client import EtcdClient
+from bessgw.campus.client import prefix_end
 from bessgw.campus.protocol import Keys
 from bessgw.campus.records import Share
 from bessgw.errors import BessgwError
@@ -229,27 +231,36 @@ class DeviceSampler:
                 decode_kw(words[setpoint], words[setpoint + 1]), words[0] == RUNNING)
 
     async def _etcd_loop(self) -> None:
-        client = EtcdClient(self.etcd_endpoints, request_timeout_s=0.3)
-        try:
-            while True:
-                sent = time.monotonic()
-                try:
-                    revision, kvs = await client.get_prefix(self.keys.prefix)
-                except BessgwError:
-                    await asyncio.sleep(SAMPLE_PERIOD_S)
-                    continue
-                present, shares = set(), {}
-                for kv in kvs:
-                    kind, gateway = self.keys.parse(kv.key)
-                    if kind == "gateways":
-                        present.add(gateway)
-                    elif kind == "shares":
-                        with contextlib.suppress(BessgwError, ValueError):
-                            shares[gateway] = (Share.decode(kv.value).p_kw, kv.mod_revision)
-                self.etcd.append(EtcdSample(sent, revision, frozenset(present), shares))
-                await asyncio.sleep(max(0.0, sent + SAMPLE_PERIOD_S - time.monotonic()))
-        finally:
-            await client.close()
+        """Poll the prefix through etcd's JSON gateway: a plain socket of this thread (gRPC's own threads may
+        live in another network namespace than the test's, once gRPC was used outside it)."""
+        endpoint = 0
+        while True:
+            sent = time.monotonic()
+            try:
+                reply = await asyncio.to_thread(self._range, self.etcd_endpoints[endpoint])
+            except (OSError, ValueError):
+                endpoint = (endpoint + 1) % len(self.etcd_endpoints)
+                await asyncio.sleep(SAMPLE_PERIOD_S)
+                continue
+            present, shares = set(), {}
+            for kv in reply.get("kvs", []):
+                kind, gateway = self.keys.parse(base64.b64decode(kv["key"]).decode())
+                if kind == "gateways":
+                    present.add(gateway)
+                elif kind == "shares":
+                    with contextlib.suppress(BessgwError, ValueError):
+                        shares[gateway] = (Share.decode(base64.b64decode(kv.get("value", ""))).p_kw,
+                                           int(kv["mod_revision"]))
+            self.etcd.append(EtcdSample(sent, int(reply["header"]["revision"]), frozenset(present), shares))
+            await asyncio.sleep(max(0.0, sent + SAMPLE_PERIOD_S - time.monotonic()))
+
+    def _range(self, endpoint: str) -> dict:
+        prefix = self.keys.prefix.encode()
+        body = json.dumps({"key": base64.b64encode(prefix).decode(),
+                           "range_end": base64.b64encode(prefix_end(prefix)).decode()}).encode()
+        request = urllib.request.Request(f"http://{endpoint}/v3/kv/range", data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=0.3) as response:
+            return json.loads(response.read())
 
 
 @dataclass
