@@ -45,6 +45,9 @@ class EtcdCluster:
     size: int = 3
     heartbeat_ms: int = 100
     election_ms: int = 1000
+    #: more loopback addresses every member also serves clients on (same port), e.g. ``("127.0.0.2",)`` so a
+    #: test inside its own network namespace can cut one client off by destination address
+    extra_client_hosts: tuple[str, ...] = ()
     members: list[Member] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -59,9 +62,11 @@ class EtcdCluster:
 
     def _command(self, member: Member, state: str) -> list[str]:
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        listen = ",".join([f"http://{member.endpoint}",
+                           *(f"http://{host}:{member.client_port}" for host in self.extra_client_hosts)])
         return [
             ETCD, "--name", member.name, "--data-dir", str(member.data_dir),
-            "--listen-client-urls", f"http://{member.endpoint}", "--advertise-client-urls", f"http://{member.endpoint}",
+            "--listen-client-urls", listen, "--advertise-client-urls", f"http://{member.endpoint}",
             "--listen-peer-urls", member.peer_url, "--initial-advertise-peer-urls", member.peer_url,
             "--initial-cluster", initial, "--initial-cluster-state", state,
             "--initial-cluster-token", f"bessgw-test-{self.base.name}",
