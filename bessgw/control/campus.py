@@ -12,9 +12,14 @@ gateway. :class:`CampusInput` turns that into what control understands:
   ``|Q|`` for a campus decision is refused past it, immediately before the write (a process paused past
   its deadline wakes up and writes nothing old);
 - a change that is not a pure increase (a decrease, a sign change, a release) returns only once a control
-  step that *began after* the change has completed, i.e. once the lower values are written to the
-  units. Campus dispatch acknowledges the share in etcd when this returns, and the allocator then commits
-  increases on other gateways: the order "decrease here, then increase there" holds on the devices.
+  step that *began after* the change has completed without a write error, i.e. once the lower values are
+  written to the units, **and** each unit's own telemetry, read after that write, shows it delivering no
+  more than it was commanded (a device follows its setpoint one control cycle later; writing is not
+  delivering). Campus dispatch acknowledges the share in etcd when this returns, and the allocator then
+  commits increases on other gateways: the order "decrease here, then increase there" holds on the
+  devices' actual output, not only on their setpoint registers. A unit whose telemetry is not Good is not
+  waited for: control does not count it as available and commands it 0 kW, and its own watchdog backs that
+  up.
 
 A share is never journaled as a local command: after a restart only etcd, with a live lease, gives a
 gateway a share again.
@@ -32,12 +37,18 @@ from bessgw.compat import timeout
 from bessgw.control.arbitration import Arbiter
 from bessgw.control.errors import ControlError
 from bessgw.control.loop import ControlLoop
+from bessgw.model import Quality
 from bessgw.plugin.roles import Logger
 
 #: the control source campus shares arrive as (``[[control.sources]]``)
 CAMPUS_SOURCE = "campus"
 #: arbiter command ids of campus shares carry this prefix, so they never collide with local command ids
 CAMPUS_ID_PREFIX = "campus:"
+#: how long a lower share may take to show in the units' telemetry, plus three poll intervals
+SETTLE_BOUND_S = 2.0
+#: a unit "delivers no more than commanded" within this much (measurement resolution, rounding)
+DELIVERY_TOLERANCE_KW = 0.5
+DELIVERY_TOLERANCE_RATIO = 0.005
 
 
 class CampusShare(Protocol):
@@ -130,10 +141,42 @@ class CampusInput:
                     await self.loop.stepped.wait()
         except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
             raise CampusSettleError(f"the lower campus share was not written within {bound_s:g} s") from None
-        self.settled_waits += 1
         errors = self.loop.state.write_errors
-        if errors and self.log is not None:
-            self.log.warning("campus_decrease_write_failed", units=sorted(errors))
+        if errors:  # a unit may still run at the higher value: no acknowledgement, the share comes again
+            raise CampusSettleError(f"the lower campus share could not be written to {', '.join(sorted(errors))}")
+        await self._delivered(time.time())
+        self.settled_waits += 1
+
+    async def _delivered(self, written_at: float) -> None:
+        """Wait (bounded) until every unit's telemetry read after ``written_at`` shows at most its command."""
+        commanded = self.loop.state.setpoints
+        units = [unit for unit in self.loop.units if unit.unit_id in commanded]
+        bound_s = SETTLE_BOUND_S + 3 * max((unit.timing.poll_interval_s for unit in units), default=0.0)
+        try:
+            async with timeout(bound_s):
+                for unit in units:
+                    p_kw, _q_kvar = commanded[unit.unit_id]
+                    while True:
+                        snap = unit.snapshot()
+                        telemetry = snap.telemetry
+                        if telemetry.quality is not Quality.GOOD or not snap.connected:
+                            break  # not available to control: commanded 0 kW, and its watchdog acts
+                        if telemetry.timestamp >= written_at and _within(telemetry.p_kw, p_kw):
+                            break
+                        await unit.wait_update(bound_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            raise CampusSettleError(f"the units did not show the lower campus share within {bound_s:g} s"
+                                    ) from None
+
+
+def _within(measured_kw: float, commanded_kw: float) -> bool:
+    """A unit delivers no more than commanded (on the same side), up to a small measurement tolerance."""
+    if math.isnan(measured_kw):
+        return False
+    tolerance = max(DELIVERY_TOLERANCE_KW, DELIVERY_TOLERANCE_RATIO * abs(commanded_kw))
+    if abs(measured_kw) <= tolerance:
+        return True
+    return measured_kw * commanded_kw > 0.0 and abs(measured_kw) <= abs(commanded_kw) + tolerance
 
 
 def _pure_increase(old: tuple[float, float], new: tuple[float, float]) -> bool:

@@ -134,3 +134,29 @@ def test_campus_shares_are_never_journaled_and_campus_setpoints_never_restored(p
             assert restarted.state.arbitration.source is None  # nothing restored: only etcd gives a share
 
     asyncio.run(scenario())
+
+
+def test_a_lower_share_returns_only_once_the_devices_deliver_it(plugin_path, tmp_path: Path) -> None:
+    """Written is not delivered: a device that still outputs the old power holds the acknowledgement back."""
+    from dataclasses import replace
+
+    async def scenario() -> None:
+        async with running(tmp_path, period_s=0.05) as (control, r):
+            await control.apply_campus_share(FakeShare(600.0), later(30))
+            await eventually(lambda: sum(r.device_p()) == pytest.approx(600.0), 5, "600 kW on the devices")
+            lagging = r.drivers[0]
+            honest_read = lagging.read
+
+            async def still_at_300():  # the device's output lags its new setpoint
+                return replace(await honest_read(), p_kw=300.0)
+
+            lagging.read = still_at_300
+            lower = asyncio.create_task(control.apply_campus_share(FakeShare(200.0, command_id="c-2"), later(30)))
+            await eventually(lambda: sum(r.device_p()) == pytest.approx(200.0), 5, "the lower share written")
+            await eventually(lambda: r.units[0].telemetry.p_kw == 300.0, 5, "the lag seen in telemetry")
+            assert not lower.done()  # written, not yet delivered: not acknowledged
+            del lagging.read  # the device catches up
+            await asyncio.wait_for(lower, 5)
+            assert control.campus.settled_waits == 1  # 600 from 0 was a pure increase: no wait
+
+    asyncio.run(scenario())
