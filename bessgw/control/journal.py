@@ -16,6 +16,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -23,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bessgw.control.errors import JournalError
+from bessgw.timing import DurationHistogram
 
 _SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -124,6 +126,8 @@ class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.appends = 0  #: committed write transactions (each one fsync'd), for metrics
+        self.commit_duration = DurationHistogram()  #: COMMIT time, i.e. the WAL fsync
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _create_private(self.path)
@@ -169,7 +173,10 @@ class Journal:
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+                committing_at = time.monotonic()
                 self._db.execute("COMMIT")  # with synchronous=FULL this returns once the WAL is fsync'd
+                self.commit_duration.observe(time.monotonic() - committing_at)
+                self.appends += 1
             except sqlite3.Error as err:
                 raise JournalError(f"{self.path}: journal write failed: {err}") from err
 

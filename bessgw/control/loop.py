@@ -41,6 +41,7 @@ from bessgw.control.envelope import gate_arrays
 from bessgw.errors import DecisionExpiredError
 from bessgw.model import Quality, Setpoint, UnitState
 from bessgw.plugin.roles import Logger
+from bessgw.timing import DurationHistogram
 from bessgw.unit.snapshot import UnitSnapshot
 from bessgw.unit.supervisor import UnitSupervisor
 
@@ -132,6 +133,8 @@ class ControlLoop:
         self._written_ok = np.zeros(len(self.units), dtype=bool)  # does the unit hold _present for sure?
         self.periods = 0  # steps completed
         self.steps_begun = 0  # steps begun (a step that began after a change has seen it)
+        self.step_duration = DurationHistogram()  # of each completed step, writes included (metrics)
+        self.envelope_clamps = 0  # unit values the safety envelope changed (limits or ramps), for metrics
         self.last_step_at: float | None = None
         self._poked = asyncio.Event()
         self._failing: set[str] = set()  # units whose last write failed (logged once, not every period)
@@ -252,6 +255,8 @@ class ControlLoop:
                            max_discharge_kw=np.where(writable, fleet.max_discharge_kw, 0.0),
                            max_q_kvar=np.where(writable, fleet.max_q_kvar, 0.0),
                            ramp_kw_per_s=fleet.ramp_kw_per_s, dt_s=dt)
+        self.envelope_clamps += int(np.count_nonzero((np.abs(p - wanted_p) > _WRITE_EPSILON)
+                                                     | (np.abs(q - wanted_q) > _WRITE_EPSILON)))
         writes = []
         for index, unit in enumerate(self.units):
             changed = (abs(p[index] - self._present[index]) > _WRITE_EPSILON
@@ -310,6 +315,7 @@ class ControlLoop:
         )
         self.stepped.set()
         self.stepped = asyncio.Event()
+        self.step_duration.observe(time.monotonic() - decided_at)
         return self._state
 
     async def _write(self, unit: UnitSupervisor, setpoint: Setpoint,

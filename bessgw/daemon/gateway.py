@@ -55,7 +55,7 @@ START_TIMEOUT_S = 60.0
 LEFTOVER_GRACE_S = 1.0
 #: the config key each service stands for, in start-failure messages
 SERVICE_KEYS = {"control": "control", "admin": "gateway.state_dir", "opcua": "northbound.opcua",
-                "federation": "federation", "campus": "campus.coordination"}
+                "federation": "federation", "campus": "campus.coordination", "http": "http"}
 
 
 @dataclass
@@ -101,6 +101,15 @@ class Gateway:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self.reloads = 0
+
+    @property
+    def starting(self) -> bool:
+        """Until READY=1: not every transport and service has started yet."""
+        return self._starting
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     # ------------------------------------------------------------------------------ lifecycle
 
