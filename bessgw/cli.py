@@ -238,7 +238,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"bessgw sim {args.name}: {err}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level, "auto")
+    configure_logging(args.log_level, "auto", stream=sys.stderr)  # stdout says "ready"
     import structlog
 
     log = structlog.get_logger("bessgw.sim").bind(simulator=args.name)

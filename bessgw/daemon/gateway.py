@@ -37,7 +37,7 @@ from bessgw import __version__
 from bessgw.backoff import Backoff
 from bessgw.compat import TaskGroup
 from bessgw.config import Config, UnitSection, load_config, plugin_options, unit_options
-from bessgw.daemon.logsetup import configure_logging
+from bessgw.daemon.logsetup import configure_logging, shutting_down
 from bessgw.daemon.sdnotify import Notifier
 from bessgw.daemon.services import SERVICES, RunningService, Service, Services
 from bessgw.errors import BessgwError, ConfigError
@@ -139,6 +139,7 @@ class Gateway:
                 self._spawn(self._reload_loop(), "reload")
                 await self._stop.wait()
                 self.log.info("stopping")
+                shutting_down()
                 self.notifier.stopping()
                 self._start_hard_deadline()
                 await self._drain_services()
