@@ -271,6 +271,12 @@ class Journal:
         """The last ``n`` entries, oldest first."""
         return _tail(self._query, n)
 
+    def page(self, before_seq: int | None = None, limit: int = 50) -> list[JournalEntry]:
+        """Up to ``limit`` entries older than ``before_seq`` (all: the newest), newest first (REST paging)."""
+        before = before_seq if before_seq is not None else 2**62
+        return self._query(f"SELECT {', '.join(_COLUMNS)} FROM commands WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                           (before, limit))
+
     def latest_per_source(self) -> dict[str, JournalEntry]:
         """Each source's most recent gateway-level command."""
         return {source: entry for (source, unit), entry in self.latest_per_target().items() if not unit}

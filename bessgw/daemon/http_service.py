@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from bessgw.config import Config
+from bessgw.daemon.admin import Peer
+from bessgw.daemon.operations import handlers
 from bessgw.daemon.readiness import not_ready_reasons
 from bessgw.daemon.transport_metrics import TransportCollector
+from bessgw.northbound.http.api import ApiContext, add_api_routes
 from bessgw.northbound.http.metrics import (
     CampusCollector,
     ControlCollector,
@@ -39,5 +43,13 @@ def build_http(gateway: Gateway, config: Config) -> HttpServer | None:
     ])
     app = web.Application(client_max_size=settings.max_body_bytes)
     observability_routes(app, lambda: not_ready_reasons(gateway), registry)
+    status = handlers(gateway)["status"]
+
+    async def gateway_status() -> dict[str, Any]:
+        return await status({}, Peer(pid=os.getpid(), uid=os.getuid(), user="rest"))
+
+    add_api_routes(app, ApiContext(settings, config.gateway.id, gateway.directory.snapshots,
+                                   lambda: services.control, lambda: services.federation, gateway_status,
+                                   gateway.log.bind(service="http")))
     return HttpServer(settings, app, gateway.log.bind(service="http"),
                       tls=ssl_context(settings, gateway.config_path.parent))
