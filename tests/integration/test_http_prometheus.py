@@ -125,14 +125,15 @@ scrape_configs:
                               timeout_s=30, what="A5-nmc SOC in Prometheus", step_s=0.5)
         assert soc == pytest.approx(0.70, abs=0.01)
 
-        # the vendor_a endpoints are polled every 0.5 s (plus heartbeats): a steady, bounded request rate
+        # the vendor_a endpoints are polled every 0.5 s (requests coalesced; slower on a loaded machine):
+        # every endpoint shows a steady request rate, none an absurd one
         rate_query = 'rate(bessgw_transport_requests_total{transport="modbus",endpoint=~".*"}[5s])'
         rates = wait_until_sync(lambda: [float(r["value"][1]) for r in _query(prom_port, rate_query)
                                          if r["metric"]["endpoint"] != f"127.0.0.1:{silent_device}"
                                          and float(r["value"][1]) > 0] or None,
                                 timeout_s=30, what="a modbus request rate", step_s=0.5)
         assert len(rates) == 5  # the demo's five vendor_a endpoints
-        assert all(1.0 <= rate <= 20.0 for rate in rates), rates
+        assert all(0.3 <= rate <= 20.0 for rate in rates), rates
 
         # the silent device timed out twice: its breaker is open, and only its breaker
         open_query = f'bessgw_transport_breaker_state{{endpoint="127.0.0.1:{silent_device}",state="open"}}'
