@@ -72,7 +72,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     path = Path(args.config)
     config = load_config(path, registry)
     configure_logging(config.gateway.log_level, config.gateway.log_format)
-    return run_gateway(path, config, pm, registry)
+    from bessgw.daemon.tracing import configure_tracing, shutdown_tracing
+
+    configure_tracing(config.tracing)
+    try:
+        return run_gateway(path, config, pm, registry)
+    finally:
+        shutdown_tracing()
 
 
 #: where the systemd unit puts the config; commands that ask a running gateway default to it

@@ -14,6 +14,7 @@ config can force either. Everything goes through the same renderer:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -22,6 +23,8 @@ from types import TracebackType
 from typing import Any, TextIO
 
 import structlog
+
+from bessgw.daemon.tracing import add_trace_ids
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 #: frames kept per exception (innermost last), and chained causes followed
@@ -79,6 +82,14 @@ def _console_exception(logger: Any, method: str, event: dict[str, Any]) -> dict[
     return event
 
 
+def _finite_numbers(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """NaN and infinities are not JSON: a missing measurement is logged as null."""
+    for key, value in event.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            event[key] = None
+    return event
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Route structlog and the libraries' stdlib logging to ``stream`` (stdout), one renderer for all."""
     stream = stream or sys.stdout
@@ -89,17 +100,18 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _exception_fields,
+        add_trace_ids,
     ]
     renderer: structlog.typing.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
-        tail: list[structlog.typing.Processor] = [renderer]
+        tail: list[structlog.typing.Processor] = [_finite_numbers, renderer]
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty(),
                                                  exception_formatter=structlog.dev.plain_traceback)
         tail = [_console_exception, renderer]
     structlog.configure(
-        processors=[*shared, *_extra_processors, *tail],
+        processors=[*shared, *tail],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(file=stream),  # one write per line, flushed
         cache_logger_on_first_use=False,
@@ -107,7 +119,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     handler = logging.StreamHandler(stream)
     handler.addFilter(_demote_library_errors_at_shutdown)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared, *_extra_processors],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
     ))
     root = logging.getLogger()
@@ -138,16 +150,6 @@ def _demote_library_errors_at_shutdown(record: logging.LogRecord) -> bool:
         record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.during_shutdown = True
     return True
-
-
-#: processors added by other parts of the daemon (tracing adds trace_id/span_id), before rendering
-_extra_processors: list[structlog.typing.Processor] = []
-
-
-def add_processor(processor: structlog.typing.Processor) -> None:
-    """Add ``processor`` before rendering to every later :func:`configure_logging` (idempotent)."""
-    if processor not in _extra_processors:
-        _extra_processors.append(processor)
 
 
 def _log_uncaught(kind: type[BaseException], err: BaseException, tb: TracebackType | None) -> None:

@@ -57,9 +57,12 @@ def test_demo_logs_one_json_object_per_line_on_stdout_through_start_fault_and_si
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
 
+    def strict(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON")
+
     def events() -> list[dict]:
         with lock:
-            return [json.loads(line) for line in lines]
+            return [json.loads(line, parse_constant=strict) for line in lines]
 
     try:
         wait_until_sync(lambda: any(e.get("event") == "ready" for e in events()), timeout_s=90, what="ready")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from opentelemetry import propagate, trace
 
 from bessgw.config import HttpSection
 from bessgw.control import Command, CommandRejectedError
@@ -40,6 +41,7 @@ DEFAULT_SOURCE = "scada"
 #: sources a REST client may not act as: campus shares come from etcd only
 FORBIDDEN_SOURCES = frozenset({"campus"})
 MAX_JOURNAL_PAGE = 500
+TRACER = trace.get_tracer("bessgw.northbound.http")
 #: HTTP status per CommandRejectedError code
 _REJECTED_STATUS = {"invalid": 400, "out_of_range": 422, "unknown_unit": 404, "unavailable": 409, "conflict": 409}
 
@@ -175,7 +177,15 @@ def add_api_routes(app: web.Application, context: ApiContext) -> None:
             raise ApiError(404, "not_enabled", "federation is not enabled on this gateway ([federation])")
         return service
 
-    async def submit(command: Command) -> web.Response:
+    async def submit(request: web.Request, command: Command) -> web.Response:
+        """Accept: a span (continuing the client's ``traceparent`` header, if any), then the command path."""
+        parent = propagate.extract({"traceparent": request.headers.get("traceparent", "")[:64]})
+        with TRACER.start_as_current_span(f"rest.{command.kind}", context=parent, kind=trace.SpanKind.SERVER,
+                                          attributes={"command.source": command.source,
+                                                      "principal": command.principal}):
+            return await _submit(command)
+
+    async def _submit(command: Command) -> web.Response:
         try:
             result = await control().submit(command)
         except CommandRejectedError as err:
@@ -184,6 +194,8 @@ def add_api_routes(app: web.Application, context: ApiContext) -> None:
             raise ApiError(503, "unavailable", str(err)) from err
         except BessgwError as err:
             raise ApiError(400, "invalid", str(err)) from err
+        context.log.info("rest_command_accepted", command_id=result.command_id, kind=result.kind, seq=result.seq,
+                         source=result.source, principal=result.principal, unit=result.unit_id or None)
         return web.json_response({"result": dataclasses.asdict(result)})
 
     def command_source(body: dict[str, Any]) -> str:
@@ -247,7 +259,7 @@ def add_api_routes(app: web.Application, context: ApiContext) -> None:
                           source=command_source(body), p_kw=p_kw, q_kvar=q_kvar, principal=f"rest:{who.name}",
                           expires_at=None if expires_in_s is None else time.time() + expires_in_s,
                           unit_id=_string(body, "unit_id"), clamp=False)
-        return await submit(command)
+        return await submit(request, command)
 
     async def post_release(request: web.Request) -> web.Response:
         who = await principal(request, "operator")
@@ -256,7 +268,7 @@ def add_api_routes(app: web.Application, context: ApiContext) -> None:
         command = Command(command_id=_string(body, "command_id") or f"rest-release-{uuid.uuid4()}",
                           source=command_source(body), kind="release", principal=f"rest:{who.name}",
                           unit_id=_string(body, "unit_id"))
-        return await submit(command)
+        return await submit(request, command)
 
     async def get_openapi(request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
