@@ -84,7 +84,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(path, registry)
     _preflight(path, config, starting=True)  # never start without a part the config asks for
     configure_logging(config.gateway.log_level, config.gateway.log_format)
-    return run_gateway(path, config, pm, registry)
+    from bessgw.daemon.tracing import configure_tracing, shutdown_tracing
+
+    configure_tracing(config.tracing)
+    try:
+        return run_gateway(path, config, pm, registry)
+    finally:
+        shutdown_tracing()
 
 
 #: where the systemd unit puts the config; commands that ask a running gateway default to it
@@ -250,7 +256,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"bessgw sim {args.name}: {err}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level, "auto")
+    configure_logging(args.log_level, "auto", stream=sys.stderr)  # stdout says "ready"
     import structlog
 
     log = structlog.get_logger("bessgw.sim").bind(simulator=args.name)

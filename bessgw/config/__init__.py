@@ -25,6 +25,7 @@ from bessgw.config.loading import (
     unit_options,
 )
 from bessgw.config.northbound import NorthboundSection, OpcUaSettings, OpcUaUser
+from bessgw.config.observability import ApiToken, HttpSection, HttpTls, TracingSection
 from bessgw.config.schema import Config, GatewaySection
 from bessgw.config.southbound import (
     CanLink,
@@ -43,6 +44,7 @@ from bessgw.config.southbound import (
 __all__ = [
     "FEDERATION_KEY_BYTES",
     "IDENTIFIER",
+    "ApiToken",
     "CampusSection",
     "CanLink",
     "CanSettings",
@@ -52,6 +54,8 @@ __all__ = [
     "CoordinationSection",
     "FederationSection",
     "GatewaySection",
+    "HttpSection",
+    "HttpTls",
     "ModbusLink",
     "ModbusSettings",
     "NorthboundSection",
@@ -63,6 +67,7 @@ __all__ = [
     "SiteLimitsTable",
     "SouthboundSection",
     "StrictModel",
+    "TracingSection",
     "UnitDefaults",
     "UnitSection",
     "check_against_plugins",

@@ -12,6 +12,7 @@ from bessgw.config.campus import CampusSection
 from bessgw.config.control import ControlSection
 from bessgw.config.federation import FederationSection
 from bessgw.config.northbound import NorthboundSection
+from bessgw.config.observability import HttpSection, TracingSection
 from bessgw.config.southbound import SimulatorSection, SouthboundSection, UnitDefaults, UnitSection
 
 
@@ -48,6 +49,8 @@ class Config(StrictModel):
     northbound: NorthboundSection = NorthboundSection()
     control: ControlSection = ControlSection()
     campus: CampusSection | None = None
+    http: HttpSection | None = None
+    tracing: TracingSection = TracingSection()
 
     @field_validator("units")
     @classmethod

@@ -17,6 +17,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bessgw.control.errors import JournalError
+from bessgw.timing import DurationHistogram
 
 _SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -137,6 +139,8 @@ class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.appends = 0  #: committed write transactions (each one fsync'd), for metrics
+        self.commit_duration = DurationHistogram()  #: COMMIT time, i.e. the WAL fsync
         try:
             self.path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
             _restrict(self.path)
@@ -182,7 +186,10 @@ class Journal:
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+                committing_at = time.monotonic()
                 self._db.execute("COMMIT")  # with synchronous=FULL this returns once the WAL is fsync'd
+                self.commit_duration.observe(time.monotonic() - committing_at)
+                self.appends += 1
             except sqlite3.Error as err:
                 raise JournalError(f"{self.path}: journal write failed: {err}") from err
 
@@ -276,6 +283,12 @@ class Journal:
     def tail(self, n: int = 20) -> list[JournalEntry]:
         """The last ``n`` entries, oldest first."""
         return _tail(self._query, n)
+
+    def page(self, before_seq: int | None = None, limit: int = 50) -> list[JournalEntry]:
+        """Up to ``limit`` entries older than ``before_seq`` (all: the newest), newest first (REST paging)."""
+        before = before_seq if before_seq is not None else 2**62
+        return self._query(f"SELECT {', '.join(_COLUMNS)} FROM commands WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                           (before, limit))
 
     def latest_per_source(self) -> dict[str, JournalEntry]:
         """Each source's most recent gateway-level command."""

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from bessgw.compat import timeout
 from bessgw.config import ControlSection
@@ -41,8 +43,12 @@ from bessgw.control.envelope import gate_arrays
 from bessgw.errors import DecisionExpiredError
 from bessgw.model import Quality, Setpoint, UnitState
 from bessgw.plugin.roles import Logger
+from bessgw.timing import DurationHistogram
 from bessgw.unit.snapshot import UnitSnapshot
 from bessgw.unit.supervisor import UnitSupervisor
+
+#: spans of the command path (no-op unless the daemon installed a tracer provider: [tracing])
+TRACER = trace.get_tracer("bessgw.control")
 
 #: values closer than this to the last written one are not written again
 _WRITE_EPSILON = 1e-6
@@ -132,6 +138,9 @@ class ControlLoop:
         self._written_ok = np.zeros(len(self.units), dtype=bool)  # does the unit hold _present for sure?
         self.periods = 0  # steps completed
         self.steps_begun = 0  # steps begun (a step that began after a change has seen it)
+        self.step_duration = DurationHistogram()  # of each completed step, writes included (metrics)
+        self.envelope_clamps = 0  # unit values the safety envelope changed (limits or ramps), for metrics
+        self._trace_context: otel_context.Context | None = None  # the next step continues this trace
         self.last_step_at: float | None = None
         self._poked = asyncio.Event()
         self._failing: set[str] = set()  # units whose last write failed (logged once, not every period)
@@ -217,6 +226,11 @@ class ControlLoop:
 
     # ---------------------------------------------------------------------------------- step
 
+    def trace_next_step(self) -> None:
+        """The next step (and its writes) belongs to the caller's trace, if one is being recorded."""
+        if trace.get_current_span().get_span_context().is_valid:
+            self._trace_context = otel_context.get_current()
+
     def poke(self) -> None:
         """A new target arrived: step now rather than at the next period (for :meth:`run`)."""
         self._poked.set()
@@ -231,7 +245,21 @@ class ControlLoop:
         return deadline
 
     async def step(self) -> ControlState:
-        """One control period: arbitrate, allocate, gate, write (module docstring)."""
+        """One control period: arbitrate, allocate, gate, write (module docstring).
+
+        A step that a traced command poked is a span of that trace, each write a child span of it.
+        """
+        traced, self._trace_context = self._trace_context, None
+        if traced is None:
+            return await self._step()
+        with TRACER.start_as_current_span("control.step", context=traced) as span:
+            state = await self._step()
+            span.set_attribute("control.mode", state.arbitration.mode.value)
+            span.set_attribute("control.target_p_kw", state.target_p_kw)
+            span.set_attribute("control.shortfall_p_kw", state.shortfall_p_kw)
+            return state
+
+    async def _step(self) -> ControlState:
         self.steps_begun += 1
         decided_at = time.monotonic()
         now = self.clock()
@@ -252,6 +280,8 @@ class ControlLoop:
                            max_discharge_kw=np.where(writable, fleet.max_discharge_kw, 0.0),
                            max_q_kvar=np.where(writable, fleet.max_q_kvar, 0.0),
                            ramp_kw_per_s=fleet.ramp_kw_per_s, dt_s=dt)
+        self.envelope_clamps += int(np.count_nonzero((np.abs(p - wanted_p) > _WRITE_EPSILON)
+                                                     | (np.abs(q - wanted_q) > _WRITE_EPSILON)))
         writes = []
         for index, unit in enumerate(self.units):
             changed = (abs(p[index] - self._present[index]) > _WRITE_EPSILON
@@ -310,11 +340,24 @@ class ControlLoop:
         )
         self.stepped.set()
         self.stepped = asyncio.Event()
+        self.step_duration.observe(time.monotonic() - decided_at)
         return self._state
 
     async def _write(self, unit: UnitSupervisor, setpoint: Setpoint,
                      not_after: float | None) -> tuple[Setpoint | None, str]:
         """Write one unit, bounded; the device boundary of control (a failure is that unit's only)."""
+        if not trace.get_current_span().get_span_context().is_valid:
+            return await self._write_unit(unit, setpoint, not_after)
+        with TRACER.start_as_current_span("unit.write", attributes={"unit": unit.unit_id,
+                                                                   "setpoint.p_kw": setpoint.p_kw}) as span:
+            written, error = await self._write_unit(unit, setpoint, not_after)
+            span.set_attribute("result", "ok" if written is not None else "error")
+            if error:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, error[:200]))
+            return written, error
+
+    async def _write_unit(self, unit: UnitSupervisor, setpoint: Setpoint,
+                          not_after: float | None) -> tuple[Setpoint | None, str]:
         try:
             async with timeout(self.write_timeout_s):
                 written = await unit.apply(setpoint, not_after=not_after)

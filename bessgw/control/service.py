@@ -10,10 +10,13 @@ links still work.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from opentelemetry import propagate
 
 from bessgw.config import ControlSection
 from bessgw.control.arbitration import Arbiter
@@ -21,7 +24,7 @@ from bessgw.control.campus import CAMPUS_ID_PREFIX, CAMPUS_SOURCE, CampusInput, 
 from bessgw.control.commands import Command, CommandProcessor, CommandResult, GatewayRange, Ranges
 from bessgw.control.errors import CommandRejectedError, ControlError
 from bessgw.control.journal import STATE_DIR_MODE, Journal, JournalEntry
-from bessgw.control.loop import ControlLoop, ControlState, UnitOverride, policies_from
+from bessgw.control.loop import TRACER, ControlLoop, ControlState, UnitOverride, policies_from
 from bessgw.plugin.roles import Logger
 from bessgw.unit.supervisor import UnitSupervisor
 
@@ -146,9 +149,19 @@ class ControlService:
         Raises :class:`CommandRejectedError` (with its ``code``) for refused commands, and
         :class:`ControlError` when control is stopping.
         """
-        if self.arbiter.stopping:
-            raise ControlError("the gateway is stopping: commands are not accepted")
-        return await self.processor.submit_async(command)
+        attributes = {"command.source": command.source[:128], "command.kind": command.kind[:32],
+                      "command.unit": (command.unit_id or "")[:128]}
+        with TRACER.start_as_current_span("control.submit", attributes=attributes):
+            if self.arbiter.stopping:
+                raise ControlError("the gateway is stopping: commands are not accepted")
+            if not command.traceparent:  # the journal keeps the trace the command belongs to
+                carrier: dict[str, str] = {}
+                propagate.inject(carrier)
+                command = dataclasses.replace(command, traceparent=carrier.get("traceparent", ""))
+            with TRACER.start_as_current_span("journal.append"):
+                result = await self.processor.submit_async(command)
+            self.loop.trace_next_step()  # the step this command poked (arbitration, allocation, writes)
+            return result
 
     def heartbeat(self, source: str) -> None:
         """``source`` is alive: its setpoint stays in force (it must have sent one)."""

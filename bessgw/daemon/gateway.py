@@ -37,7 +37,7 @@ from bessgw import __version__
 from bessgw.backoff import Backoff
 from bessgw.compat import TaskGroup
 from bessgw.config import Config, UnitSection, load_config, plugin_options, unit_options
-from bessgw.daemon.logsetup import configure_logging
+from bessgw.daemon.logsetup import configure_logging, shutting_down
 from bessgw.daemon.sdnotify import Notifier
 from bessgw.daemon.services import SERVICES, RunningService, Service, Services
 from bessgw.errors import BessgwError, ConfigError
@@ -55,7 +55,7 @@ START_TIMEOUT_S = 60.0
 LEFTOVER_GRACE_S = 1.0
 #: the config key each service stands for, in start-failure messages
 SERVICE_KEYS = {"control": "control", "admin": "gateway.state_dir", "opcua": "northbound.opcua",
-                "federation": "federation", "campus": "campus.coordination"}
+                "federation": "federation", "campus": "campus.coordination", "http": "http"}
 
 
 @dataclass
@@ -102,6 +102,15 @@ class Gateway:
         self._reload = asyncio.Event()
         self.reloads = 0
 
+    @property
+    def starting(self) -> bool:
+        """Until READY=1: not every transport and service has started yet."""
+        return self._starting
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     # ------------------------------------------------------------------------------ lifecycle
 
     async def serve(self) -> int:
@@ -130,6 +139,7 @@ class Gateway:
                 self._spawn(self._reload_loop(), "reload")
                 await self._stop.wait()
                 self.log.info("stopping")
+                shutting_down()
                 self.notifier.stopping()
                 self._start_hard_deadline()
                 await self._drain_services()

@@ -13,6 +13,8 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+
 from bessgw import __version__
 from bessgw.daemon.admin import AdminError, Handler, Peer
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from bessgw.daemon import Gateway
 
 LOCAL_SOURCE = "local"
+TRACER = trace.get_tracer("bessgw.daemon.admin")
 
 
 def _finite(value: float) -> float | None:
@@ -117,7 +120,8 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
         command = Command(command_id=command_id, source=LOCAL_SOURCE, p_kw=p_kw, q_kvar=q_kvar,
                           principal=peer.user, expires_at=expires_at)
         try:
-            result = await control().submit(command)
+            with TRACER.start_as_current_span("admin.setpoint", attributes={"principal": peer.user}):
+                result = await control().submit(command)
         except BessgwError as err:
             raise AdminError(str(err)) from err
         return {"result": dataclasses.asdict(result)}

@@ -1,4 +1,4 @@
-"""The gateway-wide services (control, admin socket, OPC UA, federation, campus) and how the daemon builds them.
+"""The gateway-wide services (control, admin socket, OPC UA, federation, campus, HTTP) and how the daemon builds them.
 
 Each service is one root task. :class:`Services` is the typed view the rest of the process uses —
 ``gateway.services.control`` rather than a lookup by string — and :data:`SERVICES` says, per service,
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bessgw.daemon.admin import AdminServer
     from bessgw.daemon.gateway import Gateway
     from bessgw.federation.service import FederationService
+    from bessgw.northbound.http.server import HttpServer
     from bessgw.northbound.server import OpcUaServer
 
 
@@ -82,6 +83,10 @@ class Services:
     @property
     def campus(self) -> CampusService | None:
         return self._get("campus")
+
+    @property
+    def http(self) -> HttpServer | None:
+        return self._get("http")
 
     def names(self) -> list[str]:
         return sorted(self.running)
@@ -167,6 +172,12 @@ def _build_campus(gateway: Gateway, config: Config) -> Service | None:
     return CampusService(settings, config.gateway.id, campus_view, share_sink)
 
 
+def _build_http(gateway: Gateway, config: Config) -> Service | None:
+    from bessgw.daemon.http_service import build_http
+
+    return build_http(gateway, config)
+
+
 #: gateway-wide services, in start order; each feature that adds one registers it here
 SERVICES: list[ServiceSpec] = [
     ServiceSpec("control", _control_section, _build_control),
@@ -177,4 +188,5 @@ SERVICES: list[ServiceSpec] = [
                                               config.gateway.state_dir), _build_federation),
     ServiceSpec("campus", lambda config: (config.campus, config.gateway.id, config.federation is not None),
                 _build_campus),
+    ServiceSpec("http", lambda config: (config.http, config.gateway.id, config.control.sources), _build_http),
 ]

@@ -227,6 +227,16 @@ class ConnectionGuard(list):
         self._log("opcua_connection_closed", evicted=self.evicted, handshake_timeouts=self.timed_out,
                   sessions_refused=self.sessions_refused, pending=len(self.pending), **fields)
 
+    def active_sessions(self) -> int:
+        """Activated sessions now (for metrics)."""
+        count = 0
+        for session in list(self._sessions):
+            try:
+                count += bool(session.is_activated())
+            except Exception:  # a session asyncua is tearing down
+                continue
+        return count
+
     # ------------------------------------------------------------------------------- sessions
 
     def _guard_activation(self, session: Any) -> None:

@@ -45,13 +45,13 @@ class GatewayProcess:
         self._lock = threading.Condition()
         self.proc = subprocess.Popen(
             [*bessgw_command(), "run", "--config", str(config)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         threading.Thread(target=self._read_logs, daemon=True).start()
 
     def _read_logs(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # the gateway logs JSON lines on stdout (journald takes stdout)
             try:
                 entry = json.loads(line)
             except ValueError:

@@ -49,9 +49,9 @@ def _free_run(count: int) -> int:
 def demo_config(tmp_path: Path) -> tuple[Path, int, float]:
     """``config/demo.toml`` on free ports with its own state dir; returns (path, OPC UA port, grace)."""
     text = (ROOT / "config" / "demo.toml").read_text(encoding="utf-8")
-    modbus4, modbus1, vendor_b, opcua = _free_run(4), _free_run(1), _free_run(1), _free_run(1)
+    modbus4, modbus1, vendor_b, opcua, http = _free_run(4), _free_run(1), _free_run(1), _free_run(1), _free_run(1)
     moves = {15020: modbus4, 15021: modbus4 + 1, 15022: modbus4 + 2, 15023: modbus4 + 3, 15030: modbus1,
-             4850: vendor_b, 4840: opcua}
+             4850: vendor_b, 4840: opcua, 9108: http}
     for old, new in moves.items():
         text = re.sub(rf"\b{old}\b", str(new), text)
     text = text.replace('state_dir = "../state/demo"', f'state_dir = "{tmp_path / "state"}"')

@@ -30,6 +30,7 @@ from bessgw.config import ModbusSettings
 from bessgw.errors import DeviceProtocolError, DeviceTimeoutError, DeviceUnavailableError
 from bessgw.plugin.roles import Logger
 from bessgw.southbound.modbus.breaker import CircuitBreaker
+from bessgw.timing import DurationHistogram
 
 #: Modbus exception codes, for messages an engineer can act on
 EXCEPTION_NAMES = {
@@ -104,6 +105,7 @@ class EndpointStats:
     disconnects: int = 0
     breaker_rejections: int = 0
     undecodable: int = 0  #: responses pymodbus could not frame or decode (garbage on the wire)
+    failures: int = 0  #: requests that failed on the connection (closed, refused, protocol error)
 
 
 class ModbusEndpoint:
@@ -116,6 +118,7 @@ class ModbusEndpoint:
         self.log = log
         self.name = f"{host}:{port}"
         self.stats = EndpointStats()
+        self.latency = DurationHistogram()  #: of every request sent, answered or not
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
         self.backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self.users = 0  # units holding a link to this endpoint
@@ -246,6 +249,7 @@ class ModbusEndpoint:
         deadline = None
         task = asyncio.current_task()
         cancels_before = _cancel_requests(task)
+        sent_at = time.monotonic()
         try:
             async with timeout(self.settings.request_timeout_s) as deadline:
                 self._inflight[deadline] = client
@@ -266,6 +270,7 @@ class ModbusEndpoint:
                 f" {self.settings.request_timeout_s:g} s"
             ) from err
         except (ModbusException, OSError) as err:
+            self.stats.failures += 1
             self.breaker.record_failure()
             self._drop()
             self._mark_down(f"{type(err).__name__}: {err}")
@@ -273,6 +278,7 @@ class ModbusEndpoint:
                 f"modbus {self.name} unit {device_id}: {what} failed: {err}"
             ) from err
         finally:
+            self.latency.observe(time.monotonic() - sent_at)
             self._inflight.pop(deadline, None)
             self._cut.discard(deadline)
         _honour_swallowed_cancel(task, cancels_before)

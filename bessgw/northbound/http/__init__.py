@@ -1,0 +1,1 @@
+"""The HTTP listener: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``, and the REST API ``/api/v1``."""

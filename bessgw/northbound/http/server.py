@@ -1,0 +1,99 @@
+"""The HTTP listener (aiohttp in the daemon's event loop): one service, optional TLS.
+
+Routes: ``/healthz`` — the process and its event loop are alive (an answer at all proves it);
+``/readyz`` — the gateway serves (same facts as READY=1: config loaded, transports and services started,
+control stepping), else 503 with the reasons in JSON; ``/metrics`` — Prometheus; ``/api/v1`` — the REST
+API, when the daemon hands one in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from bessgw.config import HttpSection
+from bessgw.plugin.roles import Logger
+
+#: bound on closing the listener and its open connections at shutdown or reload
+CLOSE_TIMEOUT_S = 2.0
+
+Readiness = Callable[[], list[str]]
+
+
+def ssl_context(settings: HttpSection, base_dir: Path) -> ssl.SSLContext | None:
+    """The TLS context of ``[http.tls]`` (relative files are relative to the config file's directory)."""
+    if settings.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    cert, key = (path if path.is_absolute() else base_dir / path
+                 for path in (settings.tls.cert_file, settings.tls.key_file))
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def observability_routes(app: web.Application, readiness: Readiness, registry: CollectorRegistry) -> None:
+    """Add ``/healthz``, ``/readyz`` and ``/metrics`` to ``app``."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        reasons = readiness()
+        if reasons:
+            return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
+        return web.json_response({"status": "ready"})
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+
+class HttpServer:
+    """Serves ``app`` on ``[http] listen`` until cancelled; :attr:`started` once it accepts connections."""
+
+    def __init__(self, settings: HttpSection, app: web.Application, log: Logger,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.settings = settings
+        self.app = app
+        self.log = log
+        self.tls = tls
+        self.started = asyncio.Event()
+        self.port: int | None = None  #: the bound port (differs from config with port 0)
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls is not None else "http"
+        host = self.settings.host
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    async def run(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                               shutdown_timeout=CLOSE_TIMEOUT_S / 2)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.settings.host, self.settings.port, ssl_context=self.tls,
+                               reuse_address=True)
+            await site.start()
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+            self.started.set()
+            self.log.info("http_listening", url=self.url)
+            await asyncio.Event().wait()
+        finally:
+            try:
+                await asyncio.wait_for(runner.cleanup(), CLOSE_TIMEOUT_S)
+            except (asyncio.TimeoutError, TimeoutError):
+                self.log.warning("http_close_timeout", timeout_s=CLOSE_TIMEOUT_S)

@@ -1,0 +1,183 @@
+"""Traces of the command path, exported by a real gateway to an OTLP/HTTP receiver the test runs.
+
+The receiver decodes the real protobuf (``ExportTraceServiceRequest``). One REST setpoint is one trace:
+accept → control.submit → journal.append, and control.step → one unit.write per unit; the journal keeps
+the command's traceparent, and the log lines of the trace carry its trace_id. Off: no exporter thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from bessgw.northbound.passwords import hash_password
+from bessgw.testing.wait import wait_until_sync
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command, free_tcp_port
+from tests.integration.http_client import get_json, http
+
+pytestmark = pytest.mark.daemon
+
+TOKEN = "ops.trace-secret-1"
+
+CONFIG = """
+[gateway]
+id = "gw-trace"
+state_dir = "{state}"
+log_format = "json"
+shutdown_grace_s = 4
+
+[tracing]
+enabled = true
+endpoint = "http://127.0.0.1:{otlp}"
+
+[http]
+listen = "127.0.0.1:{port}"
+[[http.tokens]]
+name = "ops"
+token_hash = "{hash}"
+role = "operator"
+
+[[units]]
+id = "mem-1"
+driver = "in_memory"
+[units.options]
+power_kw = 500
+
+[[units]]
+id = "mem-2"
+driver = "in_memory"
+[units.options]
+power_kw = 500
+"""
+
+
+class OtlpReceiver:
+    """POST /v1/traces with ``application/x-protobuf``: decoded and kept as (trace id, span) tuples."""
+
+    def __init__(self) -> None:
+        self.spans: list[dict] = []
+        self.service_names: set[str] = set()
+        lock = self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                with lock:
+                    for resource_spans in request.resource_spans:
+                        for attr in resource_spans.resource.attributes:
+                            if attr.key == "service.name":
+                                receiver.service_names.add(attr.value.string_value)
+                        for scope_spans in resource_spans.scope_spans:
+                            for span in scope_spans.spans:
+                                receiver.spans.append({
+                                    "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
+                                    "parent": span.parent_span_id.hex(), "name": span.name,
+                                    "attributes": {a.key: a.value for a in span.attributes}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    otlp = OtlpReceiver()
+    yield otlp
+    otlp.close()
+
+
+def test_one_rest_setpoint_is_one_trace_down_to_every_device_write(tmp_path: Path, subprocess_env: dict[str, str],
+                                                                   receiver: OtlpReceiver) -> None:
+    port = free_tcp_port()
+    config = tmp_path / "gw.toml"
+    config.write_text(CONFIG.format(state=tmp_path / "state", port=port, otlp=receiver.port,
+                                    hash=hash_password(TOKEN.partition(".")[2])), encoding="utf-8")
+    env = dict(subprocess_env, BESSGW_PLUGINS="bessgw_example", OTEL_SERVICE_NAME="bessgw-under-test")
+    gw = GatewayProcess(config, env, tmp_path)
+    base = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        gw.wait_notify("READY", timeout_s=30)
+        wait_until_sync(lambda: all(u["commandable"] for u in get_json(f"{base}/units", TOKEN)[1]["units"]),
+                        timeout_s=20, what="units commandable")
+        code, reply = http("POST", f"{base}/setpoint", json.dumps({"command_id": "traced-1", "p_kw": 200}).encode(),
+                           token=TOKEN)
+        assert code == 200, reply
+
+        def trace_of_command() -> list[dict] | None:
+            with receiver.lock:
+                roots = [s for s in receiver.spans if s["name"] == "rest.setpoint"]
+                if not roots:
+                    return None
+                spans = [s for s in receiver.spans if s["trace_id"] == roots[0]["trace_id"]]
+            writes = {s["attributes"]["unit"].string_value for s in spans if s["name"] == "unit.write"}
+            return spans if writes == {"mem-1", "mem-2"} else None
+
+        spans = wait_until_sync(trace_of_command, timeout_s=20, what="the command's trace with both unit writes")
+        by_name = {}
+        for span in spans:
+            by_name.setdefault(span["name"], []).append(span)
+        ids = {span["span_id"]: span for span in spans}
+        root = by_name["rest.setpoint"][0]
+        submit = by_name["control.submit"][0]
+        assert submit["parent"] == root["span_id"]
+        assert by_name["journal.append"][0]["parent"] == submit["span_id"]
+        step = by_name["control.step"][0]
+        assert ids[step["parent"]]["name"] == "control.submit"
+        assert all(write["parent"] == step["span_id"] and write["attributes"]["result"].string_value == "ok"
+                   for write in by_name["unit.write"])
+        assert receiver.service_names == {"bessgw-under-test"}
+        # log lines written inside the trace carry its ids
+        logged = gw.wait_log(lambda e: e.get("trace_id") == root["trace_id"], timeout_s=10)
+        assert logged["span_id"] in ids
+
+        # the journal keeps the command's trace context (W3C traceparent of the accept span's trace)
+        result = subprocess.run([*bessgw_command(), "journal", "tail", "--config", str(config), "--json"],
+                                env=env, capture_output=True, text=True, timeout=30)
+        entry = next(json.loads(line) for line in result.stdout.splitlines() if "traced-1" in line)
+        assert entry["traceparent"].split("-")[1] == root["trace_id"]
+        gw.signal(__import__("signal").SIGTERM)
+        assert gw.proc.wait(15) == 0
+    finally:
+        gw.stop()
+
+
+def test_tracing_off_installs_nothing_and_runs_no_exporter_thread() -> None:
+    """In a fresh interpreter: configure_tracing with the default section leaves the no-op API in place."""
+    code = """
+import threading
+from opentelemetry import trace
+from bessgw.config import TracingSection
+from bessgw.daemon.tracing import configure_tracing
+assert configure_tracing(TracingSection()) is False
+tracer = trace.get_tracer("x")
+with tracer.start_as_current_span("s") as span:
+    assert not span.get_span_context().is_valid
+assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
+print(sorted(t.name for t in threading.enumerate()))
+"""
+    result = subprocess.run([bessgw_command()[0], "-c", code], capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['MainThread']"
