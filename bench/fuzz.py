@@ -381,6 +381,9 @@ async def _admin(count: int, rng: random.Random, stats: Stats, hang_s: float) ->
             except TimeoutError:
                 stats.hang(data[:200])
                 continue
+            except OSError as err:  # e.g. reset before the reply could be read
+                stats.crash(f"connection error ({type(err).__name__})", data[:200])
+                continue
             if not line:
                 stats.crash("no reply", data[:200])
                 continue

@@ -16,9 +16,11 @@ import os
 import socket
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bessgw.config.files import (
     MAX_CERTIFICATE_BYTES,
@@ -34,6 +36,8 @@ from bessgw.config.schema import Config
 ADMIN_SOCKET_NAME = "admin.sock"
 #: longest path a UNIX socket can bind (sun_path is 108 bytes with the terminating NUL)
 MAX_UNIX_SOCKET_PATH = 107
+#: bound on resolving a listen host name (DNS) before probing its port
+RESOLVE_TIMEOUT_S = 3.0
 #: certificate files in a trust list directory that are looked at (a trust list holds a handful)
 MAX_TRUSTED_ENTRIES = 10_000
 _CERT_SUFFIXES = frozenset({".der", ".pem", ".crt", ".cer"})
@@ -324,14 +328,40 @@ def _port_problems(config: Config, path: str) -> list[str]:
     return problems
 
 
+def _resolve(host: str, port: int, kind: int) -> list[Any]:
+    """``getaddrinfo`` bounded in time: a host name needs DNS, and check-config must not hang on it.
+
+    The lookup runs in a daemon thread; one that never returns is abandoned (it ends with the process).
+    """
+    result: list[Any] = []
+    failure: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            result.extend(socket.getaddrinfo(host or None, port, type=kind, flags=socket.AI_PASSIVE))
+        except BaseException as err:  # handed to the caller below
+            failure.append(err)
+
+    thread = threading.Thread(target=lookup, name="preflight-resolve", daemon=True)
+    thread.start()
+    thread.join(RESOLVE_TIMEOUT_S)
+    if thread.is_alive():
+        raise TimeoutError(host)
+    if failure:
+        raise failure[0]
+    return result
+
+
 def _bind_problem(host: str, port: int, kind: int) -> str | None:
     """Bind ``host:port`` as the service will (TCP with SO_REUSEADDR like asyncio servers) and release it."""
     proto = "TCP" if kind == socket.SOCK_STREAM else "UDP"
     if port == 0:
         return None
     try:
-        infos = socket.getaddrinfo(host or None, port, type=kind, flags=socket.AI_PASSIVE)
-    except (socket.gaierror, UnicodeError, ValueError) as err:
+        infos = _resolve(host, port, kind)
+    except TimeoutError:  # (before OSError, its base class)
+        return f"cannot resolve {host!r}: no answer within {RESOLVE_TIMEOUT_S:g} s"
+    except (OSError, UnicodeError, ValueError) as err:
         return f"cannot resolve {host!r}: {err}"
     family, socktype, proto_number, _name, address = infos[0]
     try:

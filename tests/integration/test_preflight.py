@@ -188,3 +188,27 @@ def test_shipped_configs_pass_the_timing_rules(plugin_path) -> None:
     root = Path(__file__).resolve().parents[2] / "config"
     for path in sorted(root.rglob("*.toml")):
         assert timing_problems(load_config(path, read_files=False), str(path)) == [], path
+
+
+def test_a_host_name_that_does_not_resolve_in_time_is_a_problem_not_a_hang(tmp_path: Path, monkeypatch) -> None:
+    """A DNS server that never answers cannot run here: getaddrinfo is replaced by one that blocks."""
+    import threading
+
+    from bessgw.config import preflight as module
+
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def blocking(host, *args, **kwargs):
+        if host == "scada-gw.example":
+            release.wait(30)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(module, "RESOLVE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(module.socket, "getaddrinfo", blocking)
+    text = base(tmp_path / "s") + '[northbound.opcua]\nenabled = true\nendpoint = "opc.tcp://scada-gw.example:4840"\n'
+    try:
+        (line,) = problems_of(tmp_path, text)
+    finally:
+        release.set()
+    assert line.endswith("northbound.opcua.endpoint: cannot resolve 'scada-gw.example': no answer within 0.2 s")
