@@ -37,6 +37,8 @@ from bessgw import __version__
 from bessgw.backoff import Backoff
 from bessgw.compat import TaskGroup
 from bessgw.config import Config, UnitSection, load_config, plugin_options, unit_options
+from bessgw.config.preflight import timing_problems
+from bessgw.control.journal import STATE_DIR_MODE
 from bessgw.daemon.logsetup import configure_logging, shutting_down
 from bessgw.daemon.sdnotify import Notifier
 from bessgw.daemon.services import SERVICES, RunningService, Service, Services
@@ -123,6 +125,13 @@ class Gateway:
                       plugins=sorted({r.plugin for r in self.registry.items}))
         for failure in self.registry.failures:
             self.log.warning("plugin_skipped", plugin=failure.name, version=failure.version, reason=failure.reason)
+        try:
+            # the state dir holds the journal and keys: group-readable at most, whichever service creates it
+            Path(self.config.gateway.state_dir).mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        except OSError as err:
+            where = f"{self.config_path}: gateway.state_dir"
+            raise ConfigError(str(self.config_path), [
+                f"{where}: cannot create {self.config.gateway.state_dir}: {err}"]) from err
         try:
             async with TaskGroup() as root:
                 self._root = root
@@ -225,6 +234,9 @@ class Gateway:
             self.notifier.reloading()
             try:
                 new = load_config(self.config_path, self.registry)
+                timing = timing_problems(new, str(self.config_path))  # what check-config refuses, a reload does
+                if timing:
+                    raise ConfigError(str(self.config_path), timing)
             except ConfigError as err:
                 for line in err.problems:
                     self.log.error("reload_rejected", problem=line)

@@ -87,6 +87,16 @@ def test_lifecycle_ready_reload_bad_reload_and_clean_stop(gateway, tmp_path: Pat
                 and gw.log_lines.index(e) >= mark)
     assert gw.proc.poll() is None
 
+    # SIGHUP with timeouts that break the stale/bad limits: what check-config refuses, a reload refuses too
+    text = config_text(tmp_path, [("mem-1", "in_memory", "soc_pct = 40"), ("mem-2", "in_memory", "")])
+    text = text.replace("poll_interval_s = 0.05", "poll_interval_s = 0.05\nstale_after_s = 0.01")
+    (tmp_path / "gw.toml").write_text(text)
+    seen = len(gw.log_lines)
+    gw.signal(signal.SIGHUP)
+    rejected = gw.wait_log(lambda e: e.get("event") == "reload_rejected" and gw.log_lines.index(e) >= seen)
+    assert "defaults.poll_interval_s" in rejected["problem"] and "stale_after_s" in rejected["problem"], rejected
+    assert gw.proc.poll() is None
+
     # SIGTERM: STOPPING=1 and exit 0 well within 5 s
     started = time.monotonic()
     gw.signal(signal.SIGTERM)
