@@ -7,7 +7,9 @@ their keys. The network delays, loses and partitions messages; gateways crash, r
 "leader cut" models the measured etcd 3.4 behaviour: the gateway stays attached to an old leader that is
 cut off from the majority, which answers its keepalives without renewing anything for up to 1.5 election
 timeouts and serves no linearizable operation, while the majority elects a new leader within 1-2 election
-timeouts, which (as etcd's lessor does on promotion) restarts every lease at the full TTL. Gateways poll
+timeouts, which (as etcd's lessor does on promotion) restarts every lease at the full TTL. Until then the
+cluster has no leader: no request commits for any gateway and no lease expires (only a leader's lessor
+revokes, and a revocation is a Raft proposal the cut-off old leader cannot commit). Gateways poll
 with linearizable reads (the real service also watches; the watch only makes things faster, safety never
 depends on it).
 
@@ -66,8 +68,13 @@ class Store:
     leases: dict[int, float] = field(default_factory=dict)  # lease id -> expiry time
     lease_ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
     setpoints: dict[int, float] = field(default_factory=lambda: {0: 0.0})  # revision -> p_kw
+    #: between a leader cut and the new leader's election the cluster has no leader: nothing commits and no
+    #: lease expires (only a leader's lessor revokes, through Raft), until promotion restarts every lease
+    leaderless: bool = False
 
     def expire(self, now: float) -> None:
+        if self.leaderless:
+            return
         for lease_id, expiry in list(self.leases.items()):
             if expiry <= now:
                 del self.leases[lease_id]
@@ -178,6 +185,8 @@ class Simulation:
             if keepalive_lease and stale:  # a cut-off old leader answers without renewing anything
                 self.at(self.now + self.rng.uniform(0, self.max_delay_s),
                         lambda: self.deliver(gateway, incarnation, reply, TTL_S))
+            return
+        if self.store.leaderless:  # no leader yet: the request times out, for every gateway alike
             return
 
         def arrive() -> None:
@@ -321,6 +330,7 @@ class Simulation:
             gateway.partitioned_since, gateway.stale_leader = self.now, kind == "leader_cut"
             self.at(self.now + duration_s, lambda: setattr(gateway, "partitioned_since", None))
             if kind == "leader_cut":
+                self.store.leaderless = True
                 self.at(self.now + ELECTION_S * self.rng.uniform(1.0, 2.0), self.promote_new_leader)
         elif kind == "pause":
             gateway.paused = True
@@ -334,6 +344,7 @@ class Simulation:
 
     def promote_new_leader(self) -> None:
         """etcd's lessor on promotion: every lease expires TTL (+ an extension, left out here) from now."""
+        self.store.leaderless = False
         for lease_id in self.store.leases:
             self.store.leases[lease_id] = self.now + TTL_S
 
