@@ -174,7 +174,7 @@ def gateway_config(tmp: Path, unit_ports: list[int], opcua_port: int, args: argp
         'log_format = "json"', "telemetry_log_interval_s = 0", "shutdown_grace_s = 10.0", "",
         "[defaults]", f"poll_interval_s = {args.poll_interval_s}", "stale_after_s = 2.0", "bad_after_s = 6.0",
         "heartbeat_interval_s = 1.0", "",
-        "[control]", "period_s = 0.1", "",
+        "[control]", f"period_s = {args.control_period_s}", "",
         "[northbound.opcua]", "enabled = true", f'endpoint = "opc.tcp://127.0.0.1:{opcua_port}/bessgw"',
         'security_policies = ["None"]', f"sampling_interval_s = {args.sampling_interval_s}",
         "max_sessions = 4", "",
@@ -209,6 +209,7 @@ class Sample:
     commands_sent: int
     commands_failed: int
     flaps: int
+    sim_cpu_s: float  # the bulk simulator processes together (the machine's other big consumer)
 
 
 def proc_figures(pid: int) -> tuple[float, int, int, float]:
@@ -260,13 +261,21 @@ def trend(samples: list[tuple[float, float]]) -> dict[str, Any]:
 
 
 class Counter:
-    """asyncua subscription handler that only counts notifications."""
+    """asyncua subscription handler that only counts notifications (and subscription status changes)."""
 
     def __init__(self) -> None:
         self.notifications = 0
+        self.status_changes = 0
+        self.connection_losses = 0
 
     def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
         self.notifications += 1
+
+    def status_change_notification(self, status: Any) -> None:
+        self.status_changes += 1
+
+    async def connection_lost(self, exc: Exception) -> None:
+        self.connection_losses += 1
 
 
 @dataclass
@@ -300,10 +309,16 @@ async def admin(state_dir: Path, payload: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-async def connect_client(endpoint: str) -> Any:
+async def connect_client(endpoint: str, counter: Counter) -> Any:
+    """The SCADA-like subscriber: reconnects (and resubscribes) by itself, like a real SCADA client.
+
+    Its liveness probe allows 5 s (asyncua's default is 1 s, which a loaded 2-core machine trips over
+    without anything being wrong); every loss it detects is counted and reported.
+    """
     from asyncua import Client
 
-    client = Client(endpoint, timeout=30)
+    client = Client(endpoint, timeout=30, watchdog_intervall=5.0, auto_reconnect=True)
+    client.connection_lost_callback = counter.connection_lost
     client.set_user("operator")
     client.set_password(PASSWORD)
     deadline = time.monotonic() + 60
@@ -393,13 +408,12 @@ async def command_loop(client: Any, nodes: dict[str, Any], state_dir: Path, load
                 call = (None, round(random.uniform(-20000, 20000), 1), 0.0, f"soak-scada-{tick}")
             else:
                 kind = "ua_unit"
-                unit = next(rotation)
-                if unit not in unit_methods:
-                    unit_methods[unit] = await nodes["units"][unit].get_child([f"{ns}:SetPower"])
-                call = (unit, round(random.uniform(-200, 200), 1), 0.0, f"soak-unit-{tick}")
+                call = (next(rotation), round(random.uniform(-200, 200), 1), 0.0, f"soak-unit-{tick}")
             load.sent += 1
             load.by_kind[kind] = load.by_kind.get(kind, 0) + 1
             try:
+                if kind == "ua_unit" and call[0] not in unit_methods:
+                    unit_methods[call[0]] = await nodes["units"][call[0]].get_child([f"{ns}:SetPower"])
                 await send(kind, call)
                 previous = (kind, call)
             except (ua.UaStatusCodeError, RuntimeError, OSError, asyncio.TimeoutError) as err:
@@ -431,12 +445,13 @@ async def flap_loop(children: Children, tmp: Path, env: dict[str, str], port: in
 
 
 def print_row(sample: Sample, previous: Sample | None, notifications_rate: float) -> None:
-    cpu_pct = (100.0 * (sample.cpu_s - previous.cpu_s) / (sample.t_s - previous.t_s)
-               if previous and sample.t_s > previous.t_s else float("nan"))
+    span = sample.t_s - previous.t_s if previous else 0.0
+    cpu_pct = 100.0 * (sample.cpu_s - previous.cpu_s) / span if previous and span > 0 else float("nan")
+    sim_pct = 100.0 * (sample.sim_cpu_s - previous.sim_cpu_s) / span if previous and span > 0 else float("nan")
     print(f"{sample.t_s / 60:6.1f} {sample.rss_mb:8.1f} {sample.fds:5d} {sample.threads:5d} "
           f"{sample.tasks if sample.tasks is not None else '-':>6} {sample.cpu_s:8.1f} {cpu_pct:6.1f} "
           f"{notifications_rate:8.0f} {sample.commands_sent:6d} {sample.commands_failed:6d} {sample.flaps:5d} "
-          f"{sample.units_good if sample.units_good is not None else '-':>5}", flush=True)
+          f"{sample.units_good if sample.units_good is not None else '-':>5} {sim_pct:6.1f}", flush=True)
 
 
 async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict[str, Any]:
@@ -450,9 +465,11 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict[
     flap_port = free_tcp_port()
     flapper, ports = await start_simulator(children, tmp, "sim-flap", flap_port, 1, env)
     unit_ports += ports
+    sim_pids = []
     for index in range(sims):
         count = bulk // sims + (1 if index < bulk % sims else 0)
-        _proc, ports = await start_simulator(children, tmp, f"sim-{index}", 0, count, env)
+        proc, ports = await start_simulator(children, tmp, f"sim-{index}", 0, count, env)
+        sim_pids.append(proc.pid)
         unit_ports += ports
     opcua_port = free_tcp_port()
     config = tmp / "gateway.toml"
@@ -479,8 +496,8 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict[
         await asyncio.sleep(1.0)
     print(f"gateway ready: {args.units} units Good after {time.monotonic() - started:.0f} s", flush=True)
 
-    client = await connect_client(f"opc.tcp://127.0.0.1:{opcua_port}/bessgw")
     counter = Counter()
+    client = await connect_client(f"opc.tcp://127.0.0.1:{opcua_port}/bessgw", counter)
     load = Load()
     samples: list[Sample] = []
     tasks: list[asyncio.Task[None]] = []
@@ -488,7 +505,8 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict[
         subscription, monitored, nodes = await subscribe_everything(client, counter, args.units)
         print(f"subscribed to {monitored} variables; running {args.minutes} min, a sample every {args.sample_s:.0f} s",
               flush=True)
-        print("   min   rss MB   fds thrds  tasks    cpu s  cpu %  notif/s   cmds failed flaps  good", flush=True)
+        print("   min   rss MB   fds thrds  tasks    cpu s  cpu %  notif/s   cmds failed flaps  good  sim %",
+              flush=True)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         stop_at = t0 + args.minutes * 60.0
@@ -514,8 +532,10 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict[
             except (OSError, RuntimeError, ValueError, asyncio.TimeoutError) as err:
                 load.fail(f"status: {err!r}")
             rss_mb, fds, threads, cpu_s = proc_figures(gateway.pid)
+            sim_cpu_s = sum(proc_figures(pid)[3] for pid in sim_pids)
             sample = Sample(round(loop.time() - t0, 1), round(rss_mb, 1), fds, threads, tasks_count, round(cpu_s, 2),
-                            units_good, counter.notifications, load.sent, load.failed, load.flaps)
+                            units_good, counter.notifications, load.sent, load.failed, load.flaps,
+                            round(sim_cpu_s, 2))
             rate = ((sample.notifications - previous.notifications) / (sample.t_s - previous.t_s)
                     if previous and sample.t_s > previous.t_s else float("nan"))
             print_row(sample, previous, rate)
@@ -532,7 +552,8 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict[
         except Exception:  # the gateway may be gone already; figures matter more
             pass
     children.stop(gateway)
-    return report(args, samples, load, monitored, gateway.returncode, tmp / "gateway.log")
+    return report(args, samples, load, monitored, gateway.returncode, tmp / "gateway.log",
+                  counter.connection_losses, counter.status_changes)
 
 
 def log_levels(path: Path) -> dict[str, int]:
@@ -549,7 +570,7 @@ def log_levels(path: Path) -> dict[str, int]:
 
 
 def report(args: argparse.Namespace, samples: list[Sample], load: Load, monitored: int, exit_code: int | None,
-           log: Path) -> dict[str, Any]:
+           log: Path, losses: int, status_changes: int) -> dict[str, Any]:
     warmup_s = min(0.2 * args.minutes * 60.0, 180.0)
     steady = [s for s in samples if s.t_s >= warmup_s - 1e-6]
     rss0 = steady[0].rss_mb if steady else float("nan")
@@ -562,6 +583,7 @@ def report(args: argparse.Namespace, samples: list[Sample], load: Load, monitore
         "minutes": args.minutes,
         "units": args.units,
         "poll_interval_s": args.poll_interval_s,
+        "control_period_s": args.control_period_s,
         "sample_s": args.sample_s,
         "warmup_s": round(warmup_s, 1),
         "rss_mb": [s.rss_mb for s in samples],
@@ -573,9 +595,13 @@ def report(args: argparse.Namespace, samples: list[Sample], load: Load, monitore
                   **trend([(s.t_s, s.tasks) for s in steady if s.tasks is not None])},
         "cpu": {"gateway_s": round(cpu_s, 1) if math.isfinite(cpu_s) else None,
                 "gateway_pct_of_core": round(100.0 * cpu_s / wall_s, 1) if wall_s and math.isfinite(wall_s) else None,
+                "simulators_pct_of_core": (round(100.0 * (samples[-1].sim_cpu_s - samples[0].sim_cpu_s) / wall_s, 1)
+                                           if wall_s and math.isfinite(wall_s) else None),
                 "loadavg": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()},
         "monitored_items": monitored,
         "notifications_per_s": round(notifications / wall_s) if wall_s and math.isfinite(wall_s) else None,
+        "subscriber_connection_losses": losses,
+        "subscription_status_changes": status_changes,
         "units_good_min": min((s.units_good for s in samples if s.units_good is not None), default=None),
         "commands_sent": load.sent,
         "commands_failed": load.failed,
@@ -601,6 +627,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--units-per-sim", type=int, default=50, help="containers per simulator process")
     parser.add_argument("--poll-interval-s", type=float, default=0.5, help="the config's poll interval")
     parser.add_argument("--sampling-interval-s", type=float, default=0.5, help="OPC UA server sampling")
+    parser.add_argument("--control-period-s", type=float, default=0.5,
+                        help="control period (default 0.5: SOC balancing rewrites every unit each period, and"
+                             " 200 units x 10 writes/s starve the simulators on a 2-core machine)")
     parser.add_argument("--sample-s", type=float, help="sample period (default 60 s, at least 6 samples)")
     parser.add_argument("--flap-period-s", type=float, default=20.0, help="the flapper is killed this often")
     parser.add_argument("--flap-down-s", type=float, default=5.0, help="and restarted this much later")
