@@ -191,6 +191,55 @@ def unit_name(index: int) -> str:
     return "flap" if index == 0 else f"u{index:03d}"
 
 
+# ------------------------------------------------------------------------------ tracemalloc (investigation)
+
+#: ``--tracemalloc``: the first SIGUSR2 starts tracing (after the warm-up: tracing the start-up, with
+#: asyncua's address space, makes it minutes long), each later one dumps a snapshot
+_TRACED_GATEWAY = """
+import itertools, os, signal, sys, tracemalloc
+_dumps = itertools.count()
+def _dump(signum, frame):
+    path = "{directory}/tm-%03d.snap" % next(_dumps)
+    if tracemalloc.is_tracing():
+        tracemalloc.take_snapshot().dump(path + ".part")
+        os.replace(path + ".part", path)
+    else:
+        tracemalloc.start({frames})
+        open(path, "wb").close()
+signal.signal(signal.SIGUSR2, _dump)
+from bessgw.cli import main
+sys.exit(main(["run", "--config", {config!r}]))
+"""
+
+
+async def tracemalloc_snapshot(pid: int, directory: Path, index: int) -> Path | None:
+    """Ask the traced gateway for snapshot ``index`` and wait (bounded) until it is written."""
+    path = directory / f"tm-{index:03d}.snap"
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.2)
+    return path
+
+
+def tracemalloc_growth(first: Path, last: Path, top: int = 12) -> list[str]:
+    """The allocation sites that grew most between two snapshots (bench process, after the run)."""
+    import tracemalloc
+
+    ignore = [tracemalloc.Filter(False, "<frozen importlib._bootstrap*>"),
+              tracemalloc.Filter(False, tracemalloc.__file__)]
+    old = tracemalloc.Snapshot.load(str(first)).filter_traces(ignore)
+    new = tracemalloc.Snapshot.load(str(last)).filter_traces(ignore)
+    total = sum(stat.size_diff for stat in new.compare_to(old, "filename"))
+    lines = [f"python heap change {total / 1024:+.0f} KiB between {first.name} and {last.name}; top sites:"]
+    for stat in new.compare_to(old, "traceback")[:top]:
+        frames = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in list(stat.traceback)[:4])
+        lines.append(f"  {stat.size_diff / 1024:+8.1f} KiB {stat.count_diff:+6d} blocks  {frames}")
+    return lines
+
+
 # ------------------------------------------------------------------------------ sampling
 
 
@@ -392,14 +441,16 @@ async def command_loop(client: Any, nodes: dict[str, Any], state_dir: Path, load
         next_at += 1.0
         if tick % 10 == 9 and previous is not None:  # the same command again: the same answer, no new effect
             kind, call = previous
+            load.sent += 1
             load.repeats += 1
+            load.by_kind["repeat"] = load.by_kind.get("repeat", 0) + 1
             try:
                 await send(kind, call)
             except Exception as err:  # counted and reported
                 load.repeats_failed += 1
                 load.fail(f"repeat {kind}: {err!r}")
         else:
-            if tick % 2 == 0 and tick % 4 == 0:
+            if tick % 4 == 0:
                 kind = "admin"
                 call: tuple[Any, ...] = ({"cmd": "setpoint", "p_kw": round(random.uniform(-20000, 20000), 1),
                                           "q_kvar": 0.0, "command_id": f"soak-local-{tick}"},)
@@ -475,7 +526,12 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict[
     config = tmp / "gateway.toml"
     config.write_text(gateway_config(tmp, unit_ports, opcua_port, args), encoding="utf-8")
     state_dir = tmp / "state"
-    gateway = children.start(bessgw("run", "--config", str(config)), tmp / "gateway.log", env=env)
+    if args.tracemalloc:
+        code = _TRACED_GATEWAY.format(frames=8, directory=tmp, config=str(config))
+        gateway = children.start([sys.executable, "-c", code], tmp / "gateway.log", env=env)
+    else:
+        gateway = children.start(bessgw("run", "--config", str(config)), tmp / "gateway.log", env=env)
+    snapshots: list[Path] = []
     print(f"{args.units} vendor_a units ({sims} simulator processes + 1 flapping), poll {args.poll_interval_s} s, "
           f"gateway pid {gateway.pid}, logs in {tmp}", flush=True)
 
@@ -531,6 +587,10 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict[
                 units_good = sum(unit["quality"] == "good" for unit in status["units"])
             except (OSError, RuntimeError, ValueError, asyncio.TimeoutError) as err:
                 load.fail(f"status: {err!r}")
+            if args.tracemalloc and at >= t0 + min(0.2 * args.minutes * 60.0, 180.0) - 1e-6:
+                snapshot = await tracemalloc_snapshot(gateway.pid, tmp, len(snapshots))
+                if snapshot is not None:
+                    snapshots.append(snapshot)  # the first is only the start of tracing
             rss_mb, fds, threads, cpu_s = proc_figures(gateway.pid)
             sim_cpu_s = sum(proc_figures(pid)[3] for pid in sim_pids)
             sample = Sample(round(loop.time() - t0, 1), round(rss_mb, 1), fds, threads, tasks_count, round(cpu_s, 2),
@@ -552,6 +612,8 @@ async def soak(args: argparse.Namespace, tmp: Path, children: Children) -> dict[
         except Exception:  # the gateway may be gone already; figures matter more
             pass
     children.stop(gateway)
+    if len(snapshots) >= 3:
+        print("\n".join(tracemalloc_growth(snapshots[1], snapshots[-1])), flush=True)
     return report(args, samples, load, monitored, gateway.returncode, tmp / "gateway.log",
                   counter.connection_losses, counter.status_changes)
 
@@ -633,6 +695,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample-s", type=float, help="sample period (default 60 s, at least 6 samples)")
     parser.add_argument("--flap-period-s", type=float, default=20.0, help="the flapper is killed this often")
     parser.add_argument("--flap-down-s", type=float, default=5.0, help="and restarted this much later")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="investigate: run the gateway under tracemalloc, print the sites that grew after the"
+                             " warm-up (slows the gateway down; its figures are not comparable then)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, journal)")
     args = parser.parse_args(argv)
     if args.units < 2 or args.minutes <= 0 or args.units_per_sim < 1:

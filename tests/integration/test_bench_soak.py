@@ -35,7 +35,7 @@ def test_soak_bench_smoke() -> None:
     assert all(count > 0 for count in figures["fds"]["samples"] + figures["threads"]["samples"])
     assert figures["commands_sent"] >= 15, figures
     assert figures["commands_failed"] == 0, figures["errors"]
-    assert set(figures["commands_by_kind"]) == {"admin", "ua_gateway", "ua_unit"}
+    assert set(figures["commands_by_kind"]) == {"admin", "ua_gateway", "ua_unit", "repeat"}
     assert figures["repeats"] >= 1 and figures["repeats_failed"] == 0
     assert figures["flaps"] >= 1 and figures["flap_restart_failures"] == 0
     assert figures["monitored_items"] > 10 * 20 and figures["notifications_per_s"] > 0
