@@ -235,7 +235,8 @@ def tracemalloc_growth(first: Path, last: Path, top: int = 12) -> list[str]:
     total = sum(stat.size_diff for stat in new.compare_to(old, "filename"))
     lines = [f"python heap change {total / 1024:+.0f} KiB between {first.name} and {last.name}; top sites:"]
     for stat in new.compare_to(old, "traceback")[:top]:
-        frames = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in list(stat.traceback)[:4])
+        recent = list(stat.traceback)[::-1][:5]  # tracemalloc keeps the oldest frame first
+        frames = " <- ".join(f"{Path(f.filename).parent.name}/{Path(f.filename).name}:{f.lineno}" for f in recent)
         lines.append(f"  {stat.size_diff / 1024:+8.1f} KiB {stat.count_diff:+6d} blocks  {frames}")
     return lines
 
