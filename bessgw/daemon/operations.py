@@ -6,6 +6,7 @@ setpoint source of the control plane: the operator override) and ``members`` / `
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import os
@@ -85,6 +86,7 @@ def handlers(gateway: Gateway) -> dict[str, Handler]:
             "uptime_s": round(now - started, 1),
             "reloads": gateway.reloads,
             "services": gateway.services.names(),
+            "tasks": len(asyncio.all_tasks()),  # a cheap leak signal for soak runs (bench/soak.py)
             "units": units,
         }
         service = gateway.services.control
