@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import math
 import time
 import uuid
@@ -25,6 +24,7 @@ from typing import Any
 from bessgw.campus.service import CampusService, CampusStatus, ReleaseResult, SubmitResult
 from bessgw.control.service import ControlService
 from bessgw.errors import BessgwError, CoordinationError
+from bessgw.model.timestamp import local_iso
 from bessgw.plugin.roles import Logger
 
 #: why a gateway without ``[campus.coordination]`` refuses campus commands
@@ -128,8 +128,7 @@ def format_status(status: dict[str, Any]) -> str:
     lines = []
     if setpoint:
         expires_at = setpoint.get("expires_at")
-        expiry = "" if expires_at is None else \
-            f", expires {dt.datetime.fromtimestamp(expires_at, dt.timezone.utc).isoformat(timespec='seconds')}"
+        expiry = "" if expires_at is None else f", expires {local_iso(expires_at)}"
         lines.append(f"campus setpoint: {setpoint['p_kw']:g} kW / {setpoint['q_kvar']:g} kvar"
                      f"  id {setpoint['command_id']}  revision {status['setpoint_revision']}"
                      f"  (accepted by {setpoint['accepted_by']}{expiry})")

@@ -127,3 +127,22 @@ def test_journal_tail_without_a_journal_is_a_clear_error(tmp_path: Path, subproc
     result = bessgw("journal", "tail", "--config", str(config), env=subprocess_env)
     assert result.returncode != 0
     assert "journal" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["release"], ["journal", "tail"], ["members"], ["campus", "status"]])
+def test_a_missing_config_exits_78_which_the_readme_lists(tmp_path: Path, subprocess_env, command: list[str]) -> None:
+    from tests.unit.test_readme import _readme_exit_codes
+
+    missing = tmp_path / "nowhere.toml"
+    result = bessgw(*command, "--config", str(missing), env=subprocess_env)
+    assert result.returncode == 78 and f"{missing}: cannot read" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert 78 in _readme_exit_codes()[" ".join(command)]
+
+
+def test_status_of_a_gateway_that_is_not_running_exits_70(tmp_path: Path, subprocess_env) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(f'[gateway]\nid = "gw1"\nstate_dir = "{tmp_path / "state"}"\n')
+    result = bessgw("status", "--config", str(path), env=subprocess_env)
+    assert result.returncode == 70 and "cannot reach the gateway 'gw1'" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
