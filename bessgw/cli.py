@@ -79,14 +79,30 @@ def _cmd_plugins_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from bessgw.config import named_files
+    from bessgw.errors import ConfigError
+
     _pm, registry = load_plugins()
-    load_config(Path(args.path), registry)
+    try:
+        config = load_config(Path(args.path), registry, skip_files=args.skip_files)
+    except ConfigError as err:
+        if not args.json:
+            raise
+        print(json.dumps({"ok": False, "problems": err.problems}))
+        return err.exit_code
+    skipped = named_files(config) if args.skip_files else []
+    if args.json:
+        print(json.dumps({"ok": True, "skipped_files": [{"key": key, "path": str(file)} for key, file in skipped]}))
+        return 0
     print("ok")
+    for key, file in skipped:
+        print(f"not read (--skip-files): {key} = {file}")
     return 0
 
 
 def _cmd_config_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(config_json_schema(), indent=2))
+    _pm, registry = load_plugins()
+    print(json.dumps(config_json_schema(registry), indent=2))
     return 0
 
 
@@ -403,9 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a config file without starting (exit 0 or 78)")
     check.add_argument("path", help="the TOML config file")
+    check.add_argument("--skip-files", action="store_true",
+                       help="do not read the key and certificate files the config names (a config for another"
+                            " machine); list them instead")
+    check.add_argument("--json", action="store_true", help='{"ok": ..., "problems" or "skipped_files": [...]}')
     check.set_defaults(handler=_cmd_check_config)
 
-    schema = commands.add_parser("config-schema", help="print the JSON Schema of the config (for editors)")
+    schema = commands.add_parser(
+        "config-schema", help="print the JSON Schema of the config with every installed plugin's options (editors)")
     schema.set_defaults(handler=_cmd_config_schema)
 
     run = commands.add_parser("run", help="run the gateway")

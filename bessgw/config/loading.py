@@ -108,11 +108,15 @@ def _anchor_paths(config: Config, base: Path) -> Config:
     return config.model_copy(update={"gateway": gateway, "federation": federation, "campus": campus})
 
 
-def load_config(path: str | Path, registry: PluginRegistry | None = None) -> Config:
-    """Read, parse and validate a config file; with ``registry``, also the plugin-specific tables."""
+def load_config(path: str | Path, registry: PluginRegistry | None = None, skip_files: bool = False) -> Config:
+    """Read, parse and validate a config file; with ``registry``, also the plugin-specific tables.
+
+    ``skip_files`` leaves the key and certificate files the config names unread (a config written for
+    another machine: ``bessgw check-config --skip-files``); :func:`named_files` lists them.
+    """
     path = Path(path)
     config = _anchor_paths(parse_config(read_toml(path), str(path)), path.parent)
-    if config.federation is not None and config.federation.enabled:
+    if config.federation is not None and config.federation.enabled and not skip_files:
         try:  # a missing or malformed key file is a config error, found now rather than at first gossip
             config.federation.campus_keys()
         except ConfigError as err:
@@ -121,6 +125,21 @@ def load_config(path: str | Path, registry: PluginRegistry | None = None) -> Con
     if registry is not None:
         check_against_plugins(config, registry, str(path))
     return config
+
+
+def named_files(config: Config) -> list[tuple[str, Path]]:
+    """Every key, certificate and CA file the config names, as (key path, file): what ``--skip-files``
+    leaves unread. Relative paths are already anchored at the config file's directory."""
+    named: list[tuple[str, Path | None]] = []
+    if config.federation is not None:
+        named.append(("federation.key_file", config.federation.key_file))
+    if config.campus is not None and config.campus.coordination is not None:
+        named += [(f"campus.coordination.{name}", getattr(config.campus.coordination, name))
+                  for name in ("ca_file", "cert_file", "key_file")]
+    opcua = config.northbound.opcua
+    named += [(f"northbound.opcua.{name}", getattr(opcua, name, None))
+              for name in ("certificate_path", "private_key_path")]
+    return [(key, Path(file)) for key, file in named if file is not None]
 
 
 def _validate_table(model: type | None, table: dict[str, Any], path: str, loc: tuple[Any, ...]) -> list[str]:
@@ -194,9 +213,44 @@ def check_against_plugins(config: Config, registry: PluginRegistry, path: str = 
         raise ConfigError(path, problems)
 
 
-def config_json_schema() -> dict[str, Any]:
-    """JSON Schema of the config file, for editors (``bessgw config-schema``)."""
+def config_json_schema(registry: PluginRegistry | None = None) -> dict[str, Any]:
+    """JSON Schema of the config file, for editors (``bessgw config-schema``).
+
+    With ``registry``, each installed driver's own option models are included: ``units[i].options``
+    is checked against the model of the unit's ``driver`` (a JSON Schema ``if``/``then`` per driver) and
+    ``plugins.<driver>`` against its plugin-wide model, so editors complete and check plugin keys too.
+    """
     schema = Config.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "bessgw gateway configuration"
+    if registry is None:
+        return schema
+    defs = schema["$defs"]
+    unit = defs["UnitSection"]
+    drivers = sorted(registry.drivers.values(), key=lambda spec: spec.name)
+    unit["properties"]["driver"]["examples"] = [spec.name for spec in drivers]
+    conditions = []
+    plugin_tables: dict[str, Any] = {}
+    for spec in drivers:
+        options = (_embed(defs, f"{spec.name}.unit_options", spec.unit_options) if spec.unit_options is not None
+                   else {"type": "object", "maxProperties": 0, "description": f"{spec.name} takes no unit options"})
+        conditions.append({"if": {"properties": {"driver": {"const": spec.name}}, "required": ["driver"]},
+                           "then": {"properties": {"options": options}}})
+        plugin_tables[spec.name] = (
+            _embed(defs, f"{spec.name}.plugin_options", spec.plugin_options) if spec.plugin_options is not None
+            else {"type": "object", "maxProperties": 0, "description": f"{spec.name} takes no plugin-wide options"})
+    unit["allOf"] = conditions
+    schema["properties"]["plugins"] = {
+        "type": "object", "description": "Plugin-wide options, one table per installed driver",
+        "properties": plugin_tables, "additionalProperties": False}
     return schema
+
+
+def _embed(defs: dict[str, Any], name: str, model: type) -> dict[str, Any]:
+    """Put a plugin model's schema into the root ``$defs`` under ``name`` (its own ``$defs`` prefixed
+    ``name.`` so that two plugins' ``Limits`` cannot collide); return the ``$ref`` to it."""
+    sub = model.model_json_schema(ref_template=f"#/$defs/{name}.{{model}}")  # type: ignore[attr-defined]
+    for inner, definition in sub.pop("$defs", {}).items():
+        defs[f"{name}.{inner}"] = definition
+    defs[name] = sub
+    return {"$ref": f"#/$defs/{name}"}

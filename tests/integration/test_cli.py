@@ -146,3 +146,24 @@ def test_status_of_a_gateway_that_is_not_running_exits_70(tmp_path: Path, subpro
     result = bessgw("status", "--config", str(path), env=subprocess_env)
     assert result.returncode == 70 and "cannot reach the gateway 'gw1'" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_config_for_another_machine_skips_and_names_its_key_files(tmp_path: Path, subprocess_env) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(GOOD + '[federation]\nadvertise_host = "10.0.0.7"\nkey_file = "/etc/bessgw/elsewhere.keys"\n')
+    here = bessgw("check-config", str(path), env=subprocess_env)
+    assert here.returncode == 78 and "federation.key_file" in here.stderr  # read, and missing on this machine
+    there = bessgw("check-config", "--skip-files", str(path), env=subprocess_env)
+    assert there.returncode == 0, there.stderr
+    assert there.stdout.splitlines() == [
+        "ok", "not read (--skip-files): federation.key_file = /etc/bessgw/elsewhere.keys"]
+    as_json = bessgw("check-config", "--skip-files", "--json", str(path), env=subprocess_env)
+    assert json.loads(as_json.stdout) == {"ok": True, "skipped_files": [
+        {"key": "federation.key_file", "path": "/etc/bessgw/elsewhere.keys"}]}
+    # --skip-files skips files, not checks: a wrong key is still an error, also as JSON
+    path.write_text(GOOD + "[federation]\nadvertize_host = 1\n")
+    bad = bessgw("check-config", "--skip-files", "--json", str(path), env=subprocess_env)
+    assert bad.returncode == 78
+    problem = (f"{path}: federation.advertize_host: unknown key"
+               " (check the spelling; `bessgw config-schema` lists every key)")
+    assert json.loads(bad.stdout) == {"ok": False, "problems": [problem]}
