@@ -43,3 +43,24 @@ def test_local_iso_is_iso_8601_with_offset_and_survives_nonsense() -> None:
     parsed = datetime.fromisoformat(text)
     assert parsed.utcoffset() is not None and abs(parsed.timestamp() - 1795928018.856) < 1e-3
     assert local_iso(float("nan")) == "t=nan" and local_iso(1e300) == "t=1e+300"
+
+
+def test_members_and_campus_tables_widen_for_long_gateway_ids() -> None:
+    from bessgw.campus.commands import format_status
+    from bessgw.federation.admin import format_members
+
+    long_gw = "campus-north-substation-gateway-07"
+    members = format_members([
+        {"gateway_id": "gw1", "local": True, "address": "10.0.0.1:7946", "status": "alive", "incarnation": 1,
+         "in_status_s": 5.0, "units": 2},
+        {"gateway_id": long_gw, "local": False, "address": "10.0.0.2:7946", "status": "suspect", "incarnation": 3,
+         "in_status_s": 1.0, "units": 4}]).splitlines()
+    assert {line.index("10.0.0.") for line in members[1:]} == {members[0].index("ADDRESS")}
+    row = {"share_p_kw": 10.0, "share_revision": 5, "applied_revision": 5, "lease_time_left_s": 3.0,
+           "delivered_p_kw": 10.0}
+    campus = format_status({"setpoint": None, "allocator": "gw1", "shortfall_p_kw": 0.0, "shortfall_q_kvar": 0.0,
+                            "endpoint": "127.0.0.1:2379", "corrupt_records": 0,
+                            "gateways": [dict(row, gateway_id="gw1"), dict(row, gateway_id=long_gw)]}).splitlines()
+    header, rows = campus[2], campus[3:]
+    ends = {line.index("10.0") + len("10.0") for line in rows}
+    assert ends == {header.index("share kW") + len("share kW")}, campus
