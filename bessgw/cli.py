@@ -1,14 +1,18 @@
 """The ``bessgw`` command line. Command names, flags and exit codes are contracts other tooling relies on.
 
-Exit codes: 0 success; 78 (EX_CONFIG) invalid configuration; 70 (EX_SOFTWARE) broken plugin set-up or
-other reported error; 2 command-line usage error (argparse). ``BessgwError`` is printed without a
-traceback; any other exception is a bug and keeps its traceback.
+Exit codes (:data:`EXIT_CODES`, the README's table, checked by a test): 0 success; 78 (EX_CONFIG) invalid
+or unreadable configuration; 70 (EX_SOFTWARE) broken plugin set-up, an unreachable gateway or another
+reported error; 69 / 65 campus refusals; 73 (EX_CANTCREAT) unit files that cannot be installed; 2
+command-line usage error (argparse, every command); 130 Ctrl-C. ``BessgwError`` is printed without a
+traceback; any other exception is a bug and keeps its traceback. A reader that closes the pipe early
+(``bessgw status | head -1``) ends the command quietly with 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,8 +25,30 @@ from bessgw import __version__
 from bessgw.config import Config, config_json_schema, load_config
 from bessgw.config.preflight import preflight
 from bessgw.errors import BessgwError, ConfigError
+from bessgw.model.timestamp import local_iso
 from bessgw.plugin.manager import PluginManager, PluginRegistry, build_plugin_manager
 from bessgw.plugin.roles import SimulatorContext
+
+#: every command's documented exit codes (the README's table says the same; tests/unit/test_readme.py checks
+#: it). Besides these, every command exits 2 on a usage error and 130 on Ctrl-C.
+EXIT_CODES: dict[str, tuple[int, ...]] = {
+    "--version": (0,),
+    "plugins list": (0,),
+    "check-config": (0, 78),
+    "config-schema": (0,),
+    "run": (0, 70, 78),
+    "status": (0, 70, 78),
+    "setpoint": (0, 70, 78),
+    "release": (0, 70, 78),
+    "journal tail": (0, 70, 78),
+    "members": (0, 70, 78),
+    "campus setpoint": (0, 65, 69, 70, 78),
+    "campus release": (0, 69, 70, 78),
+    "campus status": (0, 69, 70, 78),
+    "hash-password": (0, 2),
+    "sim": (0, 2),
+    "install-service": (0, 73),
+}
 
 #: extra plugin modules to load besides the installed entry points (comma-separated import names);
 #: lets a plugin author try a plugin without packaging it, and tests load fixture plugins with it
@@ -65,13 +91,29 @@ def _preflight(path: Path, config: Config, *, skip_files: bool = False, starting
 def _cmd_check_config(args: argparse.Namespace) -> int:
     _pm, registry = load_plugins()
     path = Path(args.path)
-    _preflight(path, load_config(path, registry, read_files=not args.skip_files), skip_files=args.skip_files)
+    try:
+        config = load_config(path, registry, read_files=not args.skip_files)
+        report = preflight(config, str(path), skip_files=args.skip_files)
+    except ConfigError as err:
+        if not args.json:
+            raise
+        print(json.dumps({"ok": False, "problems": err.problems}))
+        return err.exit_code
+    if args.json:
+        print(json.dumps({"ok": not report.problems, "problems": list(report.problems),
+                          "skipped": list(report.skipped)}))
+        return ConfigError.exit_code if report.problems else 0
+    for line in report.skipped:
+        print(f"{path}: skipped: {line}", file=sys.stderr)
+    if report.problems:
+        raise ConfigError(str(path), list(report.problems))
     print("ok")
     return 0
 
 
 def _cmd_config_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(config_json_schema(), indent=2))
+    _pm, registry = load_plugins()
+    print(json.dumps(config_json_schema(registry), indent=2))
     return 0
 
 
@@ -127,23 +169,70 @@ def _ask(config_path: str, payload: dict) -> dict:
     return reply
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    reply = _ask(args.config, {"cmd": "status"})
-    if args.json:
-        print(json.dumps(reply, indent=2))
-        return 0
-    print(f"gateway {reply['gateway']}  version {reply['version']}  pid {reply['pid']}  up {reply['uptime_s']} s")
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> list[str]:
+    """Aligned text columns as wide as their widest cell (unit ids of any length); ``right``: numeric columns."""
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.rjust(width) if index in right else cell.ljust(width)
+                         for index, (cell, width) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [line(headers)] + [line(row) for row in rows]
+
+
+def _duration(seconds: float) -> str:
+    """``3 h 05 min``, ``4 min 10 s``, ``12 s``: an uptime a person reads at a glance."""
+    seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+def _kw(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def status_text(reply: dict) -> str:
+    """What ``bessgw status`` prints for one status reply of the admin socket."""
+    started = time.time() - reply["uptime_s"]
+    lines = [f"gateway {reply['gateway']}  version {reply['version']}  pid {reply['pid']}"
+             f"  up {_duration(reply['uptime_s'])} (since {local_iso(started)})"]
     control = reply.get("control")
     if control:
-        print(f"control: {control['mode']}  source {control['source'] or '-'}  target {control['target_p_kw']:.1f} kW"
-              f"  delivered {control['delivered_p_kw']:.1f} kW  ({control['reason']})")
-    print(f"{'unit':<12} {'quality':<8} {'state':<9} {'soc %':>6} {'p kW':>9} {'age s':>7}  reason")
-    for unit in reply["units"]:
-        soc = "-" if unit["soc_pct"] is None else f"{unit['soc_pct']:.1f}"
-        p_kw = "-" if unit["p_kw"] is None else f"{unit['p_kw']:.1f}"
-        print(f"{unit['id']:<12} {unit['quality']:<8} {unit['state']:<9} {soc:>6} {p_kw:>9} {unit['age_s']:>7.1f}"
-              f"  {unit['reason']}")
-    return 0
+        lines.append(f"control: {control['mode']}  source {control['source'] or '-'}"
+                     f"  target {_kw(control['target_p_kw'])} kW  delivered {_kw(control['delivered_p_kw'])} kW"
+                     f"  ({control['reason']})")
+    rows = [[unit["id"], unit["quality"], unit["state"],
+             "-" if unit["soc_pct"] is None else f"{unit['soc_pct']:.1f}", _kw(unit["p_kw"]),
+             f"{unit['age_s']:.1f}", unit["reason"] or ""] for unit in reply["units"]]
+    lines += _table(["unit", "quality", "state", "soc %", "p kW", "age s", "reason"], rows, frozenset({3, 4, 5}))
+    return "\n".join(lines)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    if args.watch is None:
+        reply = _ask(args.config, {"cmd": "status"})
+        print(json.dumps(reply, indent=2) if args.json else status_text(reply))
+        return 0
+    # --watch: a fresh report every N s until Ctrl-C; on a terminal in place, otherwise one after another
+    tty = sys.stdout.isatty()
+    interval_s = max(0.2, args.watch)
+    try:
+        while True:
+            reply = _ask(args.config, {"cmd": "status"})
+            if args.json:
+                print(json.dumps(reply), flush=True)  # one JSON object a line (JSON Lines)
+            else:
+                head = f"every {interval_s:g} s, Ctrl-C ends  {local_iso(time.time(), 'milliseconds')}"
+                text = f"{head}\n{status_text(reply)}"
+                print(f"\x1b[H\x1b[2J{text}" if tty else f"{text}\n", flush=True)
+            time.sleep(interval_s)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _cmd_setpoint(args: argparse.Namespace) -> int:
@@ -158,21 +247,51 @@ def _cmd_setpoint(args: argparse.Namespace) -> int:
           f" (requested {result['requested_p_kw']} kW){' - ' + result['note'] if result['note'] else ''}")
     if not args.hold:
         return 0
-    # keep the local source alive until interrupted, then release it: the override lasts while we run
-    interval = args.heartbeat_s
-    try:
-        while True:
-            time.sleep(interval)
-            _ask(args.config, {"cmd": "heartbeat"})
-    except KeyboardInterrupt:
-        _ask(args.config, {"cmd": "release"})
-        print("released")
+    _hold(args)
     return 0
+
+
+def _hold(args: argparse.Namespace) -> None:
+    """``setpoint --hold``: heartbeat the local source until Ctrl-C, then release it.
+
+    On a terminal one status line, refreshed every second, shows that the override is alive: what the
+    gateway targets and delivers, who controls it, when the last heartbeat was answered.
+    """
+    tty = sys.stdout.isatty()
+    refresh_s = min(1.0, args.heartbeat_s)
+    next_beat = time.monotonic() + args.heartbeat_s
+    try:
+        try:
+            while True:
+                time.sleep(refresh_s)
+                if time.monotonic() >= next_beat:
+                    _ask(args.config, {"cmd": "heartbeat"})
+                    next_beat = time.monotonic() + args.heartbeat_s
+                if tty:
+                    print(f"\r\x1b[K{_hold_line(_ask(args.config, {'cmd': 'status'}))}", end="", flush=True)
+        finally:
+            if tty:
+                print(flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        # also when the output pipe closed or a heartbeat failed: the override must not outlive this command
+        result = _ask(args.config, {"cmd": "release"})["result"]
+        with contextlib.suppress(BrokenPipeError):
+            print(f"released ({result['command_id']})", flush=True)
+
+
+def _hold_line(reply: dict) -> str:
+    control = reply.get("control") or {}
+    source = control.get("source") or control.get("mode", "?")
+    return (f"holding: {source}  target {_kw(control.get('target_p_kw'))} kW"
+            f"  delivered {_kw(control.get('delivered_p_kw'))} kW  at {time.strftime('%H:%M:%S %Z')}"
+            "  (Ctrl-C releases)")
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
     result = _ask(args.config, {"cmd": "release"})["result"]
-    print(f"released the local setpoint ({result['command_id']})")
+    print(json.dumps(result) if args.json else f"released the local setpoint ({result['command_id']})")
     return 0
 
 
@@ -195,6 +314,9 @@ def _cmd_campus_setpoint(args: argparse.Namespace) -> int:
 
 def _cmd_campus_release(args: argparse.Namespace) -> int:
     result = _ask(args.config, {"cmd": "campus_release"})["result"]
+    if args.json:
+        print(json.dumps(result))
+        return 0
     print("released the campus setpoint" if result["released"] else "there was no campus setpoint",
           f"(etcd revision {result['revision']})")
     return 0
@@ -239,6 +361,22 @@ def _cmd_hash_password(args: argparse.Namespace) -> int:
         print("bessgw hash-password: use at least 8 characters", file=sys.stderr)
         return 2
     print(hash_password(password))
+    return 0
+
+
+def _cmd_install_service(args: argparse.Namespace) -> int:
+    from bessgw.daemon import install
+
+    prefix = Path(args.prefix) if args.prefix else install.default_prefix()
+    files = install.render(prefix, Path(args.dest), Path(args.sysusers_dest))
+    if args.dry_run:
+        for item in files:
+            print(f"# ---- {item.path}\n{item.text}")
+        return 0
+    install.write(files)
+    for item in files:
+        print(f"wrote {item.path}")
+    print(install.NEXT_STEPS)
     return 0
 
 
@@ -305,9 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--skip-files", action="store_true",
                        help="the config is for another machine: do not read the files it names, inspect its "
                             "state directory or probe its ports (each skip is listed)")
+    check.add_argument("--json", action="store_true", help='print {"ok": ..., "problems": [...], "skipped": [...]}')
     check.set_defaults(handler=_cmd_check_config)
 
-    schema = commands.add_parser("config-schema", help="print the JSON Schema of the config (for editors)")
+    schema = commands.add_parser(
+        "config-schema", help="print the JSON Schema of the config with every installed plugin's options (editors)")
     schema.set_defaults(handler=_cmd_config_schema)
 
     run = commands.add_parser("run", help="run the gateway")
@@ -324,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="units, control and services of a running gateway")
     _add_config_option(status)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--json", action="store_true", help="machine-readable output (with --watch: JSON Lines)")
+    status.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+                        help="refresh every SECONDS (default 2) until Ctrl-C, in place on a terminal")
     status.set_defaults(handler=_cmd_status)
 
     setpoint = commands.add_parser("setpoint", help="set the local operator override target of a running gateway")
@@ -341,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     release = commands.add_parser("release", help="withdraw the local operator override")
     _add_config_option(release)
+    release.add_argument("--json", action="store_true", help="print the journaled result as JSON")
     release.set_defaults(handler=_cmd_release)
 
     members = commands.add_parser("members", help="the federation membership table of a running gateway")
@@ -362,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     campus_setpoint.set_defaults(handler=_cmd_campus_setpoint)
     campus_release = campus_commands.add_parser("release", help="delete the campus setpoint: every share goes to 0")
     _add_config_option(campus_release)
+    campus_release.add_argument("--json", action="store_true", help="print the result as JSON")
     campus_release.set_defaults(handler=_cmd_campus_release)
     campus_status = campus_commands.add_parser(
         "status", help="setpoint, allocator, every gateway's share, lease and delivered kW, the shortfall")
@@ -372,6 +516,16 @@ def build_parser() -> argparse.ArgumentParser:
     hashing = commands.add_parser("hash-password", help="hash a password for an OPC UA user in the config")
     hashing.add_argument("--stdin", action="store_true", help="read the password from standard input (scripts)")
     hashing.set_defaults(handler=_cmd_hash_password)
+
+    install = commands.add_parser(
+        "install-service", help="write the systemd unit files and sysusers entry for this installation (as root)")
+    install.add_argument("--prefix", help="the installation whose bin/bessgw the units run"
+                         " (default: the one running this command, e.g. /opt/bessgw)")
+    install.add_argument("--dest", default="/etc/systemd/system", help="where the unit files go (default %(default)s)")
+    install.add_argument("--sysusers-dest", default="/etc/sysusers.d",
+                         help="where the sysusers entry bessgw.conf goes (default %(default)s)")
+    install.add_argument("--dry-run", action="store_true", help="print the files instead of writing them")
+    install.set_defaults(handler=_cmd_install_service)
 
     sim = commands.add_parser("sim", help="run a device simulator shipped by a plugin", add_help=True)
     sim.add_argument("name", help="simulator name (see `bessgw plugins list`)")
@@ -389,7 +543,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is noticed here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader has what it wanted (`bessgw status | head -1`); Python's exit flush must not complain
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BessgwError as err:
         print(str(err), file=sys.stderr)
         return err.exit_code

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
+EX_CANTCREAT = 73
 EX_CONFIG = 78
 
 
@@ -108,3 +109,10 @@ class SetpointRefusedError(BessgwError):
     range, a malformed command id). Exit 65, ``EX_DATAERR``."""
 
     exit_code = 65
+
+
+class InstallError(BessgwError):
+    """``bessgw install-service`` cannot install the unit files: an unusable prefix (relative, under a home
+    directory the unit hides, no bessgw there) or a destination it cannot write. Exit 73, ``EX_CANTCREAT``."""
+
+    exit_code = EX_CANTCREAT

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import math
 import time
 import uuid
@@ -25,6 +24,7 @@ from typing import Any
 from bessgw.campus.service import CampusService, CampusStatus, ReleaseResult, SubmitResult
 from bessgw.control.service import ControlService
 from bessgw.errors import BessgwError, CoordinationError
+from bessgw.model.timestamp import local_iso
 from bessgw.plugin.roles import Logger
 
 #: why a gateway without ``[campus.coordination]`` refuses campus commands
@@ -128,8 +128,7 @@ def format_status(status: dict[str, Any]) -> str:
     lines = []
     if setpoint:
         expires_at = setpoint.get("expires_at")
-        expiry = "" if expires_at is None else \
-            f", expires {dt.datetime.fromtimestamp(expires_at, dt.timezone.utc).isoformat(timespec='seconds')}"
+        expiry = "" if expires_at is None else f", expires {local_iso(expires_at)}"
         lines.append(f"campus setpoint: {setpoint['p_kw']:g} kW / {setpoint['q_kvar']:g} kvar"
                      f"  id {setpoint['command_id']}  revision {status['setpoint_revision']}"
                      f"  (accepted by {setpoint['accepted_by']}{expiry})")
@@ -138,10 +137,11 @@ def format_status(status: dict[str, Any]) -> str:
     lines.append(f"allocator: {status.get('allocator') or '-'}   campus shortfall: "
                  f"{_num(status.get('shortfall_p_kw'))} kW / {_num(status.get('shortfall_q_kvar'))} kvar"
                  f"   etcd: {status.get('endpoint') or '-'}   corrupt records refused: {status['corrupt_records']}")
-    lines.append(f"{'gateway':<16} {'share kW':>10} {'share rev':>9} {'applied rev':>11} {'lease left s':>12}"
+    width = max([16, *(len(row["gateway_id"]) for row in status.get("gateways", []))])  # the longest id
+    lines.append(f"{'gateway':<{width}} {'share kW':>10} {'share rev':>9} {'applied rev':>11} {'lease left s':>12}"
                  f" {'delivered kW':>12}")
     for row in status.get("gateways", []):
-        lines.append(f"{row['gateway_id']:<16} {_num(row['share_p_kw']):>10} {row['share_revision']:>9}"
+        lines.append(f"{row['gateway_id']:<{width}} {_num(row['share_p_kw']):>10} {row['share_revision']:>9}"
                      f" {row['applied_revision']:>11} {_num(row['lease_time_left_s']):>12}"
                      f" {_num(row['delivered_p_kw']):>12}")
     return "\n".join(lines)

@@ -230,9 +230,44 @@ def check_against_plugins(config: Config, registry: PluginRegistry, path: str = 
         raise ConfigError(path, problems)
 
 
-def config_json_schema() -> dict[str, Any]:
-    """JSON Schema of the config file, for editors (``bessgw config-schema``)."""
+def config_json_schema(registry: PluginRegistry | None = None) -> dict[str, Any]:
+    """JSON Schema of the config file, for editors (``bessgw config-schema``).
+
+    With ``registry``, each installed driver's own option models are included: ``units[i].options``
+    is checked against the model of the unit's ``driver`` (a JSON Schema ``if``/``then`` per driver) and
+    ``plugins.<driver>`` against its plugin-wide model, so editors complete and check plugin keys too.
+    """
     schema = Config.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "bessgw gateway configuration"
+    if registry is None:
+        return schema
+    defs = schema["$defs"]
+    unit = defs["UnitSection"]
+    drivers = sorted(registry.drivers.values(), key=lambda spec: spec.name)
+    unit["properties"]["driver"]["examples"] = [spec.name for spec in drivers]
+    conditions = []
+    plugin_tables: dict[str, Any] = {}
+    for spec in drivers:
+        options = (_embed(defs, f"{spec.name}.unit_options", spec.unit_options) if spec.unit_options is not None
+                   else {"type": "object", "maxProperties": 0, "description": f"{spec.name} takes no unit options"})
+        conditions.append({"if": {"properties": {"driver": {"const": spec.name}}, "required": ["driver"]},
+                           "then": {"properties": {"options": options}}})
+        plugin_tables[spec.name] = (
+            _embed(defs, f"{spec.name}.plugin_options", spec.plugin_options) if spec.plugin_options is not None
+            else {"type": "object", "maxProperties": 0, "description": f"{spec.name} takes no plugin-wide options"})
+    unit["allOf"] = conditions
+    schema["properties"]["plugins"] = {
+        "type": "object", "description": "Plugin-wide options, one table per installed driver",
+        "properties": plugin_tables, "additionalProperties": False}
     return schema
+
+
+def _embed(defs: dict[str, Any], name: str, model: type) -> dict[str, Any]:
+    """Put a plugin model's schema into the root ``$defs`` under ``name`` (its own ``$defs`` prefixed
+    ``name.`` so that two plugins' ``Limits`` cannot collide); return the ``$ref`` to it."""
+    sub = model.model_json_schema(ref_template=f"#/$defs/{name}.{{model}}")  # type: ignore[attr-defined]
+    for inner, definition in sub.pop("$defs", {}).items():
+        defs[f"{name}.{inner}"] = definition
+    defs[name] = sub
+    return {"$ref": f"#/$defs/{name}"}

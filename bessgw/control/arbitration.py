@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bessgw.control.errors import CommandRejectedError, UnknownSourceError
+from bessgw.model.timestamp import local_iso
 
 
 class Mode(str, Enum):
@@ -249,7 +250,7 @@ class Arbiter:
                       previous: ArbitrationState) -> ArbitrationState:
         if now < self._ramp_from:
             since = previous.since if previous.mode is Mode.HOLD else self._lost_at
-            return ArbitrationState(Mode.HOLD, None, f"holding the last target until t={self._ramp_from:.3f}:"
+            return ArbitrationState(Mode.HOLD, None, f"holding the last target until {local_iso(self._ramp_from)}:"
                                     f" {self._why}", self._held[0], self._held[1], since, live)
         p = ramp.value(self._held[0], self._ramp_from)
         if p == 0.0:

@@ -21,10 +21,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from bessgw.control.errors import JournalError
+from bessgw.model.timestamp import local_iso
 from bessgw.timing import DurationHistogram
 
 _SCHEMA_VERSION = 2
@@ -88,7 +88,7 @@ class JournalEntry:
 
     def as_line(self) -> str:
         """One human-readable line for ``bessgw journal tail``."""
-        when = datetime.fromtimestamp(self.received_at, tz=timezone.utc).isoformat(timespec="milliseconds")
+        when = local_iso(self.received_at, "milliseconds")
         if self.kind == "campus_setpoint":  # committed in etcd for the whole campus; a record, never restored
             what = f"campus setpoint P {_kw(self.requested_p_kw)} kW, Q {_kw(self.requested_q_kvar)} kvar"
         elif self.kind == "setpoint":
@@ -100,8 +100,7 @@ class JournalEntry:
             what = f"unit {self.unit_id}: {what}"
         expiry = ""
         if self.expires_at is not None:
-            expiry = " until " + datetime.fromtimestamp(self.expires_at, tz=timezone.utc).isoformat(
-                timespec="seconds")
+            expiry = " until " + local_iso(self.expires_at)
         note = f" ({self.note})" if self.note else ""
         return f"{self.seq:>6} {when} {self.source}/{self.principal or '-'} {self.command_id}: {what}{expiry}{note}"
 

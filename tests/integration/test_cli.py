@@ -209,3 +209,43 @@ def test_run_refuses_an_unusable_state_dir_with_exit_78(tmp_path: Path, subproce
     result = bessgw("run", "--config", str(path), env=subprocess_env, timeout=60)
     assert result.returncode == 78
     assert result.stderr == f"{path}: gateway.state_dir: {tmp_path / 'file'} is not a directory\n"
+
+
+@pytest.mark.parametrize("command", [["status"], ["release"], ["journal", "tail"], ["members"], ["campus", "status"]])
+def test_a_missing_config_exits_78_which_the_readme_lists(tmp_path: Path, subprocess_env, command: list[str]) -> None:
+    from tests.unit.test_readme import _readme_exit_codes
+
+    missing = tmp_path / "nowhere.toml"
+    result = bessgw(*command, "--config", str(missing), env=subprocess_env)
+    assert result.returncode == 78 and f"{missing}: cannot read" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert 78 in _readme_exit_codes()[" ".join(command)]
+
+
+def test_status_of_a_gateway_that_is_not_running_exits_70(tmp_path: Path, subprocess_env) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(f'[gateway]\nid = "gw1"\nstate_dir = "{tmp_path / "state"}"\n')
+    result = bessgw("status", "--config", str(path), env=subprocess_env)
+    assert result.returncode == 70 and "cannot reach the gateway 'gw1'" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_for_another_machine_skips_and_names_its_key_files(tmp_path: Path, subprocess_env) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text(GOOD + '[federation]\nadvertise_host = "10.0.0.7"\nkey_file = "/etc/bessgw/elsewhere.keys"\n')
+    here = bessgw("check-config", str(path), env=subprocess_env)
+    assert here.returncode == 78 and "federation.key_file" in here.stderr  # read, and missing on this machine
+    there = bessgw("check-config", "--skip-files", str(path), env=subprocess_env)
+    assert (there.returncode, there.stdout) == (0, "ok\n"), there.stderr
+    assert f"{path}: skipped: federation.key_file: /etc/bessgw/elsewhere.keys (not read: --skip-files)" \
+        in there.stderr.splitlines()
+    as_json = json.loads(bessgw("check-config", "--skip-files", "--json", str(path), env=subprocess_env).stdout)
+    assert as_json["ok"] is True and as_json["problems"] == []
+    assert "federation.key_file: /etc/bessgw/elsewhere.keys (not read: --skip-files)" in as_json["skipped"]
+    # --skip-files skips files, not checks: a wrong key is still an error, also as JSON
+    path.write_text(GOOD + "[federation]\nadvertize_host = 1\n")
+    bad = bessgw("check-config", "--skip-files", "--json", str(path), env=subprocess_env)
+    assert bad.returncode == 78
+    problem = (f"{path}: federation.advertize_host: unknown key"
+               " (check the spelling; `bessgw config-schema` lists every key)")
+    assert json.loads(bad.stdout) == {"ok": False, "problems": [problem]}

@@ -5,13 +5,20 @@ Real gateway subprocesses, in-memory units (the docs example plugin), real CLI c
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
+import select
+import shlex
 import signal
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from bessgw.testing.wait import wait_until_sync
 from tests.integration.daemon_harness import GatewayProcess, bessgw_command
 
 pytestmark = pytest.mark.daemon
@@ -125,3 +132,73 @@ def test_every_acknowledged_command_survives_kill_9(gateway) -> None:
     tail = cli(env, "journal", "tail", "--config", str(config), "--json", "-n", "100")
     journaled = [json.loads(line)["command_id"] for line in tail.stdout.splitlines()]
     assert journaled == acknowledged
+
+
+def test_status_into_a_closed_pipe_ends_quietly_with_0(gateway) -> None:
+    _gw, config, env = gateway
+    shell = subprocess.run(["bash", "-o", "pipefail", "-c", f"{shlex.join(bessgw_command())} status --config "
+                            f"{shlex.quote(str(config))} | head -1"], env=env, capture_output=True, text=True,
+                           timeout=30)
+    assert shell.returncode == 0 and shell.stdout.startswith("gateway gw-op "), shell
+    assert "Traceback" not in shell.stderr and "Error" not in shell.stderr, shell.stderr
+    # the same, deterministic: the reader is gone before bessgw writes a byte (what `head` does to a long table)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        closed = subprocess.run([*bessgw_command(), "status", "--config", str(config)], env=env, stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, timeout=30)
+    finally:
+        os.close(write_end)
+    assert closed.returncode == 0 and closed.stderr == "", closed.stderr
+
+
+def test_status_watch_refreshes_until_ctrl_c(gateway) -> None:
+    _gw, config, env = gateway
+    watch = subprocess.Popen([*bessgw_command(), "status", "--config", str(config), "--watch", "0.2"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        heads = []
+        assert watch.stdout is not None
+        wait_until_sync(lambda: (line := watch.stdout.readline()) and line.startswith("every 0.2 s")
+                        and heads.append(line) is None and len(heads) >= 3, timeout_s=20, what="three reports")
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=10) == 0
+        assert "Traceback" not in watch.stderr.read()
+    finally:
+        watch.kill()
+        watch.wait(timeout=10)
+    moments = [datetime.fromisoformat(head.split("Ctrl-C ends  ", 1)[1].strip()) for head in heads]
+    assert moments == sorted(moments) and moments[0] < moments[-1]  # fresh reports, not one repeated
+
+
+def test_setpoint_hold_shows_the_delivered_power_on_a_terminal_and_releases_on_ctrl_c(gateway) -> None:
+    gw, config, env = gateway
+    controller, terminal = pty.openpty()
+    hold = subprocess.Popen([*bessgw_command(), "setpoint", "--config", str(config), "--p-kw", "300", "--hold",
+                             "--heartbeat-s", "1"], env=env, stdout=terminal, stderr=subprocess.PIPE, text=True)
+    os.close(terminal)
+    seen = bytearray()
+
+    def read_terminal() -> bool:
+        if select.select([controller], [], [], 0.2)[0]:
+            with contextlib.suppress(OSError):
+                seen.extend(os.read(controller, 4096))
+        return b"delivered 300.0 kW" in seen
+
+    try:
+        wait_until_sync(read_terminal, timeout_s=20, what="a status line with 300 kW delivered")
+        lines = seen.decode().split("\r")
+        assert any(line.startswith("\x1b[Kholding: local  target 300.0 kW  delivered 300.0 kW") for line in lines), seen
+        # refreshed in place: several carriage-return updates of the one line, no new lines in between
+        wait_until_sync(lambda: read_terminal() and seen.count(b"\r\x1b[Kholding:") >= 3, timeout_s=20,
+                        what="three refreshes")
+        assert seen.decode().count("\n") == 1, seen  # only the "accepted" line before the status line
+        hold.send_signal(signal.SIGINT)
+        assert hold.wait(timeout=15) == 0, hold.stderr.read()
+    finally:
+        hold.kill()
+        hold.wait(timeout=10)
+        os.close(controller)
+    status = json.loads(cli(env, "status", "--config", str(config), "--json").stdout)
+    assert status["control"]["source"] != "local"  # released on Ctrl-C
+    assert gw.proc.poll() is None

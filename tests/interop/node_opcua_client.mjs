@@ -3,7 +3,8 @@
 // Why: asyncua is both our server and our test client, so a shared misunderstanding of the spec would
 // go unnoticed. This script does what an operator's SCADA does — Basic256Sha256/SignAndEncrypt with its
 // own application certificate, user name/password login, browse Objects/Campus, read a unit's SocPct
-// with its StatusCode, call the unit's SetPower — and prints ONE JSON line of what it saw.
+// with its StatusCode, subscribe to the unit's PowerKw, call the unit's SetPower and wait for the
+// subscription to report the new power — and prints ONE JSON line of what it saw.
 //
 // Usage: node node_opcua_client.mjs '{"endpoint": "opc.tcp://127.0.0.1:4840/bessgw", "pki_dir": "...",
 //          "user": "operator", "password": "...", "gateway": "gw-a", "unit": "m1",
@@ -22,6 +23,7 @@ import {
     OPCUACertificateManager,
     OPCUAClient,
     SecurityPolicy,
+    TimestampsToReturn,
     UserTokenType,
     makeBrowsePath,
 } from "node-opcua";
@@ -65,6 +67,17 @@ function child(children, ns, name) {
         throw new Error(`no child ${ns}:${name} among ${children.map((c) => `${c.ns}:${c.name}`).join(", ")}`);
     }
     return found.nodeId;
+}
+
+// resolves true once ready() holds, false after SUBSCRIPTION_WAIT_MS (polled; the overall timer still applies)
+const SUBSCRIPTION_WAIT_MS = 10000;
+async function waitFor(ready) {
+    const deadline = Date.now() + SUBSCRIPTION_WAIT_MS;
+    while (!ready()) {
+        if (Date.now() > deadline) return false;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return true;
 }
 
 async function main() {
@@ -161,6 +174,29 @@ async function main() {
             report.write_status = written.name;
         }
 
+        // a subscription on the unit's PowerKw, as SCADA keeps one open on everything it shows
+        report.stage = "subscribe";
+        const subscription = await session.createSubscription2({
+            requestedPublishingInterval: 100,
+            requestedLifetimeCount: 600,
+            requestedMaxKeepAliveCount: 20,
+            maxNotificationsPerPublish: 100,
+            publishingEnabled: true,
+            priority: 10,
+        });
+        const notifications = [];
+        const item = await subscription.monitor(
+            { nodeId: child(unitChildren, ns, "PowerKw"), attributeId: AttributeIds.Value },
+            { samplingInterval: 100, discardOldest: true, queueSize: 10 },
+            TimestampsToReturn.Both,
+        );
+        item.on("changed", (dataValue) => notifications.push({
+            value: dataValue.value.value,
+            status: dataValue.statusCode.name,
+            source_timestamp: dataValue.sourceTimestamp ? dataValue.sourceTimestamp.toISOString() : null,
+        }));
+        report.subscription = { first: await waitFor(() => notifications.length > 0) ? notifications[0] : null };
+
         report.stage = "call";
         const result = await session.call({
             objectId: unitId,
@@ -176,6 +212,14 @@ async function main() {
             outputs: (result.outputArguments ?? []).map((v) => v.value),
         };
         if (!result.statusCode.isGood() && !anonymous) throw new Error(`SetPower returned ${result.statusCode.name}`);
+        if (!anonymous) {
+            // the commanded power reaches the device, its telemetry, and this subscription
+            report.stage = "notification";
+            const reached = await waitFor(() => notifications.some((n) => n.value === args.p_kw));
+            report.subscription.reached_p_kw = reached;
+            report.subscription.values = notifications.map((n) => n.value);
+        }
+        await subscription.terminate().catch(() => undefined);
         report.stage = "done";
         report.ok = true;
     } finally {

@@ -4,8 +4,9 @@ asyncua is both our server and our other tests' client, so a shared misreading o
 unnoticed; node-opcua is a separate implementation. The flow is the one an operator follows with any new
 client (docs/opcua.md): the first connection is refused and the client's certificate lands in
 ``pki/rejected``; the admin moves it to ``pki/trusted``; the client connects with
-Basic256Sha256/SignAndEncrypt, logs in as an operator, browses ``Objects/Campus``, reads a unit's SocPct
-and calls its SetPower, which must reach the device (checked through ``bessgw status --json``).
+Basic256Sha256/SignAndEncrypt, logs in as an operator, browses ``Objects/Campus``, reads a unit's SocPct,
+subscribes to its PowerKw and calls its SetPower, which must reach the device (checked through ``bessgw
+status --json``) and come back to the client as a data change notification.
 
 The main test starts with another client's certificate already trusted (a site whose SCADA was trusted
 first); a second test starts from an empty ``trusted/`` (a fresh install), where asyncua's own trust store
@@ -169,6 +170,9 @@ def test_node_opcua_client_browses_reads_and_commands(tmp_path: Path, subprocess
         assert soc["engineering_units"] == "%" and soc["source_timestamp"], soc
         assert seen["set_power"] == {"status": "Good", "outputs": [-120.5, 0.0]}
         assert seen["setpoint_access"]["user_access_level"] & WRITE_BIT  # an operator may write setpoints
+        subscription = seen["subscription"]
+        assert subscription["first"]["status"] == "Good" and subscription["first"]["value"] == 0.0, subscription
+        assert subscription["reached_p_kw"] and subscription["values"][-1] == -120.5, subscription
 
         # 4. SetPower reached the device: the in-memory battery reports the power it was told (wait for the
         #    gateway's telemetry log line, then ask the running gateway itself)
@@ -204,6 +208,8 @@ def test_node_opcua_browses_anonymously_on_none_with_its_own_certificate(tmp_pat
         assert seen["soc"]["status"] == "Good" and seen["soc"]["engineering_units"] == "%", seen["soc"]
         access = seen["setpoint_access"]
         assert access["access_level"] & WRITE_BIT and not access["user_access_level"] & WRITE_BIT, access
+        first = seen["subscription"]["first"]  # an anonymous session may subscribe: the initial value arrives
+        assert first["status"] == "Good" and first["value"] == 0.0 and first["source_timestamp"], first
         assert seen["write_status"] == "BadUserAccessDenied", seen
         assert seen["set_power"] == {"status": "BadUserAccessDenied", "outputs": []}, seen
         assert list((state / "pki" / "rejected").iterdir()) == []  # the certificate was not even looked at

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from datetime import datetime
 
 import pytest
 from hypothesis import given, settings
@@ -58,6 +60,10 @@ def test_no_live_source_holds_then_ramps_to_zero_at_the_aggregate_ramp() -> None
     # scada went silent at t = 2 (heard at 0, timeout 2 s): hold until t = 12 even though noticed later
     state = arb.decide(3.0, ramp_kw_per_s=50.0)
     assert (state.mode, state.target_p_kw, state.target_q_kvar, state.since) == (Mode.HOLD, 400.0, 40.0, 2.0)
+    # the reason says until when as a person reads it: local ISO 8601 time with its offset, not an epoch
+    until = re.search(r"holding the last target until (\S+):", state.reason)
+    assert until and datetime.fromisoformat(until.group(1)).timestamp() == 12.0, state.reason
+    assert until.group(1) == datetime.fromtimestamp(12.0).astimezone().isoformat(timespec="seconds")
     assert arb.decide(11.9, ramp_kw_per_s=50.0).mode is Mode.HOLD
     state = arb.decide(12.0, ramp_kw_per_s=50.0)
     assert (state.mode, state.target_p_kw) == (Mode.RAMP_DOWN, 400.0)

@@ -53,3 +53,40 @@ def test_repository_docs_do_not_point_outside_the_repository() -> None:
              *(ROOT / "bessgw").rglob("*.py")]
     offenders = [str(f.relative_to(ROOT)) for f in files if "shared/" in f.read_text(encoding="utf-8")]
     assert not offenders, f"references outside the repository in {offenders}"
+
+
+def _readme_exit_codes() -> dict[str, set[int]]:
+    """The README's command table: command (``status``, ``campus setpoint``, ``--version``) -> exit codes."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("## Commands", 1)[1].split("\n\n", 2)[1]
+    codes: dict[str, set[int]] = {}
+    for row in table.splitlines()[2:]:
+        usage, _what, exits = (cell.strip() for cell in row.strip("|").split(" | "))
+        words = usage.strip("`").split()[1:]  # after "bessgw"
+        name = " ".join(words[:1] if words[0].startswith("--") else
+                        [w for w in words[:2] if re.fullmatch(r"[a-z][a-z-]*", w)][:2])
+        codes[name] = {int(code) for code in re.findall(r"\b\d+\b", exits)}
+    return codes
+
+
+def test_readme_exit_codes_are_the_cli_s() -> None:
+    from bessgw.cli import EXIT_CODES
+
+    assert _readme_exit_codes() == {name: set(codes) for name, codes in EXIT_CODES.items()}
+
+
+def test_every_command_has_documented_exit_codes() -> None:
+    import argparse
+
+    from bessgw.cli import EXIT_CODES, build_parser
+
+    def names(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
+        found: set[str] = set()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    nested = names(sub, f"{prefix}{name} ")
+                    found |= nested or {f"{prefix}{name}"}
+        return found
+
+    assert names(build_parser()) | {"--version"} == set(EXIT_CODES)
