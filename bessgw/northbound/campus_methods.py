@@ -75,7 +75,8 @@ class CampusDispatchNodes:
         user = current_user_name()
         with TRACER.start_as_current_span(
                 "opcua.Campus.SetPower", kind=trace.SpanKind.SERVER, record_exception=False,
-                attributes={"opcua.method": "Campus/SetPower", "principal": f"opcua:{user}"[:128]}) as span:
+                attributes={"opcua.method": "Campus/SetPower", "principal": f"opcua:{user}"[:128],
+                            "command.id": _text(command_id)[:128]}) as span:
             answer = await self._set_power(p_kw, q_kvar, command_id, user)
             if isinstance(answer, ua.StatusCode):
                 span.set_attribute("result", answer.name)

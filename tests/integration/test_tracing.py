@@ -78,12 +78,12 @@ class OtlpReceiver:
                 request.ParseFromString(body)
                 with lock:
                     for resource_spans in request.resource_spans:
-                        for attr in resource_spans.resource.attributes:
-                            if attr.key == "service.name":
-                                receiver.service_names.add(attr.value.string_value)
+                        service = next((a.value.string_value for a in resource_spans.resource.attributes
+                                        if a.key == "service.name"), "")
+                        receiver.service_names.add(service)
                         for scope_spans in resource_spans.scope_spans:
                             for span in scope_spans.spans:
-                                receiver.spans.append({
+                                receiver.spans.append({"service": service,
                                     "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
                                     "parent": span.parent_span_id.hex(), "name": span.name,
                                     "attributes": {a.key: a.value for a in span.attributes}})
