@@ -8,6 +8,7 @@ when it is scraped. Lower layers (transports, the journal, control) use it witho
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
 
 #: upper bounds in seconds: 0.5 ms .. 10 s, covering a fsync, a Modbus request and a slow OPC UA call
 DEFAULT_BUCKETS_S: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -37,3 +38,16 @@ class DurationHistogram:
             running += count
             pairs.append(("+Inf" if bound == float("inf") else repr(bound), running))
         return pairs
+
+    @classmethod
+    def merged(cls, histograms: Iterable[DurationHistogram],
+               bounds_s: tuple[float, ...] = DEFAULT_BUCKETS_S) -> DurationHistogram:
+        """One histogram of several with the same bounds (a transport's over its endpoints); others are skipped."""
+        total = cls(bounds_s)
+        for hist in histograms:
+            if hist.bounds_s != bounds_s:
+                continue
+            total.counts = [a + b for a, b in zip(total.counts, hist.counts, strict=True)]
+            total.count += hist.count
+            total.sum_s += hist.sum_s
+        return total

@@ -21,6 +21,11 @@ gateway. :class:`CampusInput` turns that into what control understands:
   waited for: control does not count it as available and commands it 0 kW, and its own watchdog backs that
   up.
 
+A share that changes the value in force is traced: a ``campus.share`` span, child of the ``traceparent``
+the allocator copied from the campus setpoint into the share, and the control step it pokes (with its
+unit writes) under it — so one campus command is one trace from the accepting gateway's accept span to
+the device writes of every gateway.
+
 A share is never journaled as a local command: after a restart only etcd, with a live lease, gives a
 gateway a share again.
 """
@@ -33,10 +38,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from opentelemetry import propagate
+
 from bessgw.compat import timeout
 from bessgw.control.arbitration import Arbiter
 from bessgw.control.errors import ControlError
-from bessgw.control.loop import ControlLoop
+from bessgw.control.loop import TRACER, ControlLoop
 from bessgw.model import Quality
 from bessgw.plugin.roles import Logger
 
@@ -65,6 +72,9 @@ class CampusShare(Protocol):
 
     @property
     def expires_at(self) -> float | None: ...
+
+    @property
+    def traceparent(self) -> str: ...
 
 
 class CampusSettleError(ControlError):
@@ -122,6 +132,19 @@ class CampusInput:
             self._value = value
         if self._value == previous:
             return  # a renewal: the value in force did not change
+        traceparent = share.traceparent if share is not None else ""
+        if not traceparent:
+            await self._changed(previous, value)
+            return
+        parent = propagate.extract({"traceparent": traceparent[:64]})
+        with TRACER.start_as_current_span("campus.share", context=parent, attributes={
+                "campus.command_id": share.command_id[:128] if share is not None else "",
+                "campus.share_p_kw": value[0], "campus.share_q_kvar": value[1]}):
+            self.loop.trace_next_step()  # the step this share pokes, and its writes, join the campus trace
+            await self._changed(previous, value)
+
+    async def _changed(self, previous: tuple[float, float] | None, value: tuple[float, float]) -> None:
+        """A new value is in force: step now; a lower one returns only once written (module docstring)."""
         self.loop.poke()
         old = previous or (0.0, 0.0)
         if value != old and not _pure_increase(old, value):

@@ -10,12 +10,18 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import trace
+
 from bessgw.daemon.admin import AdminError, Handler, Peer
 from bessgw.errors import BessgwError
+from bessgw.northbound.trace_context import current_traceparent
 
 if TYPE_CHECKING:
     from bessgw.campus.commands import CampusCommands
     from bessgw.daemon.gateway import Gateway
+
+#: accept spans of campus commands given over the admin socket (``bessgw campus setpoint``)
+TRACER = trace.get_tracer("bessgw.daemon.admin")
 
 
 def campus_commands(gateway: Gateway) -> CampusCommands:
@@ -46,12 +52,16 @@ def campus_handlers(gateway: Gateway) -> dict[str, Handler]:
         command_id = request.get("command_id")
         if command_id is not None and not isinstance(command_id, str):
             raise AdminError("command_id must be a string", exit_code=65)
-        try:
-            result = await commands.setpoint(
-                p_kw, _number(request, "q_kvar", 0.0) or 0.0, command_id=command_id, source="cli",
-                principal=peer.user, expires_in_s=_number(request, "expires_in_s"))
-        except BessgwError as err:
-            raise AdminError(str(err), exit_code=err.exit_code) from err
+        # the accept span: its traceparent goes into the campus setpoint, the shares and every gateway's writes
+        with TRACER.start_as_current_span("admin.campus_setpoint", kind=trace.SpanKind.SERVER,
+                                          attributes={"principal": peer.user[:128]}):
+            try:
+                result = await commands.setpoint(
+                    p_kw, _number(request, "q_kvar", 0.0) or 0.0, command_id=command_id, source="cli",
+                    principal=peer.user, expires_in_s=_number(request, "expires_in_s"),
+                    traceparent=current_traceparent())
+            except BessgwError as err:
+                raise AdminError(str(err), exit_code=err.exit_code) from err
         return {"result": dataclasses.asdict(result)}
 
     async def campus_release(request: dict[str, Any], peer: Peer) -> dict[str, Any]:

@@ -20,12 +20,17 @@ import math
 from typing import Any
 
 from asyncua import Server, ua
+from opentelemetry import trace
 
 from bessgw.campus.commands import NOT_CONFIGURED, CampusCommands
 from bessgw.errors import BessgwError, CoordinationError, SetpointRefusedError
 from bessgw.northbound import information_model as model
 from bessgw.northbound.access import Role, current_role, current_user_name
+from bessgw.northbound.trace_context import current_traceparent
 from bessgw.plugin.roles import Logger
+
+#: the accept span of Campus/SetPower: the root of a trace that reaches the unit writes of every gateway
+TRACER = trace.get_tracer("bessgw.northbound.opcua")
 
 _VARIANTS = {str: ua.VariantType.String, float: ua.VariantType.Double}
 
@@ -68,12 +73,25 @@ class CampusDispatchNodes:
     async def set_power(self, parent: ua.NodeId, p_kw: Any, q_kvar: Any, command_id: Any) -> Any:
         self.calls += 1
         user = current_user_name()
+        with TRACER.start_as_current_span(
+                "opcua.Campus.SetPower", kind=trace.SpanKind.SERVER, record_exception=False,
+                attributes={"opcua.method": "Campus/SetPower", "principal": f"opcua:{user}"[:128],
+                            "command.id": _text(command_id)[:128]}) as span:
+            answer = await self._set_power(p_kw, q_kvar, command_id, user)
+            if isinstance(answer, ua.StatusCode):
+                span.set_attribute("result", answer.name)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, answer.name))
+            return answer
+
+    async def _set_power(self, p_kw: Any, q_kvar: Any, command_id: Any, user: str) -> Any:
         if current_role() < Role.OPERATOR:
             return self._refuse("BadUserAccessDenied", "Campus/SetPower needs the operator role", user)
         try:
+            # the campus setpoint in etcd carries this span's traceparent; the allocator copies it into
+            # every share, and each gateway writes its share's units as children of it
             result = await self.commands.setpoint(
                 _number(p_kw), _number(q_kvar), command_id=_text(command_id) or None, source="opcua",
-                principal=f"opcua:{user}")
+                principal=f"opcua:{user}", traceparent=current_traceparent())
         except SetpointRefusedError as err:
             return self._refuse("BadInvalidArgument", str(err), user)
         except CoordinationError as err:

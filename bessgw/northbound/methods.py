@@ -17,18 +17,25 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+
+from opentelemetry import trace
 
 from bessgw.control import Command, CommandRejectedError, CommandResult, ControlError
 from bessgw.control.service import ControlService
 from bessgw.errors import DeviceError
 from bessgw.northbound.access import Role
+from bessgw.northbound.trace_context import current_traceparent
 from bessgw.unit import UnitDirectory
 
 #: the control plane's setpoint source that OPC UA commands act as
 SCADA_SOURCE = "scada"
 #: returns the running control plane, or None (it is rebuilt when the units change)
 ControlProvider = Callable[[], "ControlService | None"]
+
+#: accept spans of OPC UA commands: the root of each command's trace (no-op while tracing is off)
+TRACER = trace.get_tracer("bessgw.northbound.opcua")
 
 #: CommandRejectedError codes as OPC UA status names
 _STATUS = {
@@ -75,9 +82,11 @@ class CommandHandler:
     async def set_unit_power(self, unit_id: str, p_kw: float, q_kvar: float, command_id: str, *,
                              role: Role, user: str, traceparent: str = "") -> Applied:
         _require(role, Role.OPERATOR, "SetPower needs the operator role")
-        result = await self._submit(Command(
-            command_id=command_id or f"opcua-{uuid.uuid4()}", source=SCADA_SOURCE, p_kw=p_kw, q_kvar=q_kvar,
-            principal=f"opcua:{user}", unit_id=unit_id, clamp=False, traceparent=traceparent))
+        with _accept_span(unit_id, user) as span:
+            result = await self._submit(Command(
+                command_id=command_id or f"opcua-{uuid.uuid4()}", source=SCADA_SOURCE, p_kw=p_kw, q_kvar=q_kvar,
+                principal=f"opcua:{user}", unit_id=unit_id, clamp=False,
+                traceparent=traceparent or current_traceparent()), span)
         applied = Applied(result.applied_p_kw or 0.0, result.applied_q_kvar or 0.0)
         if self.on_applied is not None:
             self.on_applied(unit_id, applied)
@@ -86,9 +95,10 @@ class CommandHandler:
     async def set_gateway_power(self, p_kw: float, q_kvar: float, command_id: str, *, role: Role,
                                 user: str, traceparent: str = "") -> Applied:
         _require(role, Role.OPERATOR, "SetPower needs the operator role")
-        result = await self._submit(Command(
-            command_id=command_id or f"opcua-{uuid.uuid4()}", source=SCADA_SOURCE, p_kw=p_kw, q_kvar=q_kvar,
-            principal=f"opcua:{user}", clamp=False, traceparent=traceparent))
+        with _accept_span("", user) as span:
+            result = await self._submit(Command(
+                command_id=command_id or f"opcua-{uuid.uuid4()}", source=SCADA_SOURCE, p_kw=p_kw, q_kvar=q_kvar,
+                principal=f"opcua:{user}", clamp=False, traceparent=traceparent or current_traceparent()), span)
         return Applied(result.applied_p_kw or 0.0, result.applied_q_kvar or 0.0)
 
     async def reset_fault(self, unit_id: str, *, role: Role) -> None:
@@ -108,24 +118,35 @@ class CommandHandler:
 
     # ---------------------------------------------------------------------------- translation
 
-    async def _submit(self, command: Command) -> CommandResult:
+    async def _submit(self, command: Command, span: trace.Span) -> CommandResult:
         self.commands += 1
         control = self.control() if self.control is not None else None
         if control is None:
-            raise self._count(CommandRejected("BadInvalidState", "control is not running on this gateway"))
+            raise self._count(CommandRejected("BadInvalidState", "control is not running on this gateway"), span)
+        span.set_attribute("command.id", command.command_id[:128])
         try:
+            # wait_for runs submit in a task of its own, which copies the context: the span stays its parent
             return await asyncio.wait_for(control.submit(command), self.command_timeout_s)
         except asyncio.TimeoutError as err:
             raise self._count(CommandRejected(
-                "BadTimeout", "the command journal did not accept the command in time")) from err
+                "BadTimeout", "the command journal did not accept the command in time"), span) from err
         except CommandRejectedError as err:
-            raise self._count(CommandRejected(_STATUS.get(err.code, "BadInvalidArgument"), str(err))) from None
+            raise self._count(CommandRejected(_STATUS.get(err.code, "BadInvalidArgument"), str(err)), span) from None
         except ControlError as err:  # stopping, or the journal cannot be written: nothing was acknowledged
-            raise self._count(CommandRejected("BadInvalidState", str(err))) from None
+            raise self._count(CommandRejected("BadInvalidState", str(err)), span) from None
 
-    def _count(self, err: CommandRejected) -> CommandRejected:
+    def _count(self, err: CommandRejected, span: trace.Span) -> CommandRejected:
         self.rejected += 1
+        span.set_attribute("result", err.status)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, err.message[:200]))
         return err
+
+
+def _accept_span(unit_id: str, user: str) -> AbstractContextManager[trace.Span]:
+    """The accept span of one SetPower: the root of the command's trace (journal, step, every write)."""
+    return TRACER.start_as_current_span(
+        "opcua.SetPower", kind=trace.SpanKind.SERVER, record_exception=False, set_status_on_exception=False,
+        attributes={"opcua.method": "SetPower", "command.unit": unit_id[:128], "principal": f"opcua:{user}"[:128]})
 
 
 def _require(role: Role, needed: Role, message: str) -> None:

@@ -4,7 +4,9 @@ Each gateway runs two in-memory units, federation (gossip, for the campus view) 
 ``[campus.coordination]`` pointing at the test's etcd cluster; gw1 also serves OPC UA. Setpoints go in
 through ``bessgw campus setpoint`` (a CLI subprocess) and ``Objects/Campus/SetPower``; what the units
 deliver is read from each gateway's admin socket (the units' own telemetry), polled with bounded
-deadlines. The last test writes a corrupt share into etcd by hand.
+deadlines. Every gateway exports its traces to one OTLP receiver the test runs: one campus command is
+one trace from the accept span to the unit writes of every gateway. The last test writes a corrupt share
+into etcd by hand.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from bessgw.northbound.passwords import hash_password
 from tests.campus.etcd_cluster import EtcdCluster
 from tests.federation.test_gateways import free_udp_ports
 from tests.integration.daemon_harness import GatewayProcess, bessgw_command, free_tcp_port
+from tests.integration.test_tracing import OtlpReceiver
 
 pytestmark = [pytest.mark.campus, pytest.mark.daemon, pytest.mark.federation, pytest.mark.timeout(300)]
 
@@ -88,6 +91,13 @@ allocation_interval_s = 0.2
 min_share_change_kw = 1.0              # no re-split churn from SOC drift while the test samples
 """
 
+TRACING = """
+[tracing]
+enabled = true
+endpoint = "http://127.0.0.1:{otlp_port}"
+service_name = "{gw}"
+"""
+
 OPCUA = """
 [northbound.opcua]
 enabled = true
@@ -132,6 +142,7 @@ class Campus:
     env: dict[str, str]
     prefix: str
     cluster: EtcdCluster
+    traces: OtlpReceiver
 
     def cli(self, *args: str, gateway: Gateway | None = None) -> subprocess.CompletedProcess:
         config = (gateway or self.gateways[0]).config
@@ -155,12 +166,12 @@ def poll(condition: Callable[[], bool], timeout_s: float, what: str, every: Call
 
 
 def write_gateway(tmp: Path, gw: str, *, soc: float, gossip_port: int, seed_port: int, key: str,
-                  coordination: str = "", opcua: str = "") -> tuple[Path, Path]:
+                  coordination: str = "", opcua: str = "", tracing: str = "") -> tuple[Path, Path]:
     state = tmp / gw
     state.mkdir(parents=True)
     config = tmp / f"{gw}.toml"
     config.write_text(GATEWAY.format(gw=gw, state=state, gossip_port=gossip_port, seed_port=seed_port, key=key,
-                                     soc=soc) + coordination + opcua)
+                                     soc=soc) + coordination + opcua + tracing)
     return config, state
 
 
@@ -177,6 +188,7 @@ def campus(etcd_cluster: EtcdCluster, plugin_path: list[str],
     coordination = COORDINATION.format(endpoints=", ".join(f'"{e}"' for e in etcd_cluster.endpoints), prefix=prefix)
     ports = free_udp_ports(3)
     gateways: list[Gateway] = []
+    traces = OtlpReceiver()
     try:
         for index, (gw, soc) in enumerate((("gw1", 50.0), ("gw2", 60.0), ("gw3", 70.0))):
             opcua, opcua_port = "", None
@@ -185,12 +197,13 @@ def campus(etcd_cluster: EtcdCluster, plugin_path: list[str],
                 opcua = OPCUA.format(port=opcua_port, operator_hash=hash_password(PASSWORDS["operator"]),
                                      viewer_hash=hash_password(PASSWORDS["viewer"]))
             config, state = write_gateway(tmp, gw, soc=soc, gossip_port=ports[index], seed_port=ports[0], key=key,
-                                          coordination=coordination, opcua=opcua)
+                                          coordination=coordination, opcua=opcua,
+                                          tracing=TRACING.format(otlp_port=traces.port, gw=gw))
             process = GatewayProcess(config, env, state)
             gateways.append(Gateway(gw, config, state, process, opcua_port))
         for gateway in gateways:
             gateway.process.wait_notify("READY", timeout_s=60)
-        result = Campus(gateways, env, prefix, etcd_cluster)
+        result = Campus(gateways, env, prefix, etcd_cluster, traces)
 
         def ready() -> bool:  # every gateway registered in etcd and every unit in everyone's campus view
             status = gateways[0].ask("campus_status")["campus"]
@@ -201,6 +214,7 @@ def campus(etcd_cluster: EtcdCluster, plugin_path: list[str],
     finally:
         for gateway in gateways:
             gateway.process.stop()
+        traces.close()
 
 
 def test_a_cli_campus_setpoint_on_one_gateway_moves_every_gateways_units(campus: Campus) -> None:
@@ -294,6 +308,74 @@ def test_opcua_campus_set_power_is_operator_only_and_dispatches_the_campus(campu
     assert asyncio.run(read("ShortfallKw")) == pytest.approx(0.0, abs=1.0)
     assert campus.cli("campus", "release").returncode == 0
     poll(lambda: all(abs(p) < 1e-6 for p in campus.delivered().values()), 20, "every unit back at 0 kW")
+
+
+def test_one_campus_command_is_one_trace_from_the_accept_span_to_every_gateways_unit_writes(
+        campus: Campus) -> None:
+    gw1 = campus.gateways[0]
+
+    async def set_power() -> Any:
+        client = Client(f"opc.tcp://127.0.0.1:{gw1.opcua_port}/bessgw", timeout=10)
+        client.set_user("operator")
+        client.set_password(PASSWORDS["operator"])
+        await asyncio.wait_for(client.connect(), 20)
+        try:
+            ns = await client.get_namespace_index(NS_URI)
+            node = await client.nodes.objects.get_child([f"{ns}:Campus"])
+            return await node.call_method(f"{ns}:SetPower", ua.Variant(450.0, ua.VariantType.Double),
+                                          ua.Variant(0.0, ua.VariantType.Double),
+                                          ua.Variant("opcua-traced-450", ua.VariantType.String))
+        finally:
+            await asyncio.wait_for(client.disconnect(), 10)
+
+    revision, duplicate = asyncio.run(set_power())
+    assert revision > 0 and duplicate is False
+    traces = campus.traces
+
+    def the_trace() -> list[dict] | None:
+        """The SetPower's trace, once it holds unit writes of all three gateways' units, with their parents."""
+        with traces.lock:
+            roots = [s for s in traces.spans if s["name"] == "opcua.Campus.SetPower"
+                     and s["attributes"]["command.id"].string_value == "opcua-traced-450"]
+            spans = [s for s in traces.spans if roots and s["trace_id"] == roots[0]["trace_id"]]
+        written = {s["attributes"]["unit"].string_value for s in spans if s["name"] == "unit.write"}
+        return spans if written >= {f"{gw.id}-m{n}" for gw in campus.gateways for n in (1, 2)} else None
+
+    spans: list[dict] = []
+
+    def traced() -> bool:
+        spans[:] = the_trace() or []
+        return bool(spans)
+
+    poll(traced, 30, "unit writes of every gateway in the campus command's trace")
+    ids = {span["span_id"]: span for span in spans}
+    root = next(s for s in spans if s["name"] == "opcua.Campus.SetPower")
+    assert root["attributes"]["command.id"].string_value == "opcua-traced-450"
+    assert root["service"] == "gw1" and root["parent"] == ""
+    for gateway in ("gw2", "gw3"):  # on the other gateways: share → control step → write, under the root
+        writes = [s for s in spans if s["name"] == "unit.write" and s["service"] == gateway]
+        assert writes and all(w["attributes"]["result"].string_value == "ok" for w in writes)
+        for write in writes:
+            step = ids[write["parent"]]
+            assert step["name"] == "control.step" and step["service"] == gateway
+            share = ids[step["parent"]]
+            assert share["name"] == "campus.share" and share["service"] == gateway
+            assert share["attributes"]["campus.command_id"].string_value == "opcua-traced-450"
+            assert share["parent"] == root["span_id"]  # continued from the traceparent in etcd
+    assert campus.cli("campus", "release").returncode == 0
+    poll(lambda: all(abs(p) < 1e-6 for p in campus.delivered().values()), 20, "every unit back at 0 kW")
+
+
+def _ancestors(span: dict, spans: list[dict]) -> list[str]:
+    """The parent span ids of ``span`` up to the first one not (yet) among ``spans`` (included) or the root."""
+    by_id = {s["span_id"]: s for s in spans}
+    chain, parent = [], span["parent"]
+    while parent:
+        chain.append(parent)
+        if parent not in by_id:
+            break
+        parent = by_id[parent]["parent"]
+    return chain
 
 
 def test_a_corrupted_share_in_etcd_is_refused_and_counted_never_applied(campus: Campus) -> None:

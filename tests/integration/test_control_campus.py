@@ -34,6 +34,7 @@ class FakeShare:
     q_kvar: float = 0.0
     command_id: str = "c-1"
     expires_at: float | None = None
+    traceparent: str = ""
 
 
 async def eventually(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -1,12 +1,14 @@
 """Traces of the command path, exported by a real gateway to an OTLP/HTTP receiver the test runs.
 
-The receiver decodes the real protobuf (``ExportTraceServiceRequest``). One REST setpoint is one trace:
-accept → control.submit → journal.append, and control.step → one unit.write per unit; the journal keeps
-the command's traceparent, and the log lines of the trace carry its trace_id. Off: no exporter thread.
+The receiver decodes the real protobuf (``ExportTraceServiceRequest``). One REST setpoint — and one OPC UA
+SetPower from a real asyncua client — is one trace: accept → control.submit → journal.append, and
+control.step → one unit.write per unit; the journal keeps the command's traceparent, and the log lines of
+the trace carry its trace_id. Off: no exporter thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from asyncua import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bessgw.northbound.passwords import hash_password
@@ -44,6 +47,7 @@ name = "ops"
 token_hash = "{hash}"
 role = "operator"
 
+{opcua}
 [[units]]
 id = "mem-1"
 driver = "in_memory"
@@ -74,12 +78,12 @@ class OtlpReceiver:
                 request.ParseFromString(body)
                 with lock:
                     for resource_spans in request.resource_spans:
-                        for attr in resource_spans.resource.attributes:
-                            if attr.key == "service.name":
-                                receiver.service_names.add(attr.value.string_value)
+                        service = next((a.value.string_value for a in resource_spans.resource.attributes
+                                        if a.key == "service.name"), "")
+                        receiver.service_names.add(service)
                         for scope_spans in resource_spans.scope_spans:
                             for span in scope_spans.spans:
-                                receiver.spans.append({
+                                receiver.spans.append({"service": service,
                                     "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
                                     "parent": span.parent_span_id.hex(), "name": span.name,
                                     "attributes": {a.key: a.value for a in span.attributes}})
@@ -101,6 +105,47 @@ class OtlpReceiver:
         self.server.server_close()
 
 
+OPCUA = """
+[northbound.opcua]
+enabled = true
+endpoint = "opc.tcp://127.0.0.1:{port}/bessgw"
+security_policies = ["None"]
+[[northbound.opcua.users]]
+name = "otto"
+password_hash = "{hash}"
+role = "operator"
+"""
+OPCUA_PASSWORD = "otto-trace-pass"
+
+
+def command_trace(receiver: OtlpReceiver, root_name: str, units: set[str]) -> list[dict] | None:
+    """The spans of the first trace rooted at ``root_name``, once they include a write to each of ``units``."""
+    with receiver.lock:
+        roots = [s for s in receiver.spans if s["name"] == root_name]
+        if not roots:
+            return None
+        spans = [s for s in receiver.spans if s["trace_id"] == roots[0]["trace_id"]]
+    writes = {s["attributes"]["unit"].string_value for s in spans if s["name"] == "unit.write"}
+    return spans if writes == units else None
+
+
+def assert_command_path(spans: list[dict], root_name: str) -> dict:
+    """accept → control.submit → journal.append; control.step under submit; every write under the step."""
+    by_name: dict[str, list[dict]] = {}
+    for span in spans:
+        by_name.setdefault(span["name"], []).append(span)
+    ids = {span["span_id"]: span for span in spans}
+    root = by_name[root_name][0]
+    submit = by_name["control.submit"][0]
+    assert submit["parent"] == root["span_id"]
+    assert by_name["journal.append"][0]["parent"] == submit["span_id"]
+    step = by_name["control.step"][0]
+    assert ids[step["parent"]]["name"] == "control.submit"
+    assert all(write["parent"] == step["span_id"] and write["attributes"]["result"].string_value == "ok"
+               for write in by_name["unit.write"])
+    return root
+
+
 @pytest.fixture
 def receiver():
     otlp = OtlpReceiver()
@@ -112,7 +157,7 @@ def test_one_rest_setpoint_is_one_trace_down_to_every_device_write(tmp_path: Pat
                                                                    receiver: OtlpReceiver) -> None:
     port = free_tcp_port()
     config = tmp_path / "gw.toml"
-    config.write_text(CONFIG.format(state=tmp_path / "state", port=port, otlp=receiver.port,
+    config.write_text(CONFIG.format(state=tmp_path / "state", port=port, otlp=receiver.port, opcua="",
                                     hash=hash_password(TOKEN.partition(".")[2])), encoding="utf-8")
     env = dict(subprocess_env, BESSGW_PLUGINS="bessgw_example", OTEL_SERVICE_NAME="bessgw-under-test")
     gw = GatewayProcess(config, env, tmp_path)
@@ -125,28 +170,10 @@ def test_one_rest_setpoint_is_one_trace_down_to_every_device_write(tmp_path: Pat
                            token=TOKEN)
         assert code == 200, reply
 
-        def trace_of_command() -> list[dict] | None:
-            with receiver.lock:
-                roots = [s for s in receiver.spans if s["name"] == "rest.setpoint"]
-                if not roots:
-                    return None
-                spans = [s for s in receiver.spans if s["trace_id"] == roots[0]["trace_id"]]
-            writes = {s["attributes"]["unit"].string_value for s in spans if s["name"] == "unit.write"}
-            return spans if writes == {"mem-1", "mem-2"} else None
-
-        spans = wait_until_sync(trace_of_command, timeout_s=20, what="the command's trace with both unit writes")
-        by_name = {}
-        for span in spans:
-            by_name.setdefault(span["name"], []).append(span)
-        ids = {span["span_id"]: span for span in spans}
-        root = by_name["rest.setpoint"][0]
-        submit = by_name["control.submit"][0]
-        assert submit["parent"] == root["span_id"]
-        assert by_name["journal.append"][0]["parent"] == submit["span_id"]
-        step = by_name["control.step"][0]
-        assert ids[step["parent"]]["name"] == "control.submit"
-        assert all(write["parent"] == step["span_id"] and write["attributes"]["result"].string_value == "ok"
-                   for write in by_name["unit.write"])
+        spans = wait_until_sync(lambda: command_trace(receiver, "rest.setpoint", {"mem-1", "mem-2"}),
+                                timeout_s=20, what="the command's trace with both unit writes")
+        root = assert_command_path(spans, "rest.setpoint")
+        ids = {span["span_id"] for span in spans}
         assert receiver.service_names == {"bessgw-under-test"}
         # log lines written inside the trace carry its ids
         logged = gw.wait_log(lambda e: e.get("trace_id") == root["trace_id"], timeout_s=10)
@@ -159,6 +186,46 @@ def test_one_rest_setpoint_is_one_trace_down_to_every_device_write(tmp_path: Pat
         assert entry["traceparent"].split("-")[1] == root["trace_id"]
         gw.signal(__import__("signal").SIGTERM)
         assert gw.proc.wait(15) == 0
+    finally:
+        gw.stop()
+
+
+def test_one_opcua_set_power_is_one_trace_down_to_every_device_write(
+        tmp_path: Path, subprocess_env: dict[str, str], receiver: OtlpReceiver) -> None:
+    port, ua_port = free_tcp_port(), free_tcp_port()
+    config = tmp_path / "gw.toml"
+    opcua = OPCUA.format(port=ua_port, hash=hash_password(OPCUA_PASSWORD))
+    config.write_text(CONFIG.format(state=tmp_path / "state", port=port, otlp=receiver.port, opcua=opcua,
+                                    hash=hash_password(TOKEN.partition(".")[2])), encoding="utf-8")
+    env = dict(subprocess_env, BESSGW_PLUGINS="bessgw_example", OTEL_SERVICE_NAME="bessgw-under-test")
+    gw = GatewayProcess(config, env, tmp_path)
+    base = f"http://127.0.0.1:{port}/api/v1"
+
+    async def set_power() -> list:
+        client = Client(f"opc.tcp://127.0.0.1:{ua_port}/bessgw", timeout=8)
+        client.set_user("otto")
+        client.set_password(OPCUA_PASSWORD)
+        await asyncio.wait_for(client.connect(), 20)
+        try:
+            ns = await client.get_namespace_index("urn:bessgw:opcua")
+            gateway = await client.nodes.objects.get_child([f"{ns}:Campus", f"{ns}:Gateways", f"{ns}:gw-trace"])
+            return await asyncio.wait_for(gateway.call_method(f"{ns}:SetPower", 300.0, 0.0, "ua-traced-1"), 15)
+        finally:
+            await asyncio.wait_for(client.disconnect(), 10)
+
+    try:
+        gw.wait_notify("READY", timeout_s=30)
+        wait_until_sync(lambda: all(u["commandable"] for u in get_json(f"{base}/units", TOKEN)[1]["units"]),
+                        timeout_s=20, what="units commandable")
+        assert asyncio.run(set_power()) == [300.0, 0.0]
+        spans = wait_until_sync(lambda: command_trace(receiver, "opcua.SetPower", {"mem-1", "mem-2"}),
+                                timeout_s=20, what="the SetPower's trace with both unit writes")
+        root = assert_command_path(spans, "opcua.SetPower")
+        assert root["attributes"]["command.id"].string_value == "ua-traced-1"
+        result = subprocess.run([*bessgw_command(), "journal", "tail", "--config", str(config), "--json"],
+                                env=env, capture_output=True, text=True, timeout=30)
+        entry = next(json.loads(line) for line in result.stdout.splitlines() if "ua-traced-1" in line)
+        assert entry["traceparent"].split("-")[1] == root["trace_id"]
     finally:
         gw.stop()
 

@@ -16,12 +16,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector, CollectorRegistry
-
 from bessgw.control.arbitration import Mode
 from bessgw.model import Quality
-from bessgw.northbound.http.families import counter, gauge, histogram
+from bessgw.northbound.http.families import Collector, Family, Registry, counter, gauge, histogram
 from bessgw.unit.snapshot import UnitSnapshot
 
 if TYPE_CHECKING:
@@ -37,14 +34,14 @@ def _finite(value: float) -> bool:
     return value == value and value not in (float("inf"), float("-inf"))
 
 
-class UnitCollector(Collector):
+class UnitCollector:
     """Per unit: power, SOC, negotiated limits, quality, data age, connection (one label: ``unit``)."""
 
     def __init__(self, snapshots: Callable[[], Iterable[UnitSnapshot]], clock: Callable[[], float] = time.time) -> None:
         self._snapshots = snapshots
         self._clock = clock
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         now = self._clock()
         p, q, soc, age, connected = [], [], [], [], []
         charge, discharge, reactive, quality = [], [], [], []
@@ -77,13 +74,13 @@ class UnitCollector(Collector):
         yield gauge("bessgw_unit_connected", "1 while the unit's session is up", ["unit"], connected)
 
 
-class ControlCollector(Collector):
+class ControlCollector:
     """Control: target, delivery, shortfall, arbitration mode and source, step time, envelope, journal."""
 
     def __init__(self, control: Callable[[], ControlService | None]) -> None:
         self._control = control
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         service = self._control()
         yield gauge("bessgw_control_running", "1 while the control service runs", [],
                     [((), 0.0 if service is None else 1.0)])
@@ -120,13 +117,13 @@ class ControlCollector(Collector):
                         [((), journal.commit_duration)])
 
 
-class FederationCollector(Collector):
+class FederationCollector:
     """Gossip: members per state, datagrams and bytes, drops per reason."""
 
     def __init__(self, federation: Callable[[], FederationService | None]) -> None:
         self._federation = federation
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         service = self._federation()
         if service is None:
             return
@@ -148,14 +145,14 @@ class FederationCollector(Collector):
                       [((reason,), n) for reason, n in sorted(node.drops.items())])
 
 
-class CampusCollector(Collector):
+class CampusCollector:
     """Campus dispatch: this gateway's share and lease time left, campus shortfall."""
 
     def __init__(self, campus: Callable[[], CampusService | None], gateway_id: str) -> None:
         self._campus = campus
         self._gateway_id = gateway_id
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         service = self._campus()
         if service is None:
             return
@@ -176,13 +173,13 @@ class CampusCollector(Collector):
                       [((), status.corrupt_records)])
 
 
-class OpcUaCollector(Collector):
+class OpcUaCollector:
     """The OPC UA server: sessions, subscriptions, refused sessions."""
 
     def __init__(self, opcua: Callable[[], OpcUaServer | None]) -> None:
         self._opcua = opcua
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         server = self._opcua()
         connections = getattr(server, "connections", None)
         if server is None or connections is None:
@@ -197,9 +194,6 @@ class OpcUaCollector(Collector):
         yield gauge("bessgw_opcua_subscriptions", "OPC UA subscriptions", [], [((), subscriptions)])
 
 
-def build_registry(collectors: Iterable[Collector]) -> CollectorRegistry:
-    """A registry of its own (not the process-global one): a reload or a test builds a fresh one."""
-    registry = CollectorRegistry(auto_describe=False)
-    for collector in collectors:
-        registry.register(collector)
-    return registry
+def build_registry(collectors: Iterable[Collector]) -> Registry:
+    """A registry of its own (not a process-global one): a reload or a test builds a fresh one."""
+    return Registry(collectors)

@@ -14,11 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
-from prometheus_client.exposition import generate_latest
-from prometheus_client.registry import CollectorRegistry
 
 from bessgw.config import HttpSection
+from bessgw.northbound.http.families import CONTENT_TYPE, Registry
 from bessgw.plugin.roles import Logger
 
 #: bound on closing the listener and its open connections at shutdown or reload
@@ -39,7 +37,7 @@ def ssl_context(settings: HttpSection, base_dir: Path) -> ssl.SSLContext | None:
     return context
 
 
-def observability_routes(app: web.Application, readiness: Readiness, registry: CollectorRegistry) -> None:
+def observability_routes(app: web.Application, readiness: Readiness, registry: Registry) -> None:
     """Add ``/healthz``, ``/readyz`` and ``/metrics`` to ``app``."""
 
     async def healthz(request: web.Request) -> web.Response:
@@ -52,8 +50,7 @@ def observability_routes(app: web.Application, readiness: Readiness, registry: C
         return web.json_response({"status": "ready"})
 
     async def metrics(request: web.Request) -> web.Response:
-        body = generate_latest(registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
