@@ -21,6 +21,18 @@ pytestmark = pytest.mark.daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 CYCLES = 20
+#: a vendor_a unit behind a port that accepts connections and never answers (a hung device), for
+#: the tests that run the demo config with a fault in it
+SILENT_UNIT = """
+[[units]]
+id = "A9-silent"
+driver = "vendor_a"
+chemistry = "lfp"
+[units.modbus]
+host = "127.0.0.1"
+port = {port}
+unit_id = 1
+"""
 
 
 def _free_run(count: int) -> int:

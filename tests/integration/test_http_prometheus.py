@@ -19,7 +19,7 @@ import pytest
 from bessgw.testing.wait import wait_until_sync
 from tests.integration.daemon_harness import GatewayProcess, free_tcp_port
 from tests.integration.http_client import http
-from tests.integration.test_daemon_demo import demo_config
+from tests.integration.test_daemon_demo import SILENT_UNIT, demo_config
 
 pytestmark = [pytest.mark.daemon, pytest.mark.integration]
 
@@ -27,17 +27,6 @@ PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 needs_prometheus = pytest.mark.skipif(PROMETHEUS is None or PROMTOOL is None,
                                       reason="Debian's prometheus package is not installed (scripts/bootstrap)")
-
-SILENT_UNIT = """
-[[units]]
-id = "A9-silent"
-driver = "vendor_a"
-chemistry = "lfp"
-[units.modbus]
-host = "127.0.0.1"
-port = {port}
-unit_id = 1
-"""
 
 FAST_BREAKER = """
 [southbound.modbus]

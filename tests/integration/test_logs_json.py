@@ -18,20 +18,9 @@ import pytest
 
 from bessgw.testing.wait import wait_until_sync
 from tests.integration.daemon_harness import bessgw_command
-from tests.integration.test_daemon_demo import demo_config
+from tests.integration.test_daemon_demo import SILENT_UNIT, demo_config
 
 pytestmark = pytest.mark.daemon
-
-SILENT_UNIT = """
-[[units]]
-id = "A9-silent"
-driver = "vendor_a"
-chemistry = "lfp"
-[units.modbus]
-host = "127.0.0.1"
-port = {port}
-unit_id = 1
-"""
 
 
 @pytest.mark.timeout(180)
