@@ -75,11 +75,16 @@ class Machine:
         line = _MOVED_PATH.sub(lambda m: f"{self.root}{m.group(1)}", line)
         if line.strip() == "systemd-sysusers":
             return f"systemd-sysusers --root={self.root}"
+        if line.rstrip().endswith(f"{self.root}/etc/bessgw/bessgw.toml") and line.startswith("install "):
+            # the config names the state dir by its real path: move it too, like every other path of the page
+            config = f"{self.root}/etc/bessgw/bessgw.toml"
+            line += f" && sed -i 's|\"/var/lib/bessgw|\"{self.root}/var/lib/bessgw|' {config}"
         if "install-service" in line:
             line += (f" --dest {self.root}/etc/systemd/system --sysusers-dest {self.root}/etc/sysusers.d")
         if "-g bessgw" in line or "runuser -u bessgw" in line:
             uid, gid = self.ids()
             line = line.replace("-o root -g bessgw", f"-o 0 -g {gid}")
+            line = line.replace("-o bessgw -g bessgw", f"-o {uid} -g {gid}")
             line = line.replace("runuser -u bessgw --", f"setpriv --reuid={uid} --regid={gid} --clear-groups --")
         return line
 
