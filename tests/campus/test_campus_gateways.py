@@ -333,12 +333,13 @@ def test_one_campus_command_is_one_trace_from_the_accept_span_to_every_gateways_
     traces = campus.traces
 
     def the_trace() -> list[dict] | None:
-        """The SetPower's trace, once it holds unit writes of all three gateways' units, with their parents."""
+        """The SetPower's trace, once it holds successful unit writes of all three gateways' units."""
         with traces.lock:
             roots = [s for s in traces.spans if s["name"] == "opcua.Campus.SetPower"
                      and s["attributes"]["command.id"].string_value == "opcua-traced-450"]
             spans = [s for s in traces.spans if roots and s["trace_id"] == roots[0]["trace_id"]]
-        written = {s["attributes"]["unit"].string_value for s in spans if s["name"] == "unit.write"}
+        written = {s["attributes"]["unit"].string_value for s in spans if s["name"] == "unit.write"
+                   and s["attributes"]["result"].string_value == "ok"}
         return spans if written >= {f"{gw.id}-m{n}" for gw in campus.gateways for n in (1, 2)} else None
 
     spans: list[dict] = []
@@ -354,7 +355,11 @@ def test_one_campus_command_is_one_trace_from_the_accept_span_to_every_gateways_
     assert root["service"] == "gw1" and root["parent"] == ""
     for gateway in ("gw2", "gw3"):  # on the other gateways: share → control step → write, under the root
         writes = [s for s in spans if s["name"] == "unit.write" and s["service"] == gateway]
-        assert writes and all(w["attributes"]["result"].string_value == "ok" for w in writes)
+        # every unit was written successfully under this trace (on a loaded machine a first write may time
+        # out or pass its decision's deadline; the next step writes again, in the same trace)
+        delivered = {w["attributes"]["unit"].string_value for w in writes
+                     if w["attributes"]["result"].string_value == "ok"}
+        assert delivered == {f"{gateway}-m1", f"{gateway}-m2"}, [w["attributes"] for w in writes]
         for write in writes:
             step = ids[write["parent"]]
             assert step["name"] == "control.step" and step["service"] == gateway
