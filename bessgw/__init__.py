@@ -1,3 +1,3 @@
 """bessgw: a gateway daemon for battery energy storage campuses."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
