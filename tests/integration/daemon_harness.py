@@ -35,7 +35,9 @@ def gateway_status(config: Path, env: dict[str, str]) -> dict:
 class GatewayProcess:
     """A gateway subprocess plus the systemd side of sd_notify (a datagram socket we read)."""
 
-    def __init__(self, config: Path, env: dict[str, str], tmp_path: Path) -> None:
+    def __init__(self, config: Path, env: dict[str, str], tmp_path: Path, *,
+                 command: list[str] | None = None, cwd: Path | None = None) -> None:
+        """``command`` runs another bessgw than the working tree's (e.g. a previous release's), from ``cwd``."""
         self.notify_path = tmp_path / "notify.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.notify_path))
@@ -44,8 +46,8 @@ class GatewayProcess:
         self.log_lines: list[dict] = []
         self._lock = threading.Condition()
         self.proc = subprocess.Popen(
-            [*bessgw_command(), "run", "--config", str(config)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [*(command or bessgw_command()), "run", "--config", str(config)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd,
         )
         threading.Thread(target=self._read_logs, daemon=True).start()
 

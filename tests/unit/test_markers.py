@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-SLOW_DIRS = ("integration", "chaos", "federation", "interop")
-SLOW_MARKERS = {"integration", "daemon", "chaos", "federation", "interop"}
+SLOW_DIRS = ("integration", "chaos", "federation", "interop", "upgrade")
+SLOW_MARKERS = {"integration", "daemon", "chaos", "federation", "interop", "upgrade"}
 
 
 def _module_markers(path: Path) -> set[str]:
