@@ -141,7 +141,10 @@ def install_release(tag: str, cache: Path, repo: Path = REPO_ROOT) -> Release:
     if result.returncode != 0:
         raise ReleaseInstallError(f"git archive {tag} failed: {result.stderr.decode(errors='replace').strip()}")
     with tarfile.open(archive) as tar:
-        tar.extractall(root, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 (and security backports)
+            tar.extractall(root, filter="data")
+        else:  # our own tag's archive, written by git just now
+            tar.extractall(root)
     archive.unlink()
     # --without-pip: the test venv's pip installs into it (faster than bootstrapping pip per release)
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], "python -m venv")

@@ -139,11 +139,12 @@ def _upgrade(campus: RollingCampus, gateway: Gateway) -> dict[str, float]:
                         f"{statuses}; its units missing from views: {missing}")
             return None
         wait_for(back, 30, f"{gateway.id}'s devices commanded again, every gateway seeing it alive with its units")
-    gaps = []
-    for device in gateway.devices:
-        before, after = campus.sampler.silence_around(device, exited)
-        gaps.append(after - before)
-    return {"stop_s": exited - stop_sent, "start_s": ready - spawned, "gap_s": max(gaps), "down_s": ready - stop_sent}
+    silences = [campus.sampler.silence_around(device, exited) for device in gateway.devices]
+    last_before, first_after = min(b for b, _ in silences), max(a for _, a in silences)
+    return {"stop_s": exited - stop_sent, "start_s": ready - spawned,
+            "gap_s": max(a - b for b, a in silences),  # per device, the longest
+            "tail_s": exited - last_before,  # last write seen -> process gone (sampling: ±50 ms)
+            "first_s": first_after - ready}  # READY=1 -> last of its devices commanded again
 
 
 def test_a_campus_upgraded_one_gateway_at_a_time_keeps_its_setpoint(
@@ -165,6 +166,9 @@ def test_a_campus_upgraded_one_gateway_at_a_time_keeps_its_setpoint(
     for step, gateway in enumerate((gw1, gw2, gw3)):
         figures[gateway.id] = _upgrade(campus, gateway)
         if step == 0:  # a mixed campus: the upgraded gateway accepts a command the release's allocator splits
+            allocator = gw1.ask("campus_status")["campus"]["allocator"]
+            print(f"\nmixed campus: setpoint {SECOND_KW:g} kW accepted by gw1 ({__version__}), allocator {allocator}"
+                  f" ({campus.gateway(allocator).version})")
             sent = time.monotonic()
             acknowledged["mixed-campus"] = (gw1, SECOND_KW, _setpoint(campus, gw1, SECOND_KW, "mixed-campus"))
             commits.append((sent, SECOND_KW))
@@ -174,19 +178,33 @@ def test_a_campus_upgraded_one_gateway_at_a_time_keeps_its_setpoint(
     membership.stop()
     sampler.stop()
 
-    report = "  ".join(f"{gw}: stop {f['stop_s']:.2f} s, start {f['start_s']:.2f} s, device gap {f['gap_s']:.2f} s"
-                       for gw, f in figures.items())
-    print(f"\nrolling upgrade {previous_release.tag} ({previous_release.version}) -> {__version__}: {report}; "
-          f"whole run {end - begin:.1f} s, {len(sampler.samples)} device sweeps, "
-          f"{len(membership.samples)} membership samples")
+    for gateway_id, _begin, _end in membership.windows:  # how much the campus delivered while one was out
+        during = [s.total() for s in sampler.samples if _begin <= s.at_s <= _end]
+        figures[gateway_id]["min_kw"] = min(during, default=float("nan"))
+    report = "\n".join(f"  {gw}: device gap {f['gap_s']:.2f} s = last write -> exit {f['tail_s']:.2f} s + "
+                        f"spawn -> READY {f['start_s']:.2f} s + READY -> first write {f['first_s']:.2f} s "
+                        f"(SIGTERM -> exit {f['stop_s']:.2f} s); campus Σ ≥ {f['min_kw']:.0f} kW meanwhile"
+                        for gw, f in figures.items())
+    print(f"\nrolling upgrade {previous_release.tag} ({previous_release.version}) -> {__version__} in "
+          f"{end - begin:.1f} s ({len(sampler.samples)} device sweeps, {len(membership.samples)} membership "
+          f"samples):\n{report}")
 
     # --- the devices: never more than the setpoint in force, never uncommanded as long as their watchdog
     # before the first command nothing is committed, and a sample straddling a commit gets the larger bound
-    bad = _over(campus, lambda at_s: max(p for t, p in commits if t <= at_s), begin)
+    def bound(at_s: float) -> float:
+        return max(p for t, p in commits if t <= at_s)
+    bad = _over(campus, bound, begin)
     assert not bad, f"{len(bad)} device sweeps above the setpoint in force: {bad[:5]}"
+    # etcd, read by the test: the shares committed never add up to more than the setpoint in force
+    # (a read sent at t is answered within its 0.3 s timeout: the later, larger bound applies)
+    shares = [(round(r.sent_s - begin, 3), round(sum(p for p, _ in r.shares.values()), 2)) for r in sampler.etcd
+              if r.sent_s >= begin and sum(p for p, _ in r.shares.values()) > bound(r.sent_s + 0.3) + 1e-6]
+    assert not shares, f"{len(shares)} etcd reads with Σ shares above the setpoint: {shares[:5]}"
+    assert sum(1 for r in sampler.etcd if r.sent_s >= begin and r.shares) > 20, "etcd was hardly ever read"
     assert not sampler.read_errors, sampler.read_errors[:5]
     assert sampler.max_gap_s(begin) < 1.0, "the device sampler stalled: the device-side checks saw nothing"
-    assert not sampler.heartbeat_lost, f"a device's own watchdog tripped: {sampler.heartbeat_lost[:5]}"
+    tripped = [(round(t - begin, 3), device) for t, device in sampler.heartbeat_lost]
+    assert not tripped, f"a device's own watchdog tripped (s since the start, device): {tripped[:5]}"
     silences = {d: sampler.longest_silence_s(d, begin) for d in sampler.devices}
     assert all(s < DEVICE_WATCHDOG_S for s in silences.values()), f"heartbeat silence per device: {silences}"
     assert all(f["gap_s"] < DEVICE_WATCHDOG_S and not math.isnan(f["gap_s"]) for f in figures.values()), figures
