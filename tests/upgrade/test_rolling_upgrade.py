@@ -54,13 +54,13 @@ STOP_TIMEOUT_S = 15.0  # shutdown_grace_s (default) + margin
 
 
 @pytest.fixture
-def campus(previous_release: Release, fast_etcd: EtcdCluster, subprocess_env: dict[str, str],
+def campus(installed_release: Release, fast_etcd: EtcdCluster, subprocess_env: dict[str, str],
            tmp_path: Path) -> Iterator[RollingCampus]:
-    assert previous_release.version != __version__, (
+    assert installed_release.version != __version__, (
         f"the working tree reports the released version {__version__}: bump bessgw.__version__ after tagging, "
         "or this test cannot tell the two apart")
     env = dict(subprocess_env, BESSGW_PLUGINS="bessgw_vendor_a")
-    gateways, simulators, devices, keys = write_campus(tmp_path, fast_etcd, env, previous_release)
+    gateways, simulators, devices, keys = write_campus(tmp_path, fast_etcd, env, installed_release)
     rig: RollingCampus | None = None
     try:
         for gateway in gateways:
@@ -148,10 +148,10 @@ def _upgrade(campus: RollingCampus, gateway: Gateway) -> dict[str, float]:
 
 
 def test_a_campus_upgraded_one_gateway_at_a_time_keeps_its_setpoint(
-        campus: RollingCampus, previous_release: Release) -> None:
+        campus: RollingCampus, installed_release: Release) -> None:
     gw1, gw2, gw3 = campus.gateways
     sampler, membership = campus.sampler, campus.membership
-    assert {_started_version(gw) for gw in campus.gateways} == {previous_release.version}
+    assert {_started_version(gw) for gw in campus.gateways} == {installed_release.version}
     begin = time.monotonic()
     acknowledged: dict[str, tuple[Gateway, float, dict]] = {}
     commits: list[tuple[float, float]] = [(begin, 0.0)]  # (monotonic, setpoint kW) in force from then on
@@ -185,7 +185,7 @@ def test_a_campus_upgraded_one_gateway_at_a_time_keeps_its_setpoint(
                         f"spawn -> READY {f['start_s']:.2f} s + READY -> first write {f['first_s']:.2f} s "
                         f"(SIGTERM -> exit {f['stop_s']:.2f} s); campus Σ ≥ {f['min_kw']:.0f} kW meanwhile"
                         for gw, f in figures.items())
-    print(f"\nrolling upgrade {previous_release.tag} ({previous_release.version}) -> {__version__} in "
+    print(f"\nrolling upgrade {installed_release.tag} ({installed_release.version}) -> {__version__} in "
           f"{end - begin:.1f} s ({len(sampler.samples)} device sweeps, {len(membership.samples)} membership "
           f"samples):\n{report}")
 
