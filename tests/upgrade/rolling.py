@@ -138,6 +138,8 @@ class Gateway:
     devices: list[str]
     release: Release | None
     process: GatewayProcess | None = None
+    #: every process this gateway ran, with its version (their logs stay readable after they ended)
+    processes: list[tuple[str, GatewayProcess]] = field(default_factory=list)
 
     @property
     def version(self) -> str:
@@ -155,7 +157,18 @@ class Gateway:
     def start(self, base_env: dict[str, str]) -> GatewayProcess:
         self.process = GatewayProcess(self.config, self.env(base_env), self.state, command=self.command(),
                                       cwd=self.cwd())
+        self.processes.append((self.version, self.process))
         return self.process
+
+    def log_problems(self) -> dict[str, int]:
+        """``"<version> <level> <event>" -> count`` of every warning and error any of its processes logged."""
+        counts: dict[str, int] = {}
+        for version, process in self.processes:
+            for entry in list(process.log_lines):
+                if entry.get("level") in ("warning", "error", "critical") or entry.get("event") == "raw":
+                    key = f"{version} {entry.get('level', '?')} {entry.get('event')}"
+                    counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def ask(self, cmd: str, **fields: Any) -> dict[str, Any]:
         """An admin request with the client of the release this gateway runs."""

@@ -59,7 +59,7 @@ def campus(installed_release: Release, fast_etcd: EtcdCluster, subprocess_env: d
     assert installed_release.version != __version__, (
         f"the working tree reports the released version {__version__}: bump bessgw.__version__ after tagging, "
         "or this test cannot tell the two apart")
-    env = dict(subprocess_env, BESSGW_PLUGINS="bessgw_vendor_a")
+    env = subprocess_env  # every release loads its installed plugins (vendor_a among them) by entry point
     gateways, simulators, devices, keys = write_campus(tmp_path, fast_etcd, env, installed_release)
     rig: RollingCampus | None = None
     try:
@@ -188,6 +188,9 @@ def test_a_campus_upgraded_one_gateway_at_a_time_keeps_its_setpoint(
     print(f"\nrolling upgrade {installed_release.tag} ({installed_release.version}) -> {__version__} in "
           f"{end - begin:.1f} s ({len(sampler.samples)} device sweeps, {len(membership.samples)} membership "
           f"samples):\n{report}")
+
+    for gateway in campus.gateways:  # for the release notes and the wire contracts: what each side complained of
+        print(f"  {gateway.id} warnings/errors logged: {gateway.log_problems() or 'none'}")
 
     # --- the devices: never more than the setpoint in force, never uncommanded as long as their watchdog
     # before the first command nothing is committed, and a sample straddling a commit gets the larger bound
