@@ -235,7 +235,7 @@ def test_a_campus_upgraded_one_gateway_at_a_time_keeps_its_setpoint(
     assert status["setpoint_revision"] == acknowledged["mixed-campus"][2]["revision"]
     for command_id, (accepted_by, p_kw, committed) in acknowledged.items():
         assert committed["command_id"] == command_id and not committed["duplicate"]
-        journal = accepted_by.cli(campus.env, "journal", "tail", "--json")
+        journal = accepted_by.cli(campus.env, "journal", "tail", "--json", "-n", "1000")
         assert journal.returncode == 0, journal.stderr
         entries = [json.loads(line) for line in journal.stdout.splitlines()]
         assert any(e["command_id"] == f"campus:{command_id}" and e["requested_p_kw"] == p_kw for e in entries), (
