@@ -118,7 +118,7 @@ def _cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bessgw.daemon import run_gateway
+    from bessgw.daemon import exit_process, run_gateway
     from bessgw.daemon.logsetup import configure_logging
 
     pm, registry = load_plugins()
@@ -130,9 +130,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     configure_tracing(config.tracing)
     try:
-        return run_gateway(path, config, pm, registry)
+        code = run_gateway(path, config, pm, registry)
     finally:
         shutdown_tracing()
+    exit_process(code)  # the stop was clean: skip the interpreter's teardown (see its docstring)
 
 
 #: where the systemd unit puts the config; commands that ask a running gateway default to it

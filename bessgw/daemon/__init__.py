@@ -4,6 +4,6 @@
 gateway-wide services (:mod:`bessgw.daemon.services`) together in one root task group.
 """
 
-from bessgw.daemon.gateway import Gateway, run_gateway
+from bessgw.daemon.gateway import Gateway, exit_process, run_gateway
 
-__all__ = ["Gateway", "run_gateway"]
+__all__ = ["Gateway", "exit_process", "run_gateway"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -29,7 +30,7 @@ from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -211,7 +212,7 @@ class Gateway:
 
         def expire() -> None:
             structlog.get_logger("bessgw").error("shutdown_grace_exceeded", grace_s=grace)
-            _flush_and_exit(1)
+            exit_process(1)
 
         timer = threading.Timer(grace, expire)
         timer.daemon = True
@@ -459,7 +460,15 @@ def _started(service: Service) -> bool:
     return started is None or started.is_set()
 
 
-def _flush_and_exit(code: int) -> None:
+def exit_process(code: int) -> NoReturn:
+    """End the process now, output flushed, without the interpreter's teardown.
+
+    Used when a library leaves a thread or task that would hold the exit, and after every clean stop:
+    tearing down the few thousand imported modules costs 0.2–0.4 s during which systemd (or a rolling
+    upgrade) cannot start the next gateway and the devices stay uncommanded. By then the journal is
+    closed and sockets are released.
+    """
+    logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -504,5 +513,5 @@ def run_gateway(config_path: Path, config: Config, pm: PluginManager, registry: 
         if clean:
             loop.close()
     if not clean:  # a library thread or task would hold the interpreter's exit: we are done, leave now
-        _flush_and_exit(code)
+        exit_process(code)
     return code
