@@ -37,7 +37,7 @@ from bessgw.federation.view import (
     aggregate,
     effective_quality,
 )
-from bessgw.federation.wire import Status
+from bessgw.federation.wire import OURS, Status, VersionRange
 
 
 class FederationService:
@@ -55,6 +55,7 @@ class FederationService:
         leave_on_stop: bool = True,
         log: Any = None,
         state_dir: Path | None = None,
+        wire: VersionRange = OURS,
     ) -> None:
         self.settings = settings
         self.gateway_id = gateway_id
@@ -62,7 +63,8 @@ class FederationService:
         self.source = source  #: polled every publish interval for the current snapshots, when given
         self.log = log if log is not None else structlog.get_logger("bessgw.federation").bind(gateway=gateway_id)
         # the boot counter in state_dir keeps this gateway's epochs growing across restarts (boot.py)
-        self.node = GossipNode(gateway_id, settings, keys=keys, faults=faults, log=self.log, state_dir=state_dir)
+        self.node = GossipNode(gateway_id, settings, keys=keys, faults=faults, log=self.log, state_dir=state_dir,
+                               wire=wire)
         self.node.leave_on_stop = leave_on_stop
         self.invalid_values = 0  #: peers' entries that authenticated but did not parse as unit summaries
         self._latest: dict[str, UnitSummary] = {}
@@ -167,12 +169,21 @@ class FederationService:
             return ()
         now = self.node.clock()
         rows = []
+        node = self.node
         for member in sorted(membership.members.values(), key=lambda m: (m.node != self.gateway_id, m.node)):
-            units = sum(1 for key, _, value in self.node.state.items(member.node)  # type: ignore[union-attr]
+            units = sum(1 for key, _, value in node.state.items(member.node)  # type: ignore[union-attr]
                         if key.startswith(UNIT_PREFIX) and value is not None)
-            rows.append(MemberInfo(member.node, f"{member.host}:{member.port}", member.status.name.lower(),
-                                   member.incarnation, max(0.0, now - member.since), member.node == self.gateway_id,
-                                   units))
+            local = member.node == self.gateway_id
+            known = node.versions.range_of(member.node, node.boot_of(member.node))
+            speaks = str(node.wire) if local else str(known.speaks) if known is not None else ""
+            status = "incompatible" if not local and node.incompatible(member.node) else member.status.name.lower()
+            rows.append(MemberInfo(member.node, f"{member.host}:{member.port}", status, member.incarnation,
+                                   max(0.0, now - member.since), local, units, speaks))
+        # incompatible gateways that wrote to us but are no members of ours (we cannot read their joins)
+        for peer in node.versions.incompatible_peers(node.boot_of):
+            if peer.node not in membership.members:
+                rows.append(MemberInfo(peer.node, peer.address, "incompatible", 0, max(0.0, now - peer.since),
+                                       False, 0, str(peer.speaks)))
         return tuple(rows)
 
     def campus_view(self) -> CampusView:
