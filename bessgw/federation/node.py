@@ -330,7 +330,7 @@ class GossipNode:
         whenever round-robin order reaches it (and a live one is probed again, which only helps it refute).
         About ``2 * (expected + 1)`` members volunteer, whatever the campus size."""
         m = self._members
-        if node in self._confirming or self._tg is None or node == self.id:
+        if node in self._confirming or self._tg is None or node == self.id or self.incompatible(node):
             return
         expected = max(1, int(self.settings.suspicion_mult) - 2)
         if self.rng.random() >= min(1.0, 2 * (expected + 1) / max(1, m.alive_count() - 1)):

@@ -176,3 +176,55 @@ def test_a_future_peer_writing_to_us_directly_is_dropped_as_version_and_listed_i
             await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_the_opcua_campus_view_shows_an_incompatible_peer_with_no_units(tmp_path: Path) -> None:
+    """A real OPC UA server fed by our campus view, a real client: the future peer's gateway node says
+    ``incompatible`` and carries no units, while a compatible peer's units are there."""
+    import structlog
+    from asyncua import Client
+
+    from bessgw.northbound.server import OpcUaServer
+    from bessgw.unit.directory import UnitDirectory
+    from tests.federation.run_node import unit
+    from tests.federation.test_opcua_campus import NS_URI, Browser
+    from tests.integration.test_opcua_server import make_settings
+
+    key = new_key()
+
+    async def scenario() -> None:
+        tasks: list[asyncio.Task[None]] = []
+        client: Client | None = None
+        try:
+            ours = await _service("ours", key, [], VersionRange(WIRE_MIN, WIRE_CURRENT, WIRE_CURRENT), tasks)
+            peer = await _service("peer", key, [_seed(ours)], VersionRange(WIRE_MIN, WIRE_CURRENT, WIRE_CURRENT),
+                                  tasks)
+            future = await _service("future", key, [_seed(ours)], FUTURE, tasks)
+            peer.source = lambda: [unit("p1")]
+            future.source = lambda: [unit("f1")]
+            settings = make_settings(tmp_path, security_policies=["None"], anonymous="read", sampling_interval_s=0.1)
+            server = OpcUaServer(settings, "ours", UnitDirectory(), tmp_path / "state",
+                                 structlog.get_logger("test-wire-opcua"), campus=ours.campus_view)
+            tasks.append(asyncio.create_task(server.run(), name="opcua"))
+            await asyncio.wait_for(server.started.wait(), 30)
+            client = Client(server.endpoint_url, timeout=8)
+            await asyncio.wait_for(client.connect(), 20)
+            browse = Browser(client, await client.get_namespace_index(NS_URI))
+
+            async def shown() -> bool:
+                if await browse.names("Campus", "Gateways", "peer", "Units") != {"p1"}:
+                    return False
+                status = await browse.value("Campus", "Gateways", "future", "Status")
+                return status.Value.Value == "incompatible"
+
+            await wait_until(shown, 20, "peer's unit and future as incompatible in the address space", step_s=0.1)
+            assert await browse.names("Campus", "Gateways", "future", "Units") == set()
+            assert (await browse.value("Campus", "Gateways", "peer", "Status")).Value.Value == "alive"
+        finally:
+            if client is not None:
+                await asyncio.wait_for(client.disconnect(), 10)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))
