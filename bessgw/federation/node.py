@@ -256,11 +256,11 @@ class GossipNode:
 
     def _send(self, to: str, addr: Addr, msg: Message, piggyback: bool = True, to_boot: int | None = None) -> None:
         """Seal ``msg`` for member ``to`` (``""``: known only by address) at ``addr``, bound to its boot."""
-        if piggyback:
-            msg = self._with_piggyback(msg)
         version = self.versions.version_for(to, self.boot_of(to)) if to else self.wire.min
         if version is None:
-            return  # an incompatible peer: nothing we write would be understood
+            return  # an incompatible peer: nothing we write would be understood (nor use up piggyback slots)
+        if piggyback:
+            msg = self._with_piggyback(msg)
         self._seq += 1
         self.sent_versions[version] += 1
         header = Header(self.id, self.boot, self._seq, to, self.boot_of(to) if to_boot is None else to_boot)
@@ -368,6 +368,8 @@ class GossipNode:
             if not len(self._members.queue):
                 continue
             for peer in self._members.random_peers(self.settings.gossip_fanout):
+                if self.incompatible(peer.node):
+                    continue  # nothing would be sent: keep the queued updates for the others
                 msg = self._with_piggyback(Message(MsgType.GOSSIP))
                 if not msg.members and not msg.entries:
                     break

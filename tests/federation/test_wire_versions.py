@@ -228,3 +228,29 @@ def test_the_opcua_campus_view_shows_an_incompatible_peer_with_no_units(tmp_path
             await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
+def test_nothing_is_written_to_an_incompatible_member_and_no_queued_update_is_spent_on_it() -> None:
+    from bessgw.federation.node import GossipNode
+    from bessgw.federation.wire import MemberUpdate, Message, MsgType, Status
+
+    async def scenario() -> None:
+        node = GossipNode("ours", fast_settings(new_key(), retransmit_mult=1))  # each update rides once
+        await node.start()
+        try:
+            assert node.membership is not None
+            node.membership.apply(MemberUpdate("future", "127.0.0.1", 9, 1, Status.ALIVE, "", 5))
+            node.membership.apply(MemberUpdate("peer", "127.0.0.1", 10, 1, Status.ALIVE, "", 6))
+            node.versions.learn("future", 5, FUTURE)
+            assert node.incompatible("future") and not node.incompatible("peer")
+            queued, sent = len(node.membership.queue), node.transport.counters.sent_datagrams
+            assert queued > 0  # our own ``wire`` key and the two members' updates wait for a ride
+            node._send("future", ("127.0.0.1", 9), Message(MsgType.PING, probe_seq=1))
+            assert (len(node.membership.queue), node.transport.counters.sent_datagrams) == (queued, sent)
+            node._send("peer", ("127.0.0.1", 10), Message(MsgType.PING, probe_seq=2))
+            assert node.transport.counters.sent_datagrams == sent + 1 and node.sent_versions[WIRE_MIN] == 1
+            assert len(node.membership.queue) < queued  # the peer's datagram did carry them
+        finally:
+            node.transport.close()
+
+    asyncio.run(scenario())
