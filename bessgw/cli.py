@@ -157,9 +157,14 @@ DEFAULT_CONFIG = "/etc/bessgw/bessgw.toml"
 
 
 def _cmd_journal_tail(args: argparse.Namespace) -> int:
+    from bessgw.config.state_version import StateVersionProblem, read_state_version
     from bessgw.control.journal import tail_text
 
     config = load_config(Path(args.config))
+    try:
+        read_state_version(config.gateway.state_dir)  # a newer release's journal is not ours to read
+    except StateVersionProblem as err:
+        raise ConfigError(args.config, [f"{args.config}: gateway.state_dir: {err}"]) from None
     text = tail_text(config.gateway.state_dir, args.lines, args.json, config.control.journal_file)
     if text:
         print(text)

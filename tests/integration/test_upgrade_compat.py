@@ -114,9 +114,10 @@ def test_previous_release_state_dir_migrates_and_each_cli_talks_to_the_other_dae
     with Journal.in_state_dir(state) as journal:
         assert journal.get("old-cli-after-upgrade") is not None
 
-    # a state directory of a newer release: refused in one line with exit 78, by run and by check-config
+    # a state directory of a newer release: refused in one line with exit 78, by run, check-config, journal tail
     (state / STATE_VERSION_FILE).write_text(f"{STATE_VERSION + 1}\n")
-    for args in (("run", "--config", str(config)), ("check-config", str(config))):
+    for args in (("run", "--config", str(config)), ("check-config", str(config)),
+                 ("journal", "tail", "--config", str(config))):
         result = _cli(new_env, *args)
         assert result.returncode == 78, (args, result.stdout, result.stderr)
         lines = [line for line in result.stderr.splitlines() if "state-version" in line or "newer" in line]
