@@ -37,7 +37,7 @@ from bessgw.federation.view import (
     aggregate,
     effective_quality,
 )
-from bessgw.federation.wire import OURS, Status, VersionRange
+from bessgw.federation.wire import OURS, WIRE_CURRENT, Status, VersionRange
 
 
 class FederationService:
@@ -77,7 +77,7 @@ class FederationService:
         if self.node.addr is not None:
             return
         addr = await self.node.start()
-        self.node.set(IDENTITY_KEY, {"version": __version__, "addr": f"{addr[0]}:{addr[1]}",
+        self.node.set(IDENTITY_KEY, {"v": WIRE_CURRENT, "version": __version__, "addr": f"{addr[0]}:{addr[1]}",
                                      "started": time.time(), **{f"ep.{k}": v for k, v in self.endpoints.items()}})
 
     async def run(self) -> None:
@@ -124,7 +124,7 @@ class FederationService:
         self._publish_due()
 
     def _publish_capability(self, unit_id: str, cap: Any) -> None:
-        value = {"chem": cap.chemistry, "chg": cap.max_charge_kw, "dis": cap.max_discharge_kw,
+        value = {"v": WIRE_CURRENT, "chem": cap.chemistry, "chg": cap.max_charge_kw, "dis": cap.max_discharge_kw,
                  "kwh": cap.energy_kwh, "vendor": cap.vendor, "model": cap.model, "fw": cap.firmware_version}
         if self._capabilities.get(unit_id) != value:
             self._capabilities[unit_id] = value
