@@ -68,8 +68,8 @@ class UnitSummary:
 
     def to_value(self) -> dict[str, Any]:
         return {
-            "v": WIRE_CURRENT, "st": self.state.value, "q": self.quality.value, "soc": _num(self.soc_pct),
-            "p": _num(self.p_kw),
+            "v": WIRE_CURRENT,
+            "st": self.state.value, "q": self.quality.value, "soc": _num(self.soc_pct), "p": _num(self.p_kw),
             "chg": _num(self.available_charge_kw), "dis": _num(self.available_discharge_kw),
             "kwh": _num(self.energy_kwh), "ts": self.timestamp, "why": self.reason,
         }
