@@ -769,15 +769,22 @@ async def _gossip(count: int, rng: random.Random, stats: Stats, hang_s: float) -
                 envelope = [sender, rng.choice([0, 2**63, boot]) if odd else boot, seqs[sender],
                             rng.choice(["", "other", to]) if odd else to,
                             rng.choice([0, 1, 2**63, to_boot]) if odd else to_boot, gossip_body(rng)]
+                version = 2
+                if rng.random() < 0.5:  # version 3 and later: the sender's range after to_boot
+                    version = rng.choice([3, 3, 3, 4, 15])
+                    envelope.insert(5, rng.choice([[2, 3, 3], [2, 3, 3], [4, 4, 5], [3, 2, 1], [], "x", [2**64]]))
+                    if rng.random() < 0.2:
+                        envelope[-1] = {**envelope[-1], rng.choice(["!zz", "zz"]): 1} if isinstance(
+                            envelope[-1], dict) else envelope[-1]
                 if rng.random() < 0.05:
-                    envelope = envelope[: rng.randint(0, 6)]
+                    envelope = envelope[: rng.randint(0, 7)]
                 try:
                     plaintext = pack(envelope)
                 except (ValueError, TypeError, OverflowError):
                     plaintext = b"\x90"
                 if rng.random() < 0.1:
                     plaintext = mutate_bytes(rng, plaintext, 3)
-                data = ring.seal(plaintext)
+                data = ring.seal(plaintext, version)
             elif roll < 0.8:
                 data = mutate_bytes(rng, good, 3)
             elif roll < 0.9:

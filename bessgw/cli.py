@@ -126,6 +126,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = load_config(path, registry)
     _preflight(path, config, starting=True)  # never start without a part the config asks for
     configure_logging(config.gateway.log_level, config.gateway.log_format)
+    _migrate_state_dir(path, config)
     from bessgw.daemon.tracing import configure_tracing, shutdown_tracing
 
     configure_tracing(config.tracing)
@@ -136,14 +137,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
     exit_process(code)  # the stop was clean: skip the interpreter's teardown (see its docstring)
 
 
+def _migrate_state_dir(path: Path, config: Config) -> None:
+    """Bring an older release's state directory to this release's layout before anything uses it."""
+    import structlog
+
+    from bessgw.config.state_version import StateVersionProblem
+    from bessgw.control.journal import migrate_state_dir
+
+    try:
+        found, now = migrate_state_dir(config.gateway.state_dir, config.control.journal_file)
+    except StateVersionProblem as err:
+        raise ConfigError(str(path), [f"{path}: gateway.state_dir: {err}"]) from None
+    if found != now:
+        structlog.get_logger("bessgw").info("state_dir_migrated", state_dir=str(config.gateway.state_dir),
+                                            from_version=found, to_version=now)
+
+
 #: where the systemd unit puts the config; commands that ask a running gateway default to it
 DEFAULT_CONFIG = "/etc/bessgw/bessgw.toml"
 
 
 def _cmd_journal_tail(args: argparse.Namespace) -> int:
+    from bessgw.config.state_version import StateVersionProblem, read_state_version
     from bessgw.control.journal import tail_text
 
     config = load_config(Path(args.config))
+    try:
+        read_state_version(config.gateway.state_dir)  # a newer release's journal is not ours to read
+    except StateVersionProblem as err:
+        raise ConfigError(args.config, [f"{args.config}: gateway.state_dir: {err}"]) from None
     text = tail_text(config.gateway.state_dir, args.lines, args.json, config.control.journal_file)
     if text:
         print(text)
@@ -152,7 +174,7 @@ def _cmd_journal_tail(args: argparse.Namespace) -> int:
 
 def _ask(config_path: str, payload: dict) -> dict:
     """Send one admin request to the gateway whose config is ``config_path``; errors as BessgwError."""
-    from bessgw.daemon.admin import request, socket_path
+    from bessgw.daemon.admin import AdminError, reply_version, request, socket_path
 
     config = load_config(Path(config_path))
     path = socket_path(config.gateway.state_dir)
@@ -161,6 +183,12 @@ def _ask(config_path: str, payload: dict) -> dict:
     except (OSError, ValueError) as err:
         raise BessgwError(f"cannot reach the gateway {config.gateway.id!r} at {path}: {err}"
                           " (is it running, and may you read its state directory?)") from err
+    if not isinstance(reply, dict):
+        raise BessgwError(f"gateway {config.gateway.id!r}: the reply is not a JSON object")
+    try:
+        reply_version(reply)
+    except AdminError as err:
+        raise BessgwError(f"gateway {config.gateway.id!r}: {err}") from None
     if not reply.get("ok"):
         error = BessgwError(f"gateway {config.gateway.id!r}: {reply.get('error', 'request failed')}")
         code = reply.get("exit_code")

@@ -100,6 +100,11 @@ class CorruptRecordError(BessgwError):
         super().__init__(f"{key}: {message}" if key else message)
 
 
+class NewerRecordError(CorruptRecordError):
+    """A record of a newer schema version than this release reads (a newer release wrote it): counted and
+    never applied like a corrupt one, but the message says that an upgrade, not a bug, is the cause."""
+
+
 class LeaseLostError(CoordinationError):
     """The etcd lease is gone (expired or revoked): everything bound to it is deleted; take a new one."""
 

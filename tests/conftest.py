@@ -51,3 +51,11 @@ def subprocess_env(plugin_path: list[str]) -> dict[str, str]:
     env.pop("WATCHDOG_USEC", None)
     env.pop("BESSGW_PLUGINS", None)
     return env
+
+
+@pytest.fixture(scope="session")
+def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The source tree of the previous release (``tests.release``), exported once per session."""
+    from tests.release import PREVIOUS_RELEASE, export_release
+
+    return export_release(PREVIOUS_RELEASE, tmp_path_factory.mktemp("release") / PREVIOUS_RELEASE)

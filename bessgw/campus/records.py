@@ -2,10 +2,19 @@
 
 Every value is one JSON object with an explicit schema version ``v`` and a ``kind``. Decoding is strict
 because a value in etcd was written by another process (another version of bessgw, a person with
-``etcdctl``, a bug): anything that is not exactly a record of this version — bad UTF-8 or JSON, NaN or
-infinity, a wrong type, a missing or unknown field, a string or number out of bounds, a value larger than
-:data:`MAX_RECORD_BYTES` — raises :class:`~bessgw.errors.CorruptRecordError`. Callers count it and treat
-the key as holding nothing they may act on; a corrupt record is never applied.
+``etcdctl``, a bug): anything that is not a record of a version we read — bad UTF-8 or JSON, NaN or
+infinity, a wrong type, a missing field, an unknown *required* field, a string or number out of bounds, a
+value larger than :data:`MAX_RECORD_BYTES` — raises :class:`~bessgw.errors.CorruptRecordError`. Callers
+count it and treat the key as holding nothing they may act on; a corrupt record is never applied.
+
+Versions follow the gossip policy (``docs/compatibility.md``): a reader accepts ``v`` in
+:data:`RECORD_MIN`..:data:`RECORD_MAX` and refuses a newer one (:class:`~bessgw.errors.NewerRecordError`,
+counted like a corrupt record, saying so); an unknown field is ignored (an optional field of a later
+release) unless its name starts with ``!`` (required). Writers write :data:`SCHEMA_VERSION`, which every
+release that may still run in the campus reads: during a rolling upgrade gateways of the previous release
+read what the new ones write, so a new record version is only written by the release *after* the first one
+that reads it. Release 0.2.0 reads exactly version 1 with exactly its fields, so this release writes
+version 1 and no new field.
 
 Power follows the load convention of the rest of bessgw: ``p_kw > 0`` discharges into the grid.
 """
@@ -19,9 +28,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
-from bessgw.errors import CorruptRecordError
+from bessgw.errors import CorruptRecordError, NewerRecordError
 
+#: the record version this release writes (release 0.2.0 reads 1 only)
 SCHEMA_VERSION = 1
+#: the record versions this release reads
+RECORD_MIN = 1
+RECORD_MAX = 1
+#: record fields starting with this must be understood by the reader, or the record is refused
+REQUIRED_PREFIX = "!"
 #: a record is a few hundred bytes; anything much larger is not one of ours
 MAX_RECORD_BYTES = 4096
 #: |P| and |Q| above this (10 GW) are not a battery campus
@@ -122,15 +137,21 @@ class _Record:
         if not isinstance(body, dict):
             raise CorruptRecordError(f"expected a JSON object (got {type(body).__name__})", key)
         version = body.pop("v", None)
-        if version != SCHEMA_VERSION or isinstance(version, bool):
-            raise CorruptRecordError(f"schema version {version!r:.20}, this gateway reads {SCHEMA_VERSION}", key)
+        if isinstance(version, bool) or not isinstance(version, int) or version < RECORD_MIN:
+            raise CorruptRecordError(f"schema version {version!r:.20}, this gateway reads {RECORD_MIN}..{RECORD_MAX}",
+                                     key)
+        if version > RECORD_MAX:
+            raise NewerRecordError(f"schema version {version} was written by a newer release, this gateway reads "
+                                   f"{RECORD_MIN}..{RECORD_MAX}", key)
         kind = body.pop("kind", None)
         if kind != cls.KIND:
             raise CorruptRecordError(f"expected a {cls.KIND} record (got kind {kind!r:.40})", key)
         expected = set(cls.CHECKS)
-        if set(body) != expected:
-            missing, unknown = sorted(expected - set(body)), sorted(set(body) - expected)
-            raise CorruptRecordError(f"{cls.KIND}: missing fields {missing}, unknown fields {unknown[:5]}", key)
+        missing = sorted(expected - set(body))
+        required = sorted(name for name in set(body) - expected if name.startswith(REQUIRED_PREFIX))
+        if missing or required:
+            raise CorruptRecordError(f"{cls.KIND}: missing fields {missing}, unknown required fields {required[:5]}",
+                                     key)
         values = {}
         for name, check in cls.CHECKS.items():
             try:

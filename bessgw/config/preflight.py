@@ -31,6 +31,7 @@ from bessgw.config.files import (
     regular_file_or_absent,
 )
 from bessgw.config.schema import Config
+from bessgw.config.state_version import StateVersionProblem, read_state_version
 
 #: the admin socket's name in the state directory (``bessgw.admin.SOCKET_NAME``; config cannot import it)
 ADMIN_SOCKET_NAME = "admin.sock"
@@ -161,6 +162,10 @@ def _state_dir_problems(config: Config, path: str) -> list[str]:
     problem = _usable_dir(state_dir)
     if problem is not None:
         return [f"{where}: {problem}"]
+    try:
+        read_state_version(state_dir)  # written by a newer release: refused before anything reads it
+    except StateVersionProblem as err:
+        return [f"{where}: {err}"]
     admin_socket = os.fsencode(state_dir / ADMIN_SOCKET_NAME)
     if len(admin_socket) > MAX_UNIX_SOCKET_PATH:
         return [f"{where}: {state_dir} is too long: the admin socket path would be {len(admin_socket)} bytes, "

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bessgw.config.state_version import STATE_VERSION, read_state_version, write_state_version
 from bessgw.control.errors import JournalError
 from bessgw.model.timestamp import local_iso
 from bessgw.timing import DurationHistogram
@@ -343,3 +344,25 @@ def tail_text(state_dir: str | Path, n: int = 20, as_json: bool = False,
     if as_json:
         return "\n".join(json.dumps(entry.as_dict(), sort_keys=True) for entry in entries)
     return "\n".join(entry.as_line() for entry in entries)
+
+
+def migrate_state_dir(state_dir: str | Path, journal_file: str = "commands.sqlite3") -> tuple[int, int]:
+    """Bring a state directory of an older release to this release's layout, in place; returns
+    ``(found, now)``.
+
+    Idempotent and safe to interrupt: the journal migrates inside one SQLite transaction, and the version
+    marker is written (atomically) only after it. A directory of a newer release raises
+    :class:`~bessgw.config.state_version.StateVersionProblem` before anything is opened; a journal of a
+    newer schema raises :class:`JournalError`.
+    """
+    state_dir = Path(state_dir)
+    found = read_state_version(state_dir)
+    if found == STATE_VERSION:
+        return found, found
+    state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+    Journal(state_dir / journal_file).close()  # layout 1 -> 2: the journal at schema 2 (schema 1 migrates)
+    try:
+        write_state_version(state_dir, STATE_VERSION)
+    except OSError as err:
+        raise JournalError(f"{state_dir}: cannot record the state directory version: {err}") from err
+    return found, STATE_VERSION

@@ -8,6 +8,16 @@ the client sends ``{"cmd": "status"}`` and reads one reply, ``{"ok": true, ...}`
 error reply and never disturbs the gateway. ``setpoint`` is the *local operator override* setpoint
 source of the control plane, journaled like every command, with the caller's user name (from the
 socket's peer credentials) as the principal.
+
+The protocol is versioned so that the ``bessgw`` command of one release works against the gateway of the
+previous one, and says clearly when it cannot. A request carries the client's range, ``"v"`` (the
+version it prefers) and ``"vmin"`` (the oldest it reads); release 0.2.0's client sent neither, which
+means version 1. The gateway answers in the highest version both read and says which (``"v"``, plus its
+``"release"``), or refuses with an error naming both ranges (exit code 70). Release 0.2.0's gateway
+ignores the fields and answers without ``"v"``: a version-1 reply, which this client still reads.
+Unknown request fields are ignored (optional), except those whose name starts with ``!`` (required):
+those are refused. Version 2 adds nothing to the replies' fields but ``v`` and ``release``; fields are
+only ever added, so a client reads any reply of a version within its range.
 """
 
 from __future__ import annotations
@@ -24,7 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bessgw import __version__
+
 SOCKET_NAME = "admin.sock"
+#: admin protocol versions this release speaks (release 0.2.0: 1, implicitly)
+ADMIN_MIN = 1
+ADMIN_CURRENT = 2
+ADMIN_MAX = 2
+#: request fields starting with this must be understood by the gateway, or the request is refused
+REQUIRED_PREFIX = "!"
 MAX_REQUEST_BYTES = 16 * 1024
 #: a request is a flat object; a little nesting is allowed for future options, no more
 MAX_REQUEST_DEPTH = 8
@@ -132,6 +150,17 @@ class AdminServer:
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             self.rejected += 1
             return {"ok": False, "error": 'request needs a "cmd" string'}
+        try:
+            version = negotiate(request)
+        except AdminError as err:
+            self.rejected += 1
+            return {"ok": False, "error": str(err), "exit_code": err.exit_code, "v": ADMIN_MAX,
+                    "release": __version__}
+        if version == 1:
+            return await self._dispatch(request, peer)  # release 0.2.0's client: its reply, unchanged
+        return {**await self._dispatch(request, peer), "v": version, "release": __version__}
+
+    async def _dispatch(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
         handler = self.handlers.get(request["cmd"])
         if handler is None:
             self.rejected += 1
@@ -148,6 +177,36 @@ class AdminServer:
             self.log.error("admin_handler_failed", cmd=request["cmd"], error=f"{type(err).__name__}: {err}",
                            exc_info=True)
             return {"ok": False, "error": f"internal error: {type(err).__name__}"}
+
+
+def negotiate(request: dict[str, Any]) -> int:
+    """The protocol version to answer ``request`` in, or ``AdminError`` (exit 70) saying why none."""
+    wanted, oldest = request.get("v", 1), request.get("vmin", request.get("v", 1))
+    for value in (wanted, oldest):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
+            raise AdminError(f'request fields "v" and "vmin" must be protocol versions 1..255 (got {value!r:.20})',
+                             70)
+    version = min(wanted, ADMIN_CURRENT)
+    if version < max(oldest, ADMIN_MIN) or oldest > wanted:
+        raise AdminError(f"this gateway (bessgw {__version__}) speaks admin protocol {ADMIN_MIN}..{ADMIN_MAX}, the "
+                         f"client {oldest}..{wanted}: use the bessgw command of the gateway's release", 70)
+    required = sorted(k for k in request if k.startswith(REQUIRED_PREFIX))
+    if required:
+        raise AdminError(f"this gateway (bessgw {__version__}) does not understand the required request fields "
+                         f"{required[:5]}: use the bessgw command of the gateway's release", 70)
+    return version
+
+
+def reply_version(reply: dict[str, Any]) -> int:
+    """The protocol version of a gateway's ``reply`` (none: 1, release 0.2.0), or ``AdminError`` if this
+    client cannot read it."""
+    version = reply.get("v", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or not ADMIN_MIN <= version <= ADMIN_MAX:
+        release = reply.get("release", "?")
+        raise AdminError(f"the gateway (bessgw {release}) answered in admin protocol {version!r:.20}, this bessgw "
+                         f"command ({__version__}) reads {ADMIN_MIN}..{ADMIN_MAX}: use the command of the "
+                         "gateway's release", 70)
+    return version
 
 
 def _depth(value: Any) -> int:
@@ -190,11 +249,12 @@ def _encode_reply(reply: dict[str, Any]) -> bytes:
 
 
 def request(path: Path, payload: dict[str, Any], timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
-    """Client side (blocking): send one request, return the reply; ``OSError`` if nobody listens."""
+    """Client side (blocking): send one request with our protocol range, return the reply (check it with
+    :func:`reply_version`); ``OSError`` if nobody listens."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout_s)
         sock.connect(str(path))
-        sock.sendall(json.dumps(payload).encode() + b"\n")
+        sock.sendall(json.dumps({**payload, "v": ADMIN_CURRENT, "vmin": ADMIN_MIN}).encode() + b"\n")
         chunks = []
         while True:
             chunk = sock.recv(65536)

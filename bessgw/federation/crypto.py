@@ -14,10 +14,12 @@ authenticated as associated data. Nonces are random: at gossip rates (thousands 
 key's planned life. Replay protection is not here but in :mod:`bessgw.federation.replay`, on the
 authenticated plaintext header.
 
-The format byte names the plaintext layout too: 0xB1 was wire format 1, 0xB2 is format 2 (the envelope
-binds every datagram to its receiver's boot, :mod:`bessgw.federation.wire`). A gateway drops the other
-format as ``format`` before trying to decrypt it, so a campus mixing both says so in its drop counters
-instead of misreading anything.
+The format byte names the plaintext layout, the *wire version*: ``0xB0 + version``. 0xB1 was wire format
+1 (no longer understood: dropped as ``format`` before decryption, as anything not starting with 0xB2..0xBF),
+0xB2 is version 2 (release 0.2.0), 0xB3 version 3, and so on (:mod:`bessgw.federation.wire` decides which
+versions it reads). The sealing layout itself is the same for every version, so a gateway can always open
+a datagram of a later version and read who sent it; it is authenticated as associated data, so nobody
+can relabel a datagram's version.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from bessgw.federation.errors import DatagramError
 
-#: first byte of every datagram: wire format 2 (a random datagram is refused here 255 times in 256)
+#: first byte of a datagram of wire version 2; version ``v`` is ``FORMAT_BASE + v``
 FORMAT = 0xB2
+FORMAT_BASE = 0xB0
+#: versions a format byte may name (1 was a layout without a preamble, long gone: refused as ``format``;
+#: a random datagram is refused here 242 times in 256)
+MIN_FORMAT_VERSION = 2
+MAX_FORMAT_VERSION = 15
 KEY_BYTES = 32
 KEY_ID_BYTES = 4
 NONCE_BYTES = 12
@@ -65,9 +72,11 @@ class KeyRing:
     def primary_id(self) -> bytes:
         return self._primary_id
 
-    def seal(self, plaintext: bytes) -> bytes:
-        """Encrypt and authenticate ``plaintext`` with the primary key."""
-        header = bytes([FORMAT]) + self._primary_id
+    def seal(self, plaintext: bytes, version: int = MIN_FORMAT_VERSION) -> bytes:
+        """Encrypt and authenticate ``plaintext`` (of wire ``version``) with the primary key."""
+        if not MIN_FORMAT_VERSION <= version <= MAX_FORMAT_VERSION:
+            raise ValueError(f"wire version {version} has no format byte")
+        header = bytes([FORMAT_BASE + version]) + self._primary_id
         nonce = os.urandom(NONCE_BYTES)
         return header + nonce + self._primary.encrypt(nonce, plaintext, header)
 
@@ -75,7 +84,7 @@ class KeyRing:
         """The plaintext of ``datagram``, or :class:`DatagramError` saying why not."""
         if len(datagram) < OVERHEAD_BYTES:
             raise DatagramError("short", f"{len(datagram)} bytes")
-        if datagram[0] != FORMAT:
+        if version_of(datagram) is None:
             raise DatagramError("format", f"first byte {datagram[0]:#04x}")
         header = datagram[: 1 + KEY_ID_BYTES]
         cipher = self._ciphers.get(header[1:])
@@ -86,3 +95,11 @@ class KeyRing:
             return cipher.decrypt(nonce, datagram[HEADER_BYTES:], header)
         except InvalidTag:
             raise DatagramError("auth", f"key id {header[1:].hex()}") from None
+
+
+def version_of(datagram: bytes) -> int | None:
+    """The wire version a sealed datagram's format byte names (None: not a format we can open)."""
+    if not datagram:
+        return None
+    version = datagram[0] - FORMAT_BASE
+    return version if MIN_FORMAT_VERSION <= version <= MAX_FORMAT_VERSION else None

@@ -14,6 +14,11 @@ Every datagram is bound to its receiver's current boot (:mod:`replay`). The node
 the datagrams it accepts and from membership gossip; a datagram it could not accept because it was not
 bound to its current boot is answered with a ``HELLO`` (at most one per sender per ``probe_timeout_s``),
 upon which the sender repeats what mattered: a probe still waiting for its ack, or its join.
+
+Every datagram is written in the wire version the receiver speaks (:mod:`versions`): a peer that told us
+its range gets the highest common one, an unknown peer our minimum (release 0.2.0's version 2), an
+incompatible peer nothing at all (it is not probed either); its state is not used. A datagram of a
+version we do not speak is dropped as ``version`` after its preamble has told us who sent it.
 """
 
 from __future__ import annotations
@@ -33,13 +38,17 @@ import structlog
 from bessgw.compat import TaskGroup, timeout
 from bessgw.config import FederationSection
 from bessgw.federation.boot import boot_stamp, next_boot
-from bessgw.federation.crypto import OVERHEAD_BYTES, KeyRing
+from bessgw.federation.crypto import OVERHEAD_BYTES, KeyRing, version_of
 from bessgw.federation.errors import DatagramError, UnboundDatagram
 from bessgw.federation.membership import Change, Member, Membership
 from bessgw.federation.replay import ReplayGuard
 from bessgw.federation.state import StateStore, split_items, split_parts
 from bessgw.federation.transport import Addr, Faults, UdpTransport
+from bessgw.federation.versions import PeerVersions
 from bessgw.federation.wire import (
+    OURS,
+    PREAMBLE_VERSION,
+    WIRE_KEY,
     DigestItem,
     Entry,
     Header,
@@ -47,16 +56,19 @@ from bessgw.federation.wire import (
     Message,
     MsgType,
     Status,
+    VersionRange,
     body_of,
-    decode,
+    decode_preamble,
+    decode_versioned,
     encode,
     pack,
     packed_size,
 )
 
 #: bytes kept free for the envelope and a message's own fields when filling a datagram with items: the
-#: envelope names two gateways (up to 66 bytes each) and three 9-byte numbers, the fields take ~40 more
-_ENVELOPE_RESERVE = 200
+#: envelope names two gateways (up to 66 bytes each), three 9-byte numbers and (version 3) a 4-byte version
+#: range, the fields take ~40 more
+_ENVELOPE_RESERVE = 208
 #: at most this many indirect probes relayed for others at once (a flood of PING_REQs cannot pile up tasks)
 _MAX_RELAYS = 64
 #: senders whose last HELLO time is remembered (the rate limit's memory bound)
@@ -78,8 +90,10 @@ class GossipNode:
         rng: random.Random | None = None,
         faults: Faults | None = None,
         state_dir: Path | None = None,
+        wire: VersionRange = OURS,
     ) -> None:
         self.id = node_id
+        self.wire = wire  #: the wire versions we speak (tests pose as other releases with another range)
         self.settings = settings
         self.keyring = KeyRing(keys if keys is not None else settings.campus_keys())
         self.log = log if log is not None else structlog.get_logger("bessgw.federation").bind(node=node_id)
@@ -91,6 +105,8 @@ class GossipNode:
         self.transport = UdpTransport(self._on_datagram, faults)
         self.replay = ReplayGuard(node_id, self.boot)
         self.drops: Counter[str] = Counter()
+        self.versions = PeerVersions(wire, clock)  #: what each peer speaks, hence what we write to it
+        self.sent_versions: Counter[int] = Counter()  #: datagrams sent per wire version
         self.handshakes = 0  #: first contacts answered with a HELLO (a joiner that knew only our address)
         self.changes: list[Callable[[Change], None]] = []  #: called for every membership status change
         self.on_state: list[Callable[[Entry], None]] = []  #: called for every state entry new to us
@@ -134,6 +150,7 @@ class GossipNode:
             boot=self.boot,
         )
         self.state = StateStore(self.id, self.boot, accept=self._accepts_owner)
+        self.set(WIRE_KEY, self.wire.to_value())  # our range, replicated even through release-0.2.0 peers
         self.log.info("federation_listening", addr=f"{self.addr[0]}:{self.addr[1]}", seeds=s.seeds, boot=self.boot)
         return self.addr
 
@@ -197,7 +214,18 @@ class GossipNode:
 
     def _accepts_owner(self, owner: str) -> bool:
         member = self._members.members.get(owner)
-        return member is not None and member.status != Status.LEFT
+        return member is not None and member.status != Status.LEFT and not self.incompatible(owner)
+
+    def incompatible(self, node: str) -> bool:
+        """Whether ``node``'s current life speaks no version we speak (never written to, state unused)."""
+        return self.versions.incompatible(node, self.boot_of(node))
+
+    def _learn_range(self, node: str, boot: int, speaks: VersionRange, source: Addr | None = None) -> None:
+        address = f"{source[0]}:{source[1]}" if source is not None else ""
+        if self.versions.learn(node, boot, speaks, address):
+            self.log.warning("federation_peer_incompatible", member=node, speaks=str(speaks), ours=str(self.wire))
+            if self.state is not None:
+                self.state.drop(node)
 
     def member_hash(self) -> bytes:
         items = [[u.node, u.incarnation, int(u.status)] for u in self._members.full_list()]
@@ -228,11 +256,15 @@ class GossipNode:
 
     def _send(self, to: str, addr: Addr, msg: Message, piggyback: bool = True, to_boot: int | None = None) -> None:
         """Seal ``msg`` for member ``to`` (``""``: known only by address) at ``addr``, bound to its boot."""
+        version = self.versions.version_for(to, self.boot_of(to)) if to else self.wire.min
+        if version is None:
+            return  # an incompatible peer: nothing we write would be understood (nor use up piggyback slots)
         if piggyback:
             msg = self._with_piggyback(msg)
         self._seq += 1
+        self.sent_versions[version] += 1
         header = Header(self.id, self.boot, self._seq, to, self.boot_of(to) if to_boot is None else to_boot)
-        self.transport.send(self.keyring.seal(encode(header, msg)), addr)
+        self.transport.send(self.keyring.seal(encode(header, msg, version, self.wire), version), addr)
 
     def _with_piggyback(self, msg: Message) -> Message:
         m = self._members
@@ -254,7 +286,7 @@ class GossipNode:
             started = self.clock()
             interval = self._members.scaled(self.settings.probe_interval_s)
             target = self._members.next_probe_target()
-            if target is not None:
+            if target is not None and not self.incompatible(target.node):
                 await self._probe(target, interval)
             await asyncio.sleep(max(0.0, interval - (self.clock() - started)))
 
@@ -298,7 +330,7 @@ class GossipNode:
         whenever round-robin order reaches it (and a live one is probed again, which only helps it refute).
         About ``2 * (expected + 1)`` members volunteer, whatever the campus size."""
         m = self._members
-        if node in self._confirming or self._tg is None or node == self.id:
+        if node in self._confirming or self._tg is None or node == self.id or self.incompatible(node):
             return
         expected = max(1, int(self.settings.suspicion_mult) - 2)
         if self.rng.random() >= min(1.0, 2 * (expected + 1) / max(1, m.alive_count() - 1)):
@@ -336,6 +368,8 @@ class GossipNode:
             if not len(self._members.queue):
                 continue
             for peer in self._members.random_peers(self.settings.gossip_fanout):
+                if self.incompatible(peer.node):
+                    continue  # nothing would be sent: keep the queued updates for the others
                 msg = self._with_piggyback(Message(MsgType.GOSSIP))
                 if not msg.members and not msg.entries:
                     break
@@ -414,7 +448,7 @@ class GossipNode:
 
     def _on_datagram(self, data: bytes, source: Addr) -> None:
         try:
-            header, msg = decode(self.keyring.open(data))
+            header, msg = self._open(data, source)
             if header.sender == self.id:
                 raise DatagramError("self", "a datagram claims to come from us (duplicate gateway id?)")
             if self.membership is None:
@@ -435,6 +469,21 @@ class GossipNode:
         except Exception as err:  # a bug in our handling must not take the socket down
             self._drop("internal", f"{type(err).__name__}: {err}", source)
             self.log.error("federation_handler_error", error=str(err), exc_info=True)
+
+    def _open(self, data: bytes, source: Addr) -> tuple[Header, Message]:
+        """Open and decode a datagram in the version it names; learn the sender's range on the way."""
+        plaintext = self.keyring.open(data)
+        version = version_of(data) or 0
+        if not self.wire.speaks(version):
+            if version >= PREAMBLE_VERSION:
+                header, speaks = decode_preamble(plaintext)
+                if header.sender != self.id:
+                    self._learn_range(header.sender, header.boot, speaks, source)
+            raise DatagramError("version", f"wire version {version}, this gateway speaks {self.wire}")
+        header, speaks, msg = decode_versioned(plaintext, version)
+        if speaks is not None and header.sender != self.id:
+            self._learn_range(header.sender, header.boot, speaks, source)
+        return header, msg
 
     def _drop(self, reason: str, detail: str, source: Addr) -> None:
         self.drops[reason] += 1
@@ -550,6 +599,13 @@ class GossipNode:
                 callback(change)
 
     def _notify_state(self, entry: Entry) -> None:
+        if entry.key == WIRE_KEY and entry.value is not None:
+            try:
+                self._learn_range(entry.owner, entry.generation, VersionRange.from_value(entry.value))
+            except ValueError:
+                self.drops["bad_range"] += 1
+            if self.incompatible(entry.owner):
+                return
         for callback in self.on_state:
             callback(entry)
 

@@ -37,7 +37,7 @@ from bessgw.federation.view import (
     aggregate,
     effective_quality,
 )
-from bessgw.federation.wire import Status
+from bessgw.federation.wire import OURS, WIRE_CURRENT, Status, VersionRange
 
 
 class FederationService:
@@ -55,6 +55,7 @@ class FederationService:
         leave_on_stop: bool = True,
         log: Any = None,
         state_dir: Path | None = None,
+        wire: VersionRange = OURS,
     ) -> None:
         self.settings = settings
         self.gateway_id = gateway_id
@@ -62,7 +63,8 @@ class FederationService:
         self.source = source  #: polled every publish interval for the current snapshots, when given
         self.log = log if log is not None else structlog.get_logger("bessgw.federation").bind(gateway=gateway_id)
         # the boot counter in state_dir keeps this gateway's epochs growing across restarts (boot.py)
-        self.node = GossipNode(gateway_id, settings, keys=keys, faults=faults, log=self.log, state_dir=state_dir)
+        self.node = GossipNode(gateway_id, settings, keys=keys, faults=faults, log=self.log, state_dir=state_dir,
+                               wire=wire)
         self.node.leave_on_stop = leave_on_stop
         self.invalid_values = 0  #: peers' entries that authenticated but did not parse as unit summaries
         self._latest: dict[str, UnitSummary] = {}
@@ -75,7 +77,7 @@ class FederationService:
         if self.node.addr is not None:
             return
         addr = await self.node.start()
-        self.node.set(IDENTITY_KEY, {"version": __version__, "addr": f"{addr[0]}:{addr[1]}",
+        self.node.set(IDENTITY_KEY, {"v": WIRE_CURRENT, "version": __version__, "addr": f"{addr[0]}:{addr[1]}",
                                      "started": time.time(), **{f"ep.{k}": v for k, v in self.endpoints.items()}})
 
     async def run(self) -> None:
@@ -122,7 +124,7 @@ class FederationService:
         self._publish_due()
 
     def _publish_capability(self, unit_id: str, cap: Any) -> None:
-        value = {"chem": cap.chemistry, "chg": cap.max_charge_kw, "dis": cap.max_discharge_kw,
+        value = {"v": WIRE_CURRENT, "chem": cap.chemistry, "chg": cap.max_charge_kw, "dis": cap.max_discharge_kw,
                  "kwh": cap.energy_kwh, "vendor": cap.vendor, "model": cap.model, "fw": cap.firmware_version}
         if self._capabilities.get(unit_id) != value:
             self._capabilities[unit_id] = value
@@ -167,12 +169,21 @@ class FederationService:
             return ()
         now = self.node.clock()
         rows = []
+        node = self.node
         for member in sorted(membership.members.values(), key=lambda m: (m.node != self.gateway_id, m.node)):
-            units = sum(1 for key, _, value in self.node.state.items(member.node)  # type: ignore[union-attr]
+            units = sum(1 for key, _, value in node.state.items(member.node)  # type: ignore[union-attr]
                         if key.startswith(UNIT_PREFIX) and value is not None)
-            rows.append(MemberInfo(member.node, f"{member.host}:{member.port}", member.status.name.lower(),
-                                   member.incarnation, max(0.0, now - member.since), member.node == self.gateway_id,
-                                   units))
+            local = member.node == self.gateway_id
+            known = node.versions.range_of(member.node, node.boot_of(member.node))
+            speaks = str(node.wire) if local else str(known.speaks) if known is not None else ""
+            status = "incompatible" if not local and node.incompatible(member.node) else member.status.name.lower()
+            rows.append(MemberInfo(member.node, f"{member.host}:{member.port}", status, member.incarnation,
+                                   max(0.0, now - member.since), local, units, speaks))
+        # incompatible gateways that wrote to us but are no members of ours (we cannot read their joins)
+        for peer in node.versions.incompatible_peers(node.boot_of):
+            if peer.node not in membership.members:
+                rows.append(MemberInfo(peer.node, peer.address, "incompatible", 0, max(0.0, now - peer.since),
+                                       False, 0, str(peer.speaks)))
         return tuple(rows)
 
     def campus_view(self) -> CampusView:

@@ -10,6 +10,11 @@ crosses this boundary as a bare dict. Quality rules (stale data is never shown a
 
 Ages use the source timestamp the owning gateway stamped (wall clock; campus gateways run NTP), as OPC UA
 source timestamps do. The aggregate counts power and energy of Good units only.
+
+Replicated values carry the wire version of their schema in ``v`` (absent: 2, release 0.2.0's). A value
+of a version this release does not read, or with an unknown required field (a name starting with ``!``),
+is not used; unknown optional fields are ignored. A gateway whose range does not meet ours is listed with
+status ``incompatible`` and none of its units.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bessgw.federation.wire import REQUIRED_PREFIX, WIRE_CURRENT, WIRE_MAX, WIRE_MIN
 from bessgw.model import Quality, UnitState
 
 UNIT_PREFIX = "unit/"
@@ -62,6 +68,7 @@ class UnitSummary:
 
     def to_value(self) -> dict[str, Any]:
         return {
+            "v": WIRE_CURRENT,
             "st": self.state.value, "q": self.quality.value, "soc": _num(self.soc_pct), "p": _num(self.p_kw),
             "chg": _num(self.available_charge_kw), "dis": _num(self.available_discharge_kw),
             "kwh": _num(self.energy_kwh), "ts": self.timestamp, "why": self.reason,
@@ -69,7 +76,9 @@ class UnitSummary:
 
     @classmethod
     def from_value(cls, unit_id: str, value: Mapping[str, Any]) -> UnitSummary:
-        """Parse a gossiped value; ``ValueError``/``KeyError``/``TypeError`` when it is not a unit summary."""
+        """Parse a gossiped value; ``ValueError``/``KeyError``/``TypeError`` when it is not a unit summary
+        of a version we read."""
+        check_value_version(value)
         return cls(
             unit_id=unit_id, state=UnitState(value["st"]), quality=Quality(value["q"]),
             soc_pct=_float(value["soc"]), p_kw=_float(value["p"]), available_charge_kw=_float(value["chg"]),
@@ -107,6 +116,7 @@ class MemberInfo:
     in_status_s: float
     local: bool
     units: int
+    speaks: str = ""  #: the wire versions it told us it speaks ("2..3"; "" if it never said: release 0.2.0)
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,17 @@ class CampusView:
     members: tuple[MemberInfo, ...]
     units: tuple[CampusUnit, ...]
     aggregate: CampusAggregate
+
+
+def check_value_version(value: Mapping[str, Any]) -> int:
+    """The schema version of a replicated value, or ``ValueError`` if we must not use it."""
+    version = value.get("v", WIRE_MIN)
+    if isinstance(version, bool) or not isinstance(version, int) or not WIRE_MIN <= version <= WIRE_MAX:
+        raise ValueError(f"value version {version!r:.20}, this gateway reads {WIRE_MIN}..{WIRE_MAX}")
+    required = [name for name in value if isinstance(name, str) and name.startswith(REQUIRED_PREFIX)]
+    if required:
+        raise ValueError(f"unknown required value fields {sorted(required)[:5]}")
+    return version
 
 
 def effective_quality(reported: Quality, age_s: float, local: bool, peer_status: str,

@@ -1,4 +1,22 @@
-"""The gossip wire format (format 2): msgpack messages, strictly validated on the way in.
+"""The gossip wire formats (versions 2 and 3): msgpack messages, strictly validated on the way in.
+
+Versions. Every datagram names its wire version in its sealing format byte (``0xB0 + version``,
+:mod:`bessgw.federation.crypto`). A gateway speaks a :class:`VersionRange` (min/current/max, as
+memberlist's ``vsn`` fields) and writes to each peer the highest version up to its own current that the
+peer speaks; a peer whose range does not meet ours is *incompatible*: shown as such, never written to,
+its state never used. Release 0.2.0 spoke version 2 without saying so, which is why a peer that has not
+told us its range is written to at our minimum. A gateway tells its range in the envelope of every
+datagram of version 3 or later and in its replicated ``wire`` key (``{"min", "cur", "max"}``), which old
+gateways replicate without understanding, so two new gateways find each other's range even through an
+old one. ``docs/compatibility.md`` states the policy.
+
+Version 2 (release 0.2.0): the envelope ``[sender, boot, seq, to, to_boot, body]``; every field known,
+anything unknown refused (``invalid``). Version 3: ``[sender, boot, seq, to, to_boot, [min, cur, max],
+body]``. The first six elements are the *preamble*, kept by every later version, so a datagram of a
+version we do not speak still tells us who sent it and what it speaks. In a version-3 body an unknown
+key is ignored (an optional field of a later release) unless its name starts with ``!`` (a required
+one: refused as ``required_field``), and arrays (member updates, entries, digest items, delta parts) may
+carry trailing fields we do not know, which are ignored.
 
 One datagram carries one message: the authenticated envelope ``[sender, boot, seq, to, to_boot, body]``.
 ``sender``/``boot`` name the sending gateway and its current life, ``seq`` numbers its datagrams within
@@ -47,6 +65,73 @@ MAX_ITEMS = 1024
 MAX_VALUE_FIELDS = 64
 MAX_STR = 512
 MAX_INT = 2**63 - 1
+
+#: the wire versions this release speaks (release 0.2.0 spoke 2 only, implicitly)
+WIRE_MIN = 2
+WIRE_CURRENT = 3
+WIRE_MAX = 3
+#: the first version whose envelope carries the preamble with the sender's range
+PREAMBLE_VERSION = 3
+#: the replicated key in which every gateway advertises its range
+WIRE_KEY = "wire"
+#: body keys starting with this are required: a receiver that does not know one refuses the datagram
+REQUIRED_PREFIX = "!"
+_BODY_KEYS = frozenset({"t", "q", "tg", "a", "r", "j", "mh", "sh", "m", "d", "ms", "dg", "dp"})
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRange:
+    """The versions a gateway speaks: it reads any of ``min..max`` and prefers to write ``current``."""
+
+    min: int
+    current: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.current <= self.max <= 255:
+            raise ValueError(f"a version range needs 1 <= min <= current <= max <= 255 (got {self})")
+
+    def __str__(self) -> str:
+        return f"{self.min}..{self.max}" if self.min != self.max else str(self.min)
+
+    def speaks(self, version: int) -> bool:
+        return self.min <= version <= self.max
+
+    def version_for(self, peer: VersionRange) -> int | None:
+        """The version to write to ``peer``: the highest up to our current that it reads (None: none)."""
+        version = min(self.current, peer.max)
+        return version if version >= max(self.min, peer.min) and self.speaks(version) else None
+
+    def compatible(self, peer: VersionRange) -> bool:
+        return self.version_for(peer) is not None
+
+    def to_wire(self) -> list[int]:
+        return [self.min, self.current, self.max]
+
+    def to_value(self) -> dict[str, Any]:
+        """The replicated ``wire`` key's value."""
+        return {"min": self.min, "cur": self.current, "max": self.max}
+
+    @classmethod
+    def from_wire(cls, raw: Any) -> VersionRange:
+        r = _list(raw, "version range")
+        if len(r) < 3:
+            raise ValueError("version range must be [min, current, max]")
+        try:
+            return cls(_uint(r[0], "min"), _uint(r[1], "current"), _uint(r[2], "max"))
+        except ValueError as err:
+            raise ValueError(f"bad version range: {err}") from None
+
+    @classmethod
+    def from_value(cls, value: Any) -> VersionRange:
+        """From a replicated ``wire`` value; ``ValueError`` if it is not one."""
+        if not isinstance(value, dict):
+            raise ValueError("wire value must be a map")
+        return cls.from_wire([value.get("min"), value.get("cur"), value.get("max")])
+
+
+#: what this release speaks
+OURS = VersionRange(WIRE_MIN, WIRE_CURRENT, WIRE_MAX)
 
 
 class MsgType(enum.IntEnum):
@@ -193,8 +278,12 @@ def body_of(msg: Message) -> dict[str, Any]:
     return body
 
 
-def encode(header: Header, msg: Message) -> bytes:
-    return pack([header.sender, header.boot, header.seq, header.to, header.to_boot, body_of(msg)])
+def encode(header: Header, msg: Message, version: int = WIRE_MIN, speaks: VersionRange = OURS) -> bytes:
+    """The plaintext of ``msg`` in wire ``version`` (2: release 0.2.0's envelope; 3+: with our range)."""
+    preamble = [header.sender, header.boot, header.seq, header.to, header.to_boot]
+    if version < PREAMBLE_VERSION:
+        return pack([*preamble, body_of(msg)])
+    return pack([*preamble, speaks.to_wire(), body_of(msg)])
 
 
 def pack(obj: Any) -> bytes:
@@ -209,8 +298,42 @@ def packed_size(item: Any) -> int:
 # ------------------------------------------------------------------------------------------ decode
 
 
-def decode(plaintext: bytes) -> tuple[Header, Message]:
-    """Parse and validate a decrypted datagram, or raise :class:`DatagramError` (``malformed``/``invalid``)."""
+def decode(plaintext: bytes, version: int = WIRE_MIN) -> tuple[Header, Message]:
+    """Parse and validate a decrypted datagram of wire ``version`` (2 or 3), or raise :class:`DatagramError`
+    (``malformed``/``invalid``/``required_field``)."""
+    header, _speaks, msg = decode_versioned(plaintext, version)
+    return header, msg
+
+
+def decode_versioned(plaintext: bytes, version: int) -> tuple[Header, VersionRange | None, Message]:
+    """As :func:`decode`, with the sender's range from the preamble (None: version 2 has none)."""
+    raw = _unpack(plaintext)
+    try:
+        if version < PREAMBLE_VERSION:
+            return _header(raw), None, _message(raw[5], strict=True)
+        header, speaks = _preamble(raw)
+        return header, speaks, _message(raw[6], strict=False)
+    except (TypeError, ValueError, KeyError, IndexError) as err:
+        raise DatagramError("invalid", str(err)) from None
+
+
+def decode_preamble(plaintext: bytes) -> tuple[Header, VersionRange]:
+    """Who sent a datagram of version 3 or later, and the range it speaks, without reading its body (a
+    datagram of a version we do not speak still says that much)."""
+    raw = _unpack(plaintext)
+    try:
+        return _preamble(raw)
+    except (TypeError, ValueError, KeyError, IndexError) as err:
+        raise DatagramError("invalid", str(err)) from None
+
+
+def _preamble(raw: Any) -> tuple[Header, VersionRange]:
+    if not isinstance(raw, list) or len(raw) < 7:
+        raise ValueError("envelope must be [sender, boot, seq, to, to_boot, [min, cur, max], body, ...]")
+    return _header([*raw[:5], None]), VersionRange.from_wire(raw[5])
+
+
+def _unpack(plaintext: bytes) -> Any:
     try:
         raw = msgpack.unpackb(
             plaintext,
@@ -225,10 +348,7 @@ def decode(plaintext: bytes) -> tuple[Header, Message]:
         )
     except Exception as err:  # msgpack raises a zoo of types (ExtraData, ValueError, FormatError, ...)
         raise DatagramError("malformed", f"{type(err).__name__}: {err}") from None
-    try:
-        return _header(raw), _message(raw[5])
-    except (TypeError, ValueError, KeyError, IndexError) as err:
-        raise DatagramError("invalid", str(err)) from None
+    return raw
 
 
 def _header(raw: Any) -> Header:
@@ -241,12 +361,17 @@ def _header(raw: Any) -> Header:
     return Header(_ident(raw[0], "sender"), _uint(raw[1], "boot"), _uint(raw[2], "seq"), to, to_boot)
 
 
-def _message(body: Any) -> Message:
+def _message(body: Any, strict: bool) -> Message:
+    """The body; ``strict`` (version 2) refuses any unknown key, otherwise only unknown required ones."""
     if not isinstance(body, dict):
         raise ValueError("body must be a map")
-    unknown = set(body) - {"t", "q", "tg", "a", "r", "j", "mh", "sh", "m", "d", "ms", "dg", "dp"}
-    if unknown:
+    unknown = set(body) - _BODY_KEYS
+    if unknown and strict:
         raise ValueError(f"unknown body keys {sorted(unknown)}")
+    required = sorted(k for k in unknown if k.startswith(REQUIRED_PREFIX))
+    if required:
+        raise DatagramError("required_field", f"unknown required body keys {required[:5]}")
+    lenient = not strict  # arrays may then be longer than we know (trailing optional fields)
     msg_type = MsgType(_uint(body["t"], "t"))
     addr = None
     if "a" in body:
@@ -263,17 +388,17 @@ def _message(body: Any) -> Message:
         join=_bool(body.get("j", False), "j"),
         member_hash=_bytes(body.get("mh", b""), "mh"),
         state_hash=_bytes(body.get("sh", b""), "sh"),
-        members=tuple(_member(m) for m in _list(body.get("m", []), "m")),
-        entries=tuple(_entry(e) for e in _list(body.get("d", []), "d")),
-        full_members=tuple(_member(m) for m in _list(body.get("ms", []), "ms")),
-        digest=tuple(_digest(d) for d in _list(body.get("dg", []), "dg")),
-        deltas=tuple(_delta(p) for p in _list(body.get("dp", []), "dp")),
+        members=tuple(_member(m, lenient) for m in _list(body.get("m", []), "m")),
+        entries=tuple(_entry(e, lenient) for e in _list(body.get("d", []), "d")),
+        full_members=tuple(_member(m, lenient) for m in _list(body.get("ms", []), "ms")),
+        digest=tuple(_digest(d, lenient) for d in _list(body.get("dg", []), "dg")),
+        deltas=tuple(_delta(p, lenient) for p in _list(body.get("dp", []), "dp")),
     )
 
 
-def _member(raw: Any) -> MemberUpdate:
+def _member(raw: Any, lenient: bool = False) -> MemberUpdate:
     m = _list(raw, "member")
-    if len(m) != 7:
+    if not 7 <= len(m) <= (7 if not lenient else MAX_ITEMS):
         raise ValueError("member update must have 7 fields")
     by = m[5]
     return MemberUpdate(
@@ -282,23 +407,23 @@ def _member(raw: Any) -> MemberUpdate:
     )
 
 
-def _entry(raw: Any) -> Entry:
+def _entry(raw: Any, lenient: bool = False) -> Entry:
     e = _list(raw, "entry")
-    if len(e) != 5:
+    if not 5 <= len(e) <= (5 if not lenient else MAX_ITEMS):
         raise ValueError("entry must have 5 fields")
     return Entry(_ident(e[0], "owner"), _uint(e[1], "generation"), _uint(e[2], "version"), _key(e[3]), _value(e[4]))
 
 
-def _digest(raw: Any) -> DigestItem:
+def _digest(raw: Any, lenient: bool = False) -> DigestItem:
     d = _list(raw, "digest")
-    if len(d) != 3:
+    if not 3 <= len(d) <= (3 if not lenient else MAX_ITEMS):
         raise ValueError("digest item must have 3 fields")
     return DigestItem(_ident(d[0], "owner"), _uint(d[1], "generation"), _uint(d[2], "watermark"))
 
 
-def _delta(raw: Any) -> DeltaPart:
+def _delta(raw: Any, lenient: bool = False) -> DeltaPart:
     p = _list(raw, "delta")
-    if len(p) != 5:
+    if not 5 <= len(p) <= (5 if not lenient else MAX_ITEMS):
         raise ValueError("delta part must have 5 fields")
     base, upto = _uint(p[2], "base"), _uint(p[3], "upto")
     if upto < base:
@@ -306,7 +431,7 @@ def _delta(raw: Any) -> DeltaPart:
     entries = []
     for raw_entry in _list(p[4], "delta entries"):
         e = _list(raw_entry, "delta entry")
-        if len(e) != 3:
+        if not 3 <= len(e) <= (3 if not lenient else MAX_ITEMS):
             raise ValueError("delta entry must be [key, version, value]")
         entries.append((_key(e[0]), _uint(e[1], "version"), _value(e[2])))
     return DeltaPart(_ident(p[0], "owner"), _uint(p[1], "generation"), base, upto, tuple(entries))

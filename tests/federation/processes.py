@@ -20,7 +20,8 @@ class NodeProcess:
     """One node process: JSON command per line on stdin, JSON answer per line on stdout."""
 
     def __init__(self, node_id: str, key: str, seeds: list[str], units: int = 2, *, bind: str = "127.0.0.1:0",
-                 args: tuple[str, ...] = (), **overrides: Any) -> None:
+                 args: tuple[str, ...] = (), root: Path = REPO_ROOT, **overrides: Any) -> None:
+        """``root``: the source tree to run (another release's, exported by ``tests.release``)."""
         self.id = node_id
         cmd = [sys.executable, "-m", "tests.federation.run_node", "--id", node_id, "--bind", bind,
                "--key", key, "--units", str(units), *args]
@@ -29,8 +30,9 @@ class NodeProcess:
         for name, value in {**FAST, **overrides}.items():
             cmd += ["--set", f"{name}={json.dumps(value)}"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, bufsize=1, cwd=REPO_ROOT,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                     text=True, bufsize=1, cwd=root,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1",
+                                              **({"PYTHONPATH": str(root)} if root != REPO_ROOT else {})))
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.proc.stdout, selectors.EVENT_READ)
         ready = self._read(20.0)["ready"]

@@ -160,6 +160,7 @@ class Runner:
             members = node.membership.members if node.membership else {}
             return {"drops": dict(node.drops), "handshakes": node.handshakes,
                     "traffic": asdict(node.transport.counters), "boot": node.boot,
+                    "sent_versions": {str(v): n for v, n in getattr(node, "sent_versions", {}).items()},
                     "incarnation": node.membership.me.incarnation if node.membership else None,
                     "boots": {name: node.boot_of(name) for name in members if name != node.id}}
         if cmd == "captured":

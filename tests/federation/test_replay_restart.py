@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bessgw.federation.crypto import KeyRing
+from bessgw.federation.crypto import KeyRing, version_of
 from bessgw.federation.wire import decode
 from bessgw.testing import wait_until_sync as poll_until
 from tests.federation.conftest import new_key
@@ -48,7 +48,7 @@ def refused(node: NodeProcess) -> Counter[str]:
 
 def expected_reason(ring: KeyRing, data: bytes, receiver: str) -> str:
     """Why ``receiver`` (restarted, or having seen ``data`` before) must refuse ``data``, from its envelope."""
-    header, _ = decode(ring.open(data))
+    header, _ = decode(ring.open(data), version_of(data) or 0)
     if header.sender == receiver:
         return "self"
     if header.to != receiver:

@@ -145,3 +145,31 @@ def test_a_second_gateway_on_the_same_state_dir_is_refused_with_exit_78(gateway)
     assert result.stderr == (f"{process.config}: gateway.state_dir: a gateway is already running with {state}"
                              " (its admin.sock answers); stop it first\n")
     assert raw_request(state, b'{"cmd":"status"}\n')["ok"] is True  # the first one was not disturbed
+
+
+def test_protocol_versions_answer_each_client_in_its_own_or_say_clearly_why_not(gateway) -> None:
+    """Release 0.2.0's client (no "v") gets its reply unchanged; this release's gets "v" and the release; a
+    client of a later protocol only, or one requiring a field we do not know, is refused with exit code 70."""
+    from bessgw.daemon.admin import ADMIN_CURRENT, ADMIN_MAX, ADMIN_MIN
+
+    _process, state = gateway
+    old = raw_request(state, b'{"cmd":"status"}\n')
+    assert old["ok"] is True and "v" not in old and "release" not in old
+    current = raw_request(state, json.dumps({"cmd": "status", "v": ADMIN_CURRENT, "vmin": ADMIN_MIN}).encode() + b"\n")
+    assert current["ok"] is True and current["v"] == ADMIN_CURRENT and current["release"] == current["version"]
+    # a later client that still reads ours is answered in ours
+    later = raw_request(state, json.dumps({"cmd": "status", "v": ADMIN_MAX + 3, "vmin": ADMIN_MIN}).encode() + b"\n")
+    assert later["ok"] is True and later["v"] == ADMIN_CURRENT
+    future = raw_request(state, json.dumps({"cmd": "status", "v": ADMIN_MAX + 3, "vmin": ADMIN_MAX + 1}).encode()
+                         + b"\n")
+    assert future["ok"] is False and future["exit_code"] == 70
+    assert f"speaks admin protocol {ADMIN_MIN}..{ADMIN_MAX}" in future["error"], future
+    assert "use the bessgw command of the gateway's release" in future["error"]
+    required = raw_request(state, b'{"cmd":"status","v":2,"!dry_run":true}\n')
+    assert required["ok"] is False and "!dry_run" in required["error"] and required["exit_code"] == 70
+    optional = raw_request(state, b'{"cmd":"status","v":2,"dry_run":true}\n')
+    assert optional["ok"] is True
+    for bad in (b'{"cmd":"status","v":true}\n', b'{"cmd":"status","v":"2"}\n', b'{"cmd":"status","v":0}\n',
+                b'{"cmd":"status","v":2,"vmin":3}\n'):
+        reply = raw_request(state, bad)
+        assert reply["ok"] is False and reply["exit_code"] == 70, (bad, reply)

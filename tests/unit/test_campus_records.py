@@ -58,7 +58,7 @@ def body_of(record) -> dict:
         (body_of(share()) | {"v": True}, "schema version True"),
         ({k: v for k, v in body_of(share()).items() if k != "v"}, "schema version None"),
         (body_of(share()) | {"kind": "setpoint"}, "expected a share record"),
-        (body_of(share()) | {"boost": 1}, "unknown fields ['boost']"),
+        (body_of(share()) | {"!boost": 1}, "unknown required fields ['!boost']"),
         ({k: v for k, v in body_of(share()).items() if k != "p_kw"}, "missing fields ['p_kw']"),
         (body_of(share()) | {"p_kw": "13000"}, "share.p_kw: expected a number"),
         (body_of(share()) | {"p_kw": True}, "share.p_kw: expected a number"),
@@ -115,3 +115,16 @@ def test_command_ids() -> None:
     assert not valid_command_id("")
     assert not valid_command_id("has space")
     assert not valid_command_id("x" * 200)
+
+
+def test_record_versions_follow_the_compatibility_policy() -> None:
+    """A newer record is refused as such (counted like a corrupt one); an optional field of a later release
+    is ignored; what this release writes is what release 0.2.0 reads: version 1, exactly its fields."""
+    from bessgw.campus.records import RECORD_MAX, SCHEMA_VERSION
+    from bessgw.errors import NewerRecordError
+
+    assert SCHEMA_VERSION == 1 and json.loads(share().encode())["v"] == 1
+    assert set(json.loads(share().encode())) == {"v", "kind", *Share.CHECKS}
+    with pytest.raises(NewerRecordError, match="newer release"):
+        Share.decode(corrupt(body_of(share()) | {"v": RECORD_MAX + 1}), "shares/gw1")
+    assert Share.decode(corrupt(body_of(share()) | {"zone": "north"})) == share()

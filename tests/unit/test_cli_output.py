@@ -64,3 +64,24 @@ def test_members_and_campus_tables_widen_for_long_gateway_ids() -> None:
     header, rows = campus[2], campus[3:]
     ends = {line.index("10.0") + len("10.0") for line in rows}
     assert ends == {header.index("share kW") + len("share kW")}, campus
+
+
+def test_members_table_shows_incompatible_gateways_and_each_wire_range() -> None:
+    from bessgw.federation.admin import format_members
+
+    rows = [
+        {"gateway_id": "gw1", "local": True, "address": "10.0.0.1:7946", "status": "alive", "incarnation": 1,
+         "in_status_s": 5.0, "units": 2, "speaks": "2..3"},
+        {"gateway_id": "gw-old", "local": False, "address": "10.0.0.2:7946", "status": "alive", "incarnation": 3,
+         "in_status_s": 1.0, "units": 4, "speaks": ""},
+        {"gateway_id": "gw-next", "local": False, "address": "10.0.0.3:7946", "status": "incompatible",
+         "incarnation": 0, "in_status_s": 9.0, "units": 0, "speaks": "4..5"},
+    ]
+    lines = format_members(rows).splitlines()
+    assert lines[0].split() == ["GATEWAY", "ADDRESS", "STATUS", "INC", "FOR", "UNITS", "WIRE"]
+    assert lines[1].split()[-1] == "2..3" and lines[2].split()[-1] == "-" and lines[3].split()[-2:] == ["0", "4..5"]
+    assert {line.index("10.0.0.") for line in lines[1:]} == {lines[0].index("ADDRESS")}
+    assert {line.rindex(line.split()[-1]) for line in lines} == {lines[0].index("WIRE")}  # one column
+    # a release-0.2.0 gateway's rows have no "speaks" at all
+    old = [{k: v for k, v in row.items() if k != "speaks"} for row in rows[:2]]
+    assert format_members(old).splitlines()[1].split()[-1] == "-"

@@ -128,12 +128,14 @@ class FederationCollector:
         if service is None:
             return
         node = service.node
-        by_status: dict[str, int] = {"alive": 0, "suspect": 0, "dead": 0, "left": 0}
+        by_status: dict[str, int] = {"alive": 0, "suspect": 0, "dead": 0, "left": 0, "incompatible": 0}
         membership = node.membership
         if membership is not None:
             for member in membership.members.values():
-                name = member.status.name.lower()
+                name = "incompatible" if node.incompatible(member.node) else member.status.name.lower()
                 by_status[name] = by_status.get(name, 0) + 1
+            by_status["incompatible"] += sum(1 for p in node.versions.incompatible_peers(node.boot_of)
+                                             if p.node not in membership.members)
         yield gauge("bessgw_gossip_members", "Campus members by state, as this gateway sees them", ["state"],
                     [((state,), n) for state, n in sorted(by_status.items())])
         traffic = node.transport.counters
