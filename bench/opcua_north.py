@@ -56,6 +56,14 @@ BARE_VARIABLES = ("SocPct", "PowerKw", "ReactivePowerKvar", "DcVoltageV", "DcCur
                   "CellTempMaxC", "CellVoltageMinV", "CellVoltageMaxV", "SohPct")
 
 
+def rss_mb() -> float:
+    """This process's resident set size (Linux ``/proc``), in MB."""
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -77,7 +85,8 @@ async def _gateway(conn: Any, tmp: Path) -> None:
     import structlog
     from asyncua import ua
 
-    from bessgw.config import OpcUaSettings, OpcUaUser, UnitDefaults
+    from bessgw.config import ControlSection, OpcUaSettings, OpcUaUser, UnitDefaults
+    from bessgw.control.service import ControlService
     from bessgw.model import SiteLimits
     from bessgw.northbound import publisher as publisher_module
     from bessgw.northbound.passwords import hash_password
@@ -150,7 +159,11 @@ async def _gateway(conn: Any, tmp: Path) -> None:
         users=[OpcUaUser(name="operator", password_hash=hash_password(PASSWORD), role="operator")],
         sampling_interval_s=SAMPLING_INTERVAL_S, pki_dir=tmp / "pki", max_sessions=4,
     )
-    server = OpcUaServer(settings, GATEWAY_ID, directory, tmp / "state", structlog.get_logger("bench-opcua"))
+    # the daemon's control plane (default [control]): SetPower is journaled, arbitrated and written by its loop
+    control = ControlService(ControlSection(), supervisors, tmp / "state", structlog.get_logger("bench-control"))
+    tasks.append(loop.create_task(control.run()))
+    server = OpcUaServer(settings, GATEWAY_ID, directory, tmp / "state", structlog.get_logger("bench-opcua"),
+                         control=lambda: control)
     server_task = loop.create_task(server.run())
     started = time.monotonic()
     waiter = loop.create_task(server.started.wait())
@@ -181,6 +194,7 @@ async def _gateway(conn: Any, tmp: Path) -> None:
             "poll_cycle_ms_p50": round(percentile(intervals, 50), 1),
             "poll_cycle_ms_p99": round(percentile(intervals, 99), 1),
             "poll_cycle_ms_max": round(max(intervals, default=float("nan")), 1),
+            "rss_mb": round(rss_mb(), 1),
         }
 
     async def bare(rounds: int) -> dict[str, Any]:
@@ -351,6 +365,8 @@ def main() -> None:
               f"written at {phase['publish_us_per_value']} us/value, poll cycle p50 {phase['poll_cycle_ms_p50']} ms "
               f"p99 {phase['poll_cycle_ms_p99']} ms max {phase['poll_cycle_ms_max']} ms (nominal "
               f"{POLL_INTERVAL_S * 1000:.0f} ms)")
+    print(f"  gateway RSS: {no_sub['rss_mb']} MB without a client, {with_sub['rss_mb']} MB with the client "
+          f"subscribed to everything (target <= 150 MB)")
     print(f"  notifications delivered: {with_sub['notifications_per_s']}/s")
     print(f"  bare write_attribute_value: {bare['us_per_value']} us/value ({bare_sub['us_per_value']} us/value with"
           f" the subscriber); gateway/bare ratio {ratio and round(ratio, 2)} (no subscriber),"
@@ -376,6 +392,7 @@ def main() -> None:
         "ratio_vs_bare_no_sub": ratio and round(ratio, 2), "ratio_vs_bare_sub": ratio_sub and round(ratio_sub, 2),
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
+        "rss_mb_no_sub": no_sub["rss_mb"], "rss_mb_sub": with_sub["rss_mb"],
     }
     print(json.dumps(summary))
 
