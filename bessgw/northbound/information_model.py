@@ -479,13 +479,8 @@ async def mark_waiting(server: Server, instance: Instance) -> None:
             await server.write_attribute_value(nodeid, waiting)
 
 
-async def delete_instance(server: Server, parent: ua.NodeId, instance: Instance) -> None:
-    """Delete an instance and everything under it.
-
-    asyncua's ``delete_nodes`` scans the whole address space for references to every deleted node
-    (about a second per unit, blocking the event loop). Only the parent's reference points into the
-    instance from outside, so delete that one and the nodes themselves without the scan.
-    """
+def instance_nodeids(server: Server, instance: Instance) -> list[ua.NodeId]:
+    """The instance's node and every node under it (hierarchical references, forward)."""
     nodeids: list[ua.NodeId] = []
     pending = [instance.node.nodeid]
     aspace = server.iserver.aspace
@@ -495,6 +490,18 @@ async def delete_instance(server: Server, parent: ua.NodeId, instance: Instance)
         for ref in aspace[nodeid].references:
             if ref.IsForward and ref.ReferenceTypeId in _HIERARCHICAL and ref.NodeId in aspace:
                 pending.append(ref.NodeId)
+    return nodeids
+
+
+async def delete_instance(server: Server, parent: ua.NodeId, instance: Instance) -> None:
+    """Delete an instance and everything under it.
+
+    asyncua's ``delete_nodes`` scans the whole address space for references to every deleted node
+    (about a second per unit, blocking the event loop). Only the parent's reference points into the
+    instance from outside, so delete that one and the nodes themselves without the scan.
+    """
+    nodeids = instance_nodeids(server, instance)
+    aspace = server.iserver.aspace
     service = server.iserver.node_mgt_service
     service.delete_references([
         ua.DeleteReferencesItem(SourceNodeId=parent, ReferenceTypeId=ref.ReferenceTypeId, IsForward=ref.IsForward,

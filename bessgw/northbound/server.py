@@ -39,6 +39,7 @@ from bessgw.northbound.access import (
 from bessgw.northbound.campus import CampusMirror, CampusProvider
 from bessgw.northbound.campus_methods import CampusDispatchNodes
 from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_certificate
+from bessgw.northbound.compaction import Compactor
 from bessgw.northbound.connections import ConnectionGuard, ConnectionLimits, current_channel_unsecured
 from bessgw.northbound.events import AlarmEvents
 from bessgw.northbound.methods import Applied, CommandHandler, CommandRejected, ControlProvider
@@ -89,6 +90,7 @@ class OpcUaServer:
         self.trust_list: TrustList | None = None
         self.publisher: Publisher | None = None
         self._server: Server | None = None
+        self._compactor: Compactor | None = None
         self._types: model.Types | None = None
         self._gateway: model.Instance | None = None
         self._units: dict[str, model.Instance] = {}
@@ -193,6 +195,8 @@ class OpcUaServer:
             await model.create_campus_types(server, self._types)
             self.campus_mirror = CampusMirror(server, self._types, self.publisher, self.campus,
                                               settings.sampling_interval_s, self.log)
+        self._compactor = Compactor(server.iserver.aspace)
+        self._compactor.compact()  # the standard address space and our types: ~40 % of their memory
         return server
 
     async def _load_certificate(self, server: Server, application_uri: str) -> None:
@@ -358,6 +362,8 @@ class OpcUaServer:
             server.link_method(method, handler)
 
         instance = await model.create_unit(server, self._types, self._gateway, self.gateway_id, unit_id, link)
+        if self._compactor is not None:  # ~0.5 MB of asyncua objects per unit otherwise
+            self._compactor.compact(model.instance_nodeids(server, instance))
         self._units[unit_id] = instance
         self._setpoint_nodes[instance.child("PowerSetpointKw")] = (unit_id, "p")
         self._setpoint_nodes[instance.child("ReactivePowerSetpointKvar")] = (unit_id, "q")
