@@ -239,9 +239,15 @@ class Counter:
 
     def __init__(self) -> None:
         self.notifications = 0
+        self.status_changes: list[str] = []
 
     def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
         self.notifications += 1
+
+    def status_change_notification(self, status: Any) -> None:
+        """The server ended or degraded the subscription (e.g. BadTimeout when the client fell behind)."""
+        self.status_changes.append(str(getattr(status, "Status", status)))
+        print(f"subscription status change: {self.status_changes[-1]}", file=sys.stderr, flush=True)
 
 
 async def set_power_everywhere(client: Any, ns: int, ask: Any, tag: str) -> dict[str, Any]:

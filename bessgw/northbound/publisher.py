@@ -47,8 +47,11 @@ from bessgw.unit import UnitSnapshot, UnitSupervisor
 _UTC = dt.timezone.utc
 #: told (unit id, unit node, alarms raised, alarms cleared, measurement time) when a unit's alarm set changes
 AlarmListener = Callable[[str, ua.NodeId, set[str], set[str], dt.datetime], Awaitable[None]]
-#: yield to the event loop after this many units with writes, so a poll loop waits at most one slice
-_UNITS_PER_SLICE = 10
+#: the longest part of a sampling interval published at once (see :meth:`Publisher.run`)
+_PART_S = 0.1
+#: yield to the event loop once the units written since the last yield took this long (s), so a poll or
+#: a command waits at most about one slice behind the publisher, however costly the subscribers make a unit
+_SLICE_S = 0.002
 
 _GOOD = ua.StatusCode(ua.StatusCodes.Good)
 _DOUBLE = ua.VariantType.Double
@@ -176,30 +179,42 @@ class Publisher:
         return entry[1] if entry else None
 
     async def run(self) -> None:
-        """Publish every interval until cancelled (missed slots are skipped, not bunched up)."""
+        """Publish every interval until cancelled (missed slots are skipped, not bunched up).
+
+        An interval longer than :data:`_PART_S` is published in parts, each a share of the units, spread
+        evenly over it: every unit is still sampled once per interval, but a subscriber's notifications
+        leave in several small publish responses instead of one burst of every value (asyncua encodes a
+        response in one go: ~10 ms per 3,000 values, during which a command or a poll waits).
+        """
         loop = asyncio.get_running_loop()
+        parts = max(1, round(self.interval_s / _PART_S))
+        step_s = self.interval_s / parts
         next_at = loop.time()
+        part = 0
         while True:
-            await self.publish_once()
-            next_at += self.interval_s
+            await self.publish_once(part, parts)
+            part = (part + 1) % parts
+            next_at += step_s
             now = loop.time()
             if next_at < now:
-                next_at = now + self.interval_s - ((now - next_at) % self.interval_s)
+                next_at = now + step_s - ((now - next_at) % step_s)
             await asyncio.sleep(next_at - now)
 
-    async def publish_once(self) -> None:
+    async def publish_once(self, part: int = 0, parts: int = 1) -> None:
+        """Publish every ``parts``-th unit starting at ``part`` (all by default), and the gateway with part 0."""
         started = time.perf_counter()
         now = self._server_time = dt.datetime.now(_UTC)  # one timestamp per cycle: cheaper than per value
-        busy = 0
-        for supervisor, published in list(self.units.values()):
-            if await self._publish_unit(supervisor, published, now):
-                busy += 1
-                if busy % _UNITS_PER_SLICE == 0:
-                    await asyncio.sleep(0)
-        if self.gateway is not None:
-            await self._publish_gateway(self.gateway, now)
-        self.cycles += 1
-        self.last_cycle_s = time.perf_counter() - started
+        slice_started = started
+        for supervisor, published in list(self.units.values())[part::parts]:
+            if await self._publish_unit(supervisor, published, now) \
+                    and time.perf_counter() - slice_started >= _SLICE_S:
+                await asyncio.sleep(0)
+                slice_started = time.perf_counter()
+        if part == 0:
+            if self.gateway is not None:
+                await self._publish_gateway(self.gateway, now)
+            self.cycles += 1  # intervals begun
+        self.last_cycle_s = time.perf_counter() - started  # of this part
 
     # ---------------------------------------------------------------------------------- units
 
