@@ -182,8 +182,10 @@ async def _gateway(conn: Any, tmp: Path) -> None:
             samples.clear()
         cpu0, wall0 = time.process_time(), time.monotonic()
         written0, cost0 = publisher.values_written, publish_cost[0]
+        timeouts0 = control.loop.write_timeouts
         await asyncio.sleep(seconds)  # the measured window itself: the gateway runs as usual meanwhile
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        polled = sum(len(samples) for samples in polls.values())
         values, cost = publisher.values_written - written0, publish_cost[0] - cost0
         intervals = [(b - a) * 1000.0 for samples in polls.values() for a, b in itertools.pairwise(samples)]
         return {
@@ -195,6 +197,8 @@ async def _gateway(conn: Any, tmp: Path) -> None:
             "poll_cycle_ms_p99": round(percentile(intervals, 99), 1),
             "poll_cycle_ms_max": round(max(intervals, default=float("nan")), 1),
             "rss_mb": round(rss_mb(), 1),
+            "poll_rate_pct": round(100.0 * polled / (UNITS * wall / POLL_INTERVAL_S), 2),
+            "control_write_timeouts": control.loop.write_timeouts - timeouts0,
         }
 
     async def bare(rounds: int) -> dict[str, Any]:
@@ -222,6 +226,8 @@ async def _gateway(conn: Any, tmp: Path) -> None:
                 conn.send(await bare(request[1]))
             elif request[0] == "written":
                 conn.send(dict(written))
+            elif request[0] == "write_timeouts":
+                conn.send(control.loop.write_timeouts)
             else:
                 break
     finally:
@@ -327,6 +333,7 @@ async def client_side(conn: Any, endpoint: str, cert: Path, key: Path, uri: str)
 
         figures["bare_write_attribute_value_subscribed"] = await ask("bare", BARE_ROUNDS)
         figures["setpower_subscribed"] = await set_power_everywhere(client, ns, ask, "sub")
+        figures["control_write_timeouts"] = await ask("write_timeouts")  # over the whole run
         await subscription.delete()
     finally:
         await asyncio.wait_for(client.disconnect(), 30)
@@ -373,6 +380,8 @@ def main() -> None:
               f"{POLL_INTERVAL_S * 1000:.0f} ms)")
     print(f"  gateway RSS: {no_sub['rss_mb']} MB without a client, {with_sub['rss_mb']} MB with the client "
           f"subscribed to everything (target <= 150 MB)")
+    print(f"  poll rate: {no_sub['poll_rate_pct']} % without a client, {with_sub['poll_rate_pct']} % subscribed "
+          f"(target >= 99.5 %); control write timeouts over the run: {figures['control_write_timeouts']} (target 0)")
     print(f"  notifications delivered: {with_sub['notifications_per_s']}/s")
     print(f"  bare write_attribute_value: {bare['us_per_value']} us/value ({bare_sub['us_per_value']} us/value with"
           f" the subscriber); gateway/bare ratio {ratio and round(ratio, 2)} (no subscriber),"
@@ -399,6 +408,8 @@ def main() -> None:
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "rss_mb_no_sub": no_sub["rss_mb"], "rss_mb_sub": with_sub["rss_mb"],
+        "poll_rate_pct_no_sub": no_sub["poll_rate_pct"], "poll_rate_pct_sub": with_sub["poll_rate_pct"],
+        "control_write_timeouts": figures["control_write_timeouts"],
     }
     print(json.dumps(summary))
 
