@@ -402,11 +402,12 @@ async def _instance(server: Server, types: Types, parent: Node, nodeid: ua.NodeI
     root.NodeAttributes = attrs
     items = [root]
     values: dict[str, ua.NodeId] = {}
+    created = {"": nodeid}  # one NodeId object per node: the references to a parent share it (memory)
     for template in _template(server, types, type_id):
         item = copy.copy(template.item)
-        item.RequestedNewNodeId = ua.NodeId(f"{nodeid.Identifier}.{template.path}", nodeid.NamespaceIndex)
-        item.ParentNodeId = ua.NodeId(f"{nodeid.Identifier}.{template.parent}" if template.parent
-                                      else nodeid.Identifier, nodeid.NamespaceIndex)
+        item.RequestedNewNodeId = created[template.path] = ua.NodeId(f"{nodeid.Identifier}.{template.path}",
+                                                                     nodeid.NamespaceIndex)
+        item.ParentNodeId = created[template.parent]
         items.append(item)
         if not template.parent:
             values[template.path] = item.RequestedNewNodeId

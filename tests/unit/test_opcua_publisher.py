@@ -8,6 +8,7 @@ the null-on-Bad rule or a subscriber's notification fails here.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import math
 import time
@@ -80,6 +81,8 @@ def test_values_carry_status_source_and_server_time_and_reach_subscribers() -> N
         assert soc.SourceTimestamp == dt.datetime.fromtimestamp(measured, dt.timezone.utc)
         assert soc.ServerTimestamp is not None and soc.ServerTimestamp >= before
         assert heard == [soc]
+        # asyncua deep-copies what it hands a monitored item; a published value is immutable: no copy
+        assert copy.deepcopy(soc) is soc and isinstance(soc, ua.DataValue)
         state = read(server, instance, "State")
         assert (state.Value.Value, state.Value.VariantType) == ("running", ua.VariantType.String)
         names = read(server, instance, "AlarmNames")
