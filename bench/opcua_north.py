@@ -56,6 +56,14 @@ BARE_VARIABLES = ("SocPct", "PowerKw", "ReactivePowerKvar", "DcVoltageV", "DcCur
                   "CellTempMaxC", "CellVoltageMinV", "CellVoltageMaxV", "SohPct")
 
 
+def rss_mb() -> float:
+    """This process's resident set size (Linux ``/proc``), in MB."""
+    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -77,7 +85,8 @@ async def _gateway(conn: Any, tmp: Path) -> None:
     import structlog
     from asyncua import ua
 
-    from bessgw.config import OpcUaSettings, OpcUaUser, UnitDefaults
+    from bessgw.config import ControlSection, OpcUaSettings, OpcUaUser, UnitDefaults
+    from bessgw.control.service import ControlService
     from bessgw.model import SiteLimits
     from bessgw.northbound import publisher as publisher_module
     from bessgw.northbound.passwords import hash_password
@@ -97,6 +106,7 @@ async def _gateway(conn: Any, tmp: Path) -> None:
     loop = asyncio.get_running_loop()
     polls: dict[str, list[float]] = {}
     written: dict[tuple[str, float], int] = {}
+    arrived: dict[tuple[str, float], int] = {}  # when the gateway's SetPower handler was entered
     publish_cost = [0.0]
 
     class NoisyBattery(InMemoryBattery):
@@ -129,6 +139,17 @@ async def _gateway(conn: Any, tmp: Path) -> None:
 
         setattr(publisher_module.Publisher, name, timed(original))
 
+    # the gateway's own share of SetPower latency: from the method handler to the driver (the rest is the
+    # client, the wire, the secure channel, and waiting for the gateway's loop to read the request)
+    from bessgw.northbound.methods import CommandHandler
+    set_unit_power = CommandHandler.set_unit_power
+
+    async def arrival_timed(self: Any, unit_id: str, p_kw: float, *args: Any, **kwargs: Any) -> Any:
+        arrived[(unit_id, p_kw)] = time.monotonic_ns()
+        return await set_unit_power(self, unit_id, p_kw, *args, **kwargs)
+
+    CommandHandler.set_unit_power = arrival_timed  # type: ignore[method-assign]
+
     registry = build_plugin_manager(modules=["bessgw_example"]).collect()
     spec = registry.drivers["in_memory"]
     timing = UnitDefaults(poll_interval_s=POLL_INTERVAL_S, stale_after_s=5.0, bad_after_s=15.0,
@@ -150,7 +171,11 @@ async def _gateway(conn: Any, tmp: Path) -> None:
         users=[OpcUaUser(name="operator", password_hash=hash_password(PASSWORD), role="operator")],
         sampling_interval_s=SAMPLING_INTERVAL_S, pki_dir=tmp / "pki", max_sessions=4,
     )
-    server = OpcUaServer(settings, GATEWAY_ID, directory, tmp / "state", structlog.get_logger("bench-opcua"))
+    # the daemon's control plane (default [control]): SetPower is journaled, arbitrated and written by its loop
+    control = ControlService(ControlSection(), supervisors, tmp / "state", structlog.get_logger("bench-control"))
+    tasks.append(loop.create_task(control.run()))
+    server = OpcUaServer(settings, GATEWAY_ID, directory, tmp / "state", structlog.get_logger("bench-opcua"),
+                         control=lambda: control)
     server_task = loop.create_task(server.run())
     started = time.monotonic()
     waiter = loop.create_task(server.started.wait())
@@ -169,8 +194,10 @@ async def _gateway(conn: Any, tmp: Path) -> None:
             samples.clear()
         cpu0, wall0 = time.process_time(), time.monotonic()
         written0, cost0 = publisher.values_written, publish_cost[0]
+        timeouts0 = control.loop.write_timeouts
         await asyncio.sleep(seconds)  # the measured window itself: the gateway runs as usual meanwhile
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        polled = sum(len(samples) for samples in polls.values())
         values, cost = publisher.values_written - written0, publish_cost[0] - cost0
         intervals = [(b - a) * 1000.0 for samples in polls.values() for a, b in itertools.pairwise(samples)]
         return {
@@ -181,6 +208,9 @@ async def _gateway(conn: Any, tmp: Path) -> None:
             "poll_cycle_ms_p50": round(percentile(intervals, 50), 1),
             "poll_cycle_ms_p99": round(percentile(intervals, 99), 1),
             "poll_cycle_ms_max": round(max(intervals, default=float("nan")), 1),
+            "rss_mb": round(rss_mb(), 1),
+            "poll_rate_pct": round(100.0 * polled / (UNITS * wall / POLL_INTERVAL_S), 2),
+            "control_write_timeouts": control.loop.write_timeouts - timeouts0,
         }
 
     async def bare(rounds: int) -> dict[str, Any]:
@@ -207,7 +237,9 @@ async def _gateway(conn: Any, tmp: Path) -> None:
             elif request[0] == "bare":
                 conn.send(await bare(request[1]))
             elif request[0] == "written":
-                conn.send(dict(written))
+                conn.send((dict(written), dict(arrived)))
+            elif request[0] == "write_timeouts":
+                conn.send(control.loop.write_timeouts)
             else:
                 break
     finally:
@@ -225,9 +257,15 @@ class Counter:
 
     def __init__(self) -> None:
         self.notifications = 0
+        self.status_changes: list[str] = []
 
     def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
         self.notifications += 1
+
+    def status_change_notification(self, status: Any) -> None:
+        """The server ended or degraded the subscription (e.g. BadTimeout when the client fell behind)."""
+        self.status_changes.append(str(getattr(status, "Status", status)))
+        print(f"subscription status change: {self.status_changes[-1]}", file=sys.stderr, flush=True)
 
 
 async def set_power_everywhere(client: Any, ns: int, ask: Any, tag: str) -> dict[str, Any]:
@@ -245,12 +283,15 @@ async def set_power_everywhere(client: Any, ns: int, ask: Any, tag: str) -> dict
                                10)
         returned.append((time.monotonic_ns() - t0) / 1e6)
         sent[(unit, p_kw)] = t0
-    written = await ask("written")
+    written, arrived = await ask("written")
     reached = [(written[key] - t0) / 1e6 for key, t0 in sent.items() if key in written]
+    inside = [(written[key] - arrived[key]) / 1e6 for key in sent if key in written and key in arrived]
     return {
         "calls": len(sent), "reached_device": len(reached),
         "to_device_ms_p50": round(percentile(reached, 50), 2),
         "to_device_ms_p99": round(percentile(reached, 99), 2),
+        "handler_to_device_ms_p50": round(percentile(inside, 50), 2),
+        "handler_to_device_ms_p99": round(percentile(inside, 99), 2),
         "call_return_ms_p50": round(percentile(returned, 50), 2),
         "call_return_ms_p99": round(percentile(returned, 99), 2),
     }
@@ -270,7 +311,9 @@ async def client_side(conn: Any, endpoint: str, cert: Path, key: Path, uri: str)
     figures["no_subscriber"] = await ask("measure", PHASE_S)
     figures["bare_write_attribute_value"] = await ask("bare", BARE_ROUNDS)
 
-    client = Client(endpoint, timeout=30)
+    # the bench client shares 2 cores with the gateway and other work: its 1 s default watchdog would
+    # disconnect on a starved second of its own, which is not what is measured here
+    client = Client(endpoint, timeout=30, watchdog_intervall=10.0)
     client.application_uri = uri
     await client.set_security(SecurityPolicyBasic256Sha256, certificate=str(cert), private_key=str(key),
                               mode=ua.MessageSecurityMode.SignAndEncrypt)
@@ -307,6 +350,7 @@ async def client_side(conn: Any, endpoint: str, cert: Path, key: Path, uri: str)
 
         figures["bare_write_attribute_value_subscribed"] = await ask("bare", BARE_ROUNDS)
         figures["setpower_subscribed"] = await set_power_everywhere(client, ns, ask, "sub")
+        figures["control_write_timeouts"] = await ask("write_timeouts")  # over the whole run
         await subscription.delete()
     finally:
         await asyncio.wait_for(client.disconnect(), 30)
@@ -351,6 +395,10 @@ def main() -> None:
               f"written at {phase['publish_us_per_value']} us/value, poll cycle p50 {phase['poll_cycle_ms_p50']} ms "
               f"p99 {phase['poll_cycle_ms_p99']} ms max {phase['poll_cycle_ms_max']} ms (nominal "
               f"{POLL_INTERVAL_S * 1000:.0f} ms)")
+    print(f"  gateway RSS: {no_sub['rss_mb']} MB without a client, {with_sub['rss_mb']} MB with the client "
+          f"subscribed to everything (target <= 150 MB)")
+    print(f"  poll rate: {no_sub['poll_rate_pct']} % without a client, {with_sub['poll_rate_pct']} % subscribed "
+          f"(target >= 99.5 %); control write timeouts over the run: {figures['control_write_timeouts']} (target 0)")
     print(f"  notifications delivered: {with_sub['notifications_per_s']}/s")
     print(f"  bare write_attribute_value: {bare['us_per_value']} us/value ({bare_sub['us_per_value']} us/value with"
           f" the subscriber); gateway/bare ratio {ratio and round(ratio, 2)} (no subscriber),"
@@ -358,7 +406,8 @@ def main() -> None:
     for name, sp in (("no subscriber", figures["setpower_no_subscriber"]),
                      ("subscribed", figures["setpower_subscribed"])):
         print(f"  SetPower -> device write ({name}): p50 {sp['to_device_ms_p50']} ms, p99 {sp['to_device_ms_p99']} ms"
-              f" (target p99 < 50 ms), {sp['reached_device']}/{sp['calls']} reached")
+              f" (target p99 < 50 ms), {sp['reached_device']}/{sp['calls']} reached; of which gateway handler ->"
+              f" device p50 {sp['handler_to_device_ms_p50']} ms, p99 {sp['handler_to_device_ms_p99']} ms")
     sp, sp0 = figures["setpower_subscribed"], figures["setpower_no_subscriber"]
     summary = {
         "units": UNITS, "monitored_items": figures["monitored_items"], "poll_interval_s": POLL_INTERVAL_S,
@@ -369,6 +418,8 @@ def main() -> None:
         "setpower_ms_p50_no_sub": sp0["to_device_ms_p50"], "setpower_ms_p99_no_sub": sp0["to_device_ms_p99"],
         "setpower_ms_p50_sub": sp["to_device_ms_p50"], "setpower_ms_p99_sub": sp["to_device_ms_p99"],
         "setpower_reached": sp0["reached_device"] + sp["reached_device"],
+        "setpower_handler_ms_p99_no_sub": sp0["handler_to_device_ms_p99"],
+        "setpower_handler_ms_p99_sub": sp["handler_to_device_ms_p99"],
         "update_us_per_value_no_sub": no_sub["publish_us_per_value"],
         "update_us_per_value_sub": with_sub["publish_us_per_value"],
         "bare_write_attribute_value_us_no_sub": bare["us_per_value"],
@@ -376,6 +427,9 @@ def main() -> None:
         "ratio_vs_bare_no_sub": ratio and round(ratio, 2), "ratio_vs_bare_sub": ratio_sub and round(ratio_sub, 2),
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
+        "rss_mb_no_sub": no_sub["rss_mb"], "rss_mb_sub": with_sub["rss_mb"],
+        "poll_rate_pct_no_sub": no_sub["poll_rate_pct"], "poll_rate_pct_sub": with_sub["poll_rate_pct"],
+        "control_write_timeouts": figures["control_write_timeouts"],
     }
     print(json.dumps(summary))
 

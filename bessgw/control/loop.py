@@ -152,6 +152,7 @@ class ControlLoop:
         #: a source's own deadline for acting on its target (campus fencing), monotonic; None: none
         self.fence: Callable[[str], float | None] | None = None
         self.decisions_expired = 0  # writes dropped at the device door because their decision was too old
+        self.write_timeouts = 0  # unit writes that did not finish within write_timeout_s (benches, metrics)
         self._overridden = np.zeros(len(self.units), dtype=bool)
 
     @property
@@ -369,6 +370,7 @@ class ControlLoop:
         except asyncio.CancelledError:
             raise
         except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
+            self.write_timeouts += 1
             error = f"write timed out after {self.write_timeout_s:g} s"
         except DecisionExpiredError as err:  # paused or delayed: the next period decides again
             self.decisions_expired += 1

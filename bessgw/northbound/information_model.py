@@ -402,11 +402,12 @@ async def _instance(server: Server, types: Types, parent: Node, nodeid: ua.NodeI
     root.NodeAttributes = attrs
     items = [root]
     values: dict[str, ua.NodeId] = {}
+    created = {"": nodeid}  # one NodeId object per node: the references to a parent share it (memory)
     for template in _template(server, types, type_id):
         item = copy.copy(template.item)
-        item.RequestedNewNodeId = ua.NodeId(f"{nodeid.Identifier}.{template.path}", nodeid.NamespaceIndex)
-        item.ParentNodeId = ua.NodeId(f"{nodeid.Identifier}.{template.parent}" if template.parent
-                                      else nodeid.Identifier, nodeid.NamespaceIndex)
+        item.RequestedNewNodeId = created[template.path] = ua.NodeId(f"{nodeid.Identifier}.{template.path}",
+                                                                     nodeid.NamespaceIndex)
+        item.ParentNodeId = created[template.parent]
         items.append(item)
         if not template.parent:
             values[template.path] = item.RequestedNewNodeId
@@ -479,13 +480,8 @@ async def mark_waiting(server: Server, instance: Instance) -> None:
             await server.write_attribute_value(nodeid, waiting)
 
 
-async def delete_instance(server: Server, parent: ua.NodeId, instance: Instance) -> None:
-    """Delete an instance and everything under it.
-
-    asyncua's ``delete_nodes`` scans the whole address space for references to every deleted node
-    (about a second per unit, blocking the event loop). Only the parent's reference points into the
-    instance from outside, so delete that one and the nodes themselves without the scan.
-    """
+def instance_nodeids(server: Server, instance: Instance) -> list[ua.NodeId]:
+    """The instance's node and every node under it (hierarchical references, forward)."""
     nodeids: list[ua.NodeId] = []
     pending = [instance.node.nodeid]
     aspace = server.iserver.aspace
@@ -495,6 +491,18 @@ async def delete_instance(server: Server, parent: ua.NodeId, instance: Instance)
         for ref in aspace[nodeid].references:
             if ref.IsForward and ref.ReferenceTypeId in _HIERARCHICAL and ref.NodeId in aspace:
                 pending.append(ref.NodeId)
+    return nodeids
+
+
+async def delete_instance(server: Server, parent: ua.NodeId, instance: Instance) -> None:
+    """Delete an instance and everything under it.
+
+    asyncua's ``delete_nodes`` scans the whole address space for references to every deleted node
+    (about a second per unit, blocking the event loop). Only the parent's reference points into the
+    instance from outside, so delete that one and the nodes themselves without the scan.
+    """
+    nodeids = instance_nodeids(server, instance)
+    aspace = server.iserver.aspace
     service = server.iserver.node_mgt_service
     service.delete_references([
         ua.DeleteReferencesItem(SourceNodeId=parent, ReferenceTypeId=ref.ReferenceTypeId, IsForward=ref.IsForward,

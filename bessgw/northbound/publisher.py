@@ -2,14 +2,18 @@
 
 Northbound cost must not starve the poll loops (200 units × ~20 variables). So:
 
-* values are written with ``server.write_attribute_value`` (asyncua's cheapest path, ~10 µs/value,
-  against ~45 µs for ``node.write_value``), which also feeds subscriptions;
+* a value goes straight into the variable's Value attribute of asyncua's address space: the attribute
+  object is looked up once per variable, the DataValue is built without asyncua's per-call type guessing
+  (we know each variable's type), and the subscriptions' data-change callbacks are called exactly as
+  ``write_attribute_value`` calls them. That path's own checks (node exists, type matches, Bad means a
+  null value) hold by construction here; the result costs about what a bare ``write_attribute_value``
+  with a prebuilt DataValue costs (``bench/opcua_north.py`` prints the ratio);
 * a unit whose telemetry, limits and capability objects are the same as last cycle costs one identity
   comparison; otherwise only values that moved beyond their absolute deadband, or whose status changed,
   are written — the number of notifications a subscribe-to-everything client causes is bounded by
   ``units × variables / sampling_interval_s`` and in practice far below it;
 * the sampling interval is configured separately from the poll interval, and the loop yields to the
-  event loop between units.
+  event loop between slices of units, so a command or a poll waits at most one slice.
 
 Quality is never hidden: Good data is Good, stale data Uncertain (``UncertainLastUsableValue``), bad data
 Bad, always with the source timestamp of the measurement, never the time of publishing.
@@ -43,10 +47,14 @@ from bessgw.unit import UnitSnapshot, UnitSupervisor
 _UTC = dt.timezone.utc
 #: told (unit id, unit node, alarms raised, alarms cleared, measurement time) when a unit's alarm set changes
 AlarmListener = Callable[[str, ua.NodeId, set[str], set[str], dt.datetime], Awaitable[None]]
-#: yield to the event loop after this many units with writes, so a poll loop waits at most one slice
-_UNITS_PER_SLICE = 10
+#: the longest part of a sampling interval published at once (see :meth:`Publisher.run`)
+_PART_S = 0.1
+#: yield to the event loop once the units written since the last yield took this long (s), so a poll or
+#: a command waits at most about one slice behind the publisher, however costly the subscribers make a unit
+_SLICE_S = 0.002
 
 _GOOD = ua.StatusCode(ua.StatusCodes.Good)
+_DOUBLE = ua.VariantType.Double
 _UNCERTAIN = ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)
 _BAD_NO_COMMUNICATION = ua.StatusCode(ua.StatusCodes.BadNoCommunication)
 _BAD_DEVICE = ua.StatusCode(ua.StatusCodes.BadDeviceFailure)
@@ -60,6 +68,9 @@ _TELEMETRY_FIELDS = {
 }
 _LIMIT_FIELDS = {"MaxChargeKw": "max_charge_kw", "MaxDischargeKw": "max_discharge_kw",
                  "MaxReactiveKvar": "max_q_kvar"}
+#: a StatusCode's severity bits: 0b10 Bad, 0b01 Uncertain, 0b00 Good (OPC UA Part 4, 7.39)
+_SEVERITY_MASK = 0xC0000000
+_BAD_MASK = 0x80000000
 _VARIANTS = {v.name: v.variant for v in (*UNIT_VARIABLES, *CAPABILITY_PROPERTIES, *GATEWAY_VARIABLES,
                                          *CAMPUS_VARIABLES, *PEER_GATEWAY_VARIABLES, *PEER_UNIT_VARIABLES)}
 #: names a deadband may be configured for (numeric values)
@@ -76,12 +87,73 @@ def quality_status(quality: Quality, connected: bool) -> ua.StatusCode:
     return _BAD_DEVICE if connected else _BAD_NO_COMMUNICATION
 
 
+class _Shown:
+    """One variable: its Value attribute in asyncua's address space, and the value and status it shows.
+
+    ``attribute`` is asyncua's ``AttributeValue`` of the node (``None`` when the node is gone), kept so
+    a write is an assignment, not a lookup; slots because there is one per variable of every unit.
+    """
+
+    __slots__ = ("attribute", "code", "value")
+
+    def __init__(self, attribute: Any) -> None:
+        self.attribute = attribute
+        self.value: Any = None
+        self.code = -1  # no status shown yet: the first value is always written
+
+
+class _Sample(ua.DataValue):
+    """A DataValue the publisher never changes once stored, so a copy of it may be itself.
+
+    asyncua deep-copies every value it hands a monitored item (``copy.deepcopy``: ~40 µs, most of what a
+    subscriber costs per value, and a second copy of every watched value in memory), in case the writer
+    changes it afterwards. The publisher builds a new DataValue for every write and never touches it
+    again. Encoded exactly like a DataValue (same class for the binary codec and for clients).
+    """
+
+    __slots__ = ()
+
+    def __copy__(self) -> _Sample:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Sample:
+        return self
+
+
+_new = object.__new__
+_NULL = ua.VariantType.Null
+
+
+def _datavalue(value: Any, variant: ua.VariantType, status: ua.StatusCode, source_ts: dt.datetime,
+               server_ts: dt.datetime) -> ua.DataValue:
+    """The DataValue ``ua.DataValue(ua.Variant(value, variant), ...)`` builds, without its type checks.
+
+    asyncua's constructors guess and check the type of every value (~3 µs, most of a write's cost); the
+    variant here is the variable's declared type and the value the publisher's own. A Bad status carries
+    a null value, as Part 4 (7.7.1) and asyncua's write path require.
+    """
+    wrapped = _new(ua.Variant)
+    if status.value & _BAD_MASK:
+        wrapped.Value, wrapped.VariantType, wrapped.is_array = None, _NULL, False
+    else:
+        wrapped.Value, wrapped.VariantType, wrapped.is_array = value, variant, isinstance(value, list)
+    wrapped.Dimensions = None
+    datavalue = _new(_Sample)
+    datavalue.Encoding = 0
+    datavalue.Value = wrapped
+    datavalue.StatusCode = status
+    datavalue.SourceTimestamp = source_ts
+    datavalue.ServerTimestamp = server_ts
+    datavalue.SourcePicoseconds = datavalue.ServerPicoseconds = None
+    return datavalue
+
+
 @dataclass
 class Published:
     """What one unit's nodes show now, to compare the next sample against."""
 
     instance: Instance
-    values: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    values: dict[str, _Shown] = field(default_factory=dict)
     snapshot: UnitSnapshot | None = None
     telemetry: Telemetry | None = None
     limits: EffectiveLimits | None = None
@@ -106,6 +178,10 @@ class Publisher:
         self.gateway: Published | None = None
         self.gateway_id = ""
         self.values_written = 0
+        self.notify_failures = 0  #: data-change callbacks that raised (the value was stored all the same)
+        self._aspace = server.iserver.aspace
+        #: (attribute, DataValue) written since the last :meth:`_notify`, for the subscriptions' callbacks
+        self._changed: list[tuple[Any, ua.DataValue]] = []
         self.cycles = 0
         self.last_cycle_s = 0.0
 
@@ -121,30 +197,42 @@ class Publisher:
         return entry[1] if entry else None
 
     async def run(self) -> None:
-        """Publish every interval until cancelled (missed slots are skipped, not bunched up)."""
+        """Publish every interval until cancelled (missed slots are skipped, not bunched up).
+
+        An interval longer than :data:`_PART_S` is published in parts, each a share of the units, spread
+        evenly over it: every unit is still sampled once per interval, but a subscriber's notifications
+        leave in several small publish responses instead of one burst of every value (asyncua encodes a
+        response in one go: ~10 ms per 3,000 values, during which a command or a poll waits).
+        """
         loop = asyncio.get_running_loop()
+        parts = max(1, round(self.interval_s / _PART_S))
+        step_s = self.interval_s / parts
         next_at = loop.time()
+        part = 0
         while True:
-            await self.publish_once()
-            next_at += self.interval_s
+            await self.publish_once(part, parts)
+            part = (part + 1) % parts
+            next_at += step_s
             now = loop.time()
             if next_at < now:
-                next_at = now + self.interval_s - ((now - next_at) % self.interval_s)
+                next_at = now + step_s - ((now - next_at) % step_s)
             await asyncio.sleep(next_at - now)
 
-    async def publish_once(self) -> None:
+    async def publish_once(self, part: int = 0, parts: int = 1) -> None:
+        """Publish every ``parts``-th unit starting at ``part`` (all by default), and the gateway with part 0."""
         started = time.perf_counter()
         now = self._server_time = dt.datetime.now(_UTC)  # one timestamp per cycle: cheaper than per value
-        busy = 0
-        for supervisor, published in list(self.units.values()):
-            if await self._publish_unit(supervisor, published, now):
-                busy += 1
-                if busy % _UNITS_PER_SLICE == 0:
-                    await asyncio.sleep(0)
-        if self.gateway is not None:
-            await self._publish_gateway(self.gateway, now)
-        self.cycles += 1
-        self.last_cycle_s = time.perf_counter() - started
+        slice_started = started
+        for supervisor, published in list(self.units.values())[part::parts]:
+            if await self._publish_unit(supervisor, published, now) \
+                    and time.perf_counter() - slice_started >= _SLICE_S:
+                await asyncio.sleep(0)
+                slice_started = time.perf_counter()
+        if part == 0:
+            if self.gateway is not None:
+                await self._publish_gateway(self.gateway, now)
+            self.cycles += 1  # intervals begun
+        self.last_cycle_s = time.perf_counter() - started  # of this part
 
     # ---------------------------------------------------------------------------------- units
 
@@ -160,44 +248,49 @@ class Publisher:
             return False
         wrote = 0
         if telemetry is not published.telemetry or connected != published.connected:
-            wrote += await self._write_telemetry(published, telemetry, connected, now)
+            wrote += self._write_telemetry(published, telemetry, connected, now)
         if limits is not published.limits:
-            wrote += await self._write_limits(published, limits, now)
+            wrote += self._write_limits(published, limits, now)
         if capability is not published.capability and capability is not None:
             wrote += await self._write_capability(published, capability, now)
-        wrote += await self._set(published, "Connected", connected, _GOOD, now)
-        wrote += await self._set(published, "RefusedReason", refused, _GOOD, now)
+        wrote += self._put(published, "Connected", connected, _GOOD, now)
+        wrote += self._put(published, "RefusedReason", refused, _GOOD, now)
         published.telemetry, published.limits, published.capability = telemetry, limits, capability
         published.connected, published.refused_reason = connected, refused
-        return wrote > 0
-
-    async def _write_telemetry(self, published: Published, telemetry: Telemetry, connected: bool,
-                               now: dt.datetime) -> int:
-        status = quality_status(telemetry.quality, connected)
-        source = dt.datetime.fromtimestamp(telemetry.timestamp, _UTC)
-        wrote = 0
-        for name, attribute in _TELEMETRY_FIELDS.items():
-            wrote += await self._set(published, name, getattr(telemetry, attribute), status, source)
-        wrote += await self._set(published, "State", telemetry.state.value, status, source)
-        wrote += await self._set(published, "AlarmActive", telemetry.alarms != 0, status, source)
-        wrote += await self._set(published, "Alarms", telemetry.alarms, status, source)
-        wrote += await self._set(published, "Warnings", telemetry.warnings, status, source)
-        wrote += await self._set(published, "AlarmNames", sorted(telemetry.alarm_names), status, source)
-        wrote += await self._set(published, "QualityReason", telemetry.quality_reason, _GOOD, now)
+        if self._changed:
+            await self._notify()
         if telemetry.alarm_names != published.alarm_names:
             before, after = published.alarm_names, telemetry.alarm_names
-            raised, cleared = after - before, before - after
             published.alarm_names = after
             if self.on_alarms is not None:
-                await self.on_alarms(telemetry.unit_id, published.instance.node.nodeid, set(raised), set(cleared),
-                                     source)
+                await self.on_alarms(telemetry.unit_id, published.instance.node.nodeid, set(after - before),
+                                     set(before - after), dt.datetime.fromtimestamp(telemetry.timestamp, _UTC))
+        return wrote > 0
+
+    def _write_telemetry(self, published: Published, telemetry: Telemetry, connected: bool,
+                         now: dt.datetime) -> int:
+        status = quality_status(telemetry.quality, connected)
+        source = dt.datetime.fromtimestamp(telemetry.timestamp, _UTC)
+        put = self._put
+        wrote = 0
+        for name, attribute in _TELEMETRY_FIELDS.items():
+            wrote += put(published, name, getattr(telemetry, attribute), status, source)
+        wrote += put(published, "State", telemetry.state.value, status, source)
+        wrote += put(published, "AlarmActive", telemetry.alarms != 0, status, source)
+        wrote += put(published, "Alarms", telemetry.alarms, status, source)
+        wrote += put(published, "Warnings", telemetry.warnings, status, source)
+        if telemetry.alarm_names != published.alarm_names or "AlarmNames" not in published.values:
+            wrote += put(published, "AlarmNames", sorted(telemetry.alarm_names), status, source)
+        else:  # same names: only a status change is news (sorting the set each poll is not free)
+            wrote += put(published, "AlarmNames", published.values["AlarmNames"].value, status, source)
+        wrote += put(published, "QualityReason", telemetry.quality_reason, _GOOD, now)
         return wrote
 
-    async def _write_limits(self, published: Published, limits: EffectiveLimits | None, now: dt.datetime) -> int:
+    def _write_limits(self, published: Published, limits: EffectiveLimits | None, now: dt.datetime) -> int:
         wrote = 0
         for name, attribute in _LIMIT_FIELDS.items():
             value = getattr(limits, attribute) if limits is not None else math.nan
-            wrote += await self._set(published, name, value, _GOOD if limits is not None else _NOT_NEGOTIATED, now)
+            wrote += self._put(published, name, value, _GOOD if limits is not None else _NOT_NEGOTIATED, now)
         return wrote
 
     async def _write_capability(self, published: Published, capability: Capability, now: dt.datetime) -> int:
@@ -211,7 +304,7 @@ class Publisher:
         }
         wrote = 0
         for name, value in values.items():
-            wrote += await self._set(published, name, value, _GOOD, now)
+            wrote += self._put(published, name, value, _GOOD, now)
         # the ranges an operator's trend should use are the unit's own nameplate, not a generic default
         p_range = ua.Range(-capability.max_charge_kw, capability.max_discharge_kw)
         q_range = ua.Range(-capability.max_q_kvar, capability.max_q_kvar)
@@ -252,40 +345,66 @@ class Publisher:
             "SocPct": stored / energy * 100.0 if energy else math.nan,
         }
         for name, value in values.items():
-            await self._set(published, name, value, _GOOD, now)
+            self._put(published, name, value, _GOOD, now)
+        if self._changed:
+            await self._notify()
 
     # ------------------------------------------------------------------------------- writing
 
     async def set_value(self, published: Published, name: str, value: Any, status: ua.StatusCode,
                         source_ts: dt.datetime, server_ts: dt.datetime) -> int:
-        """:meth:`_set` for other writers (the campus mirror): same deadbands, Bad-means-no-value rule."""
+        """:meth:`_put` for other writers (the campus mirror): same deadbands, Bad-means-no-value rule."""
         self._server_time = server_ts
-        return await self._set(published, name, value, status, source_ts)
+        wrote = self._put(published, name, value, status, source_ts)
+        if self._changed:
+            await self._notify()
+        return wrote
 
-    async def _set(self, published: Published, name: str, value: Any, status: ua.StatusCode,
-                   source_ts: dt.datetime) -> int:
-        """Write one value if it moved beyond its deadband or its status changed; returns 1 if written."""
+    def _put(self, published: Published, name: str, value: Any, status: ua.StatusCode,
+             source_ts: dt.datetime) -> int:
+        """Store one value if it moved beyond its deadband or its status changed; returns 1 if stored.
+
+        The subscriptions hear of it at the next :meth:`_notify` (after the unit: no await per value).
+        """
         variant = _VARIANTS[name]
-        if variant is ua.VariantType.Double and isinstance(value, float) and math.isnan(value) and status.is_good():
-            status = _NO_VALUE
         code = status.value
-        previous = published.values.get(name)
-        if previous is not None and previous[1] == code and not self._moved(name, previous[0], value):
+        if variant is _DOUBLE and value != value and not code & _SEVERITY_MASK:  # Good NaN: nothing measured
+            status, code = _NO_VALUE, _NO_VALUE.value
+        shown = published.values.get(name)
+        if shown is None:
+            node = self._aspace.get(published.instance.child(name))
+            shown = published.values[name] = _Shown(node.attributes[ua.AttributeIds.Value] if node else None)
+        elif shown.code == code and not self._moved(name, shown.value, value):
             return 0
-        published.values[name] = (value, code)
-        is_array = isinstance(value, list)
-        datavalue = ua.DataValue(
-            ua.Variant(value, variant, is_array=is_array) if not status.is_bad() else ua.Variant(),
-            StatusCode=status,
-            SourceTimestamp=source_ts,
-            ServerTimestamp=self._server_time,
-        )
-        await self.server.write_attribute_value(published.instance.child(name), datavalue)
+        shown.value, shown.code = value, code
+        attribute = shown.attribute
+        if attribute is None:  # the node was deleted under us (its unit is being removed)
+            return 0
+        datavalue = _datavalue(value, variant, status, source_ts, self._server_time)
+        if attribute.value_setter is not None:  # not ours (nothing sets one on our variables): asyncua's path
+            attribute.value_setter(self._aspace[published.instance.child(name)], ua.AttributeIds.Value, datavalue)
+        else:
+            attribute.value = datavalue
+            attribute.value_callback = None
+        if attribute.datachange_callbacks:
+            self._changed.append((attribute, datavalue))
         self.values_written += 1
         return 1
 
+    async def _notify(self) -> None:
+        """Call the subscriptions' data-change callbacks for what :meth:`_put` stored, as asyncua would."""
+        changed, self._changed = self._changed, []
+        for attribute, datavalue in changed:
+            for handle, callback in list(attribute.datachange_callbacks.items()):
+                try:
+                    await callback(handle, datavalue)
+                except Exception:  # asyncua logs and goes on; one client's trouble is not the publisher's
+                    self.notify_failures += 1
+
     def _moved(self, name: str, old: Any, new: Any) -> bool:
         if isinstance(new, float) and isinstance(old, float):
+            if new == old:
+                return False
             if math.isnan(old) or math.isnan(new):
                 return math.isnan(old) != math.isnan(new)
             return abs(new - old) > self.deadbands.get(name, self.default_deadband)

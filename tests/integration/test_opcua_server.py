@@ -431,6 +431,42 @@ def test_stale_shows_uncertain_then_bad_with_the_data_timestamp(gateway: Gateway
     run(scenario())
 
 
+def test_read_returns_the_published_status_value_and_both_timestamps(gateway: Gateway) -> None:
+    """The publisher stores DataValues straight into the address space: a Read must see exactly them."""
+    supervisor = gateway.supervisors["mem-1"]
+
+    async def scenario() -> None:
+        async with connect(gateway, "vera") as client:
+            ns = await client.get_namespace_index("urn:bessgw:opcua")
+            unit = await unit_node(client, "mem-1")
+            soc, state, names = [await unit.get_child(f"{ns}:{name}") for name in ("SocPct", "State", "AlarmNames")]
+            async with watching(client, soc) as watch:
+                await watch.until(lambda v: v.StatusCode.is_good())
+                read = await soc.read_data_value()
+                assert read.StatusCode.value == ua.StatusCodes.Good
+                assert read.Value.VariantType == ua.VariantType.Double
+                assert read.SourceTimestamp is not None and read.ServerTimestamp is not None
+                # the source time is the measurement's, the server time when it was published: not before it
+                assert _utc(read.ServerTimestamp) >= _utc(read.SourceTimestamp) - dt.timedelta(milliseconds=1)
+                assert _utc(read.ServerTimestamp) - _utc(read.SourceTimestamp) < dt.timedelta(seconds=5)
+                text = await state.read_data_value()
+                assert (text.Value.VariantType, text.Value.Value) == (ua.VariantType.String, "running")
+                listed = await names.read_data_value()
+                assert listed.Value.VariantType == ua.VariantType.String and listed.Value.is_array
+                supervisor._driver.frozen = True
+                try:
+                    await watch.until(lambda v: v.StatusCode.is_bad(), timeout_s=WAIT_S)
+                    bad = await soc.read_data_value(raise_on_bad_status=False)
+                    assert bad.StatusCode.is_bad()
+                    assert bad.Value is None or bad.Value.Value is None  # Bad carries no value (Part 4, 7.7.1)
+                    assert bad.SourceTimestamp is not None and bad.ServerTimestamp is not None
+                finally:
+                    supervisor._driver.frozen = False
+                await watch.until(lambda v: v.StatusCode.is_good())
+
+    run(scenario())
+
+
 def _utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
