@@ -113,10 +113,11 @@ def _sender(channel: str, frames: list[tuple[int, bytes]], rate: float | None, g
         bus.shutdown()
 
 
-async def _run(frames: list[tuple[int, bytes]], rate: float | None) -> dict[str, float]:
+async def _run(frames: list[tuple[int, bytes]], rate: float | None, window_s: float | None = None) -> dict[str, float]:
     channel = f"bench-{uuid.uuid4().hex[:8]}"
     config = parse_config({
         "gateway": {"id": "bench"},
+        "southbound": {"can": {} if window_s is None else {"batch_window_s": window_s}},
         "units": [{"id": f"c{n}", "driver": "vendor_c",
                    "can": {"interface": "virtual", "channel": channel, "node_id": n}} for n in range(1, NODES + 1)],
     })
@@ -203,11 +204,12 @@ def main() -> None:
     paced = asyncio.run(_run(frames, OFFERED_FPS))
     alarms = asyncio.run(_run(_payloads(int(OFFERED_FPS * PACED_S), p.ALARMS), OFFERED_FPS))
     burst = asyncio.run(_run(frames[:BURST_FRAMES], None))
+    unbatched = asyncio.run(_run(frames, OFFERED_FPS, window_s=0.0))  # hand-over as soon as frames arrive
 
     def capacity_of(run: dict[str, float]) -> float:
         return run["ingested"] / run["gateway_cpu_s"] if run["gateway_cpu_s"] > 0 else float("inf")
 
-    capacity, capacity_alarms = capacity_of(paced), capacity_of(alarms)
+    capacity, capacity_alarms, capacity_unbatched = capacity_of(paced), capacity_of(alarms), capacity_of(unbatched)
     cpu_pct = 100.0 * paced["gateway_cpu_s"] / paced["wall_s"] if paced["wall_s"] > 0 else float("nan")
     print(f"cantools bare decode             : {bare:10,.0f} frames/s (one core, no bus)")
     print(f"offered (paced) on virtual bus   : {OFFERED_FPS:10,d} frames/s for {PACED_S:g} s (BMS_Status)")
@@ -223,6 +225,9 @@ def main() -> None:
     print(f"alarm frames only (never coalesced): {alarms['ingested']} ingested, {alarms['delivered']} delivered,"
           f" dropped {alarms['dropped']}, capacity {capacity_alarms:,.0f} frames per CPU-second"
           f" (ratio {capacity_alarms / bare:.3f}), p99 {alarms['latency_p99_ms']:.3f} ms")
+    print(f"batch_window_s = 0 (no gather)   : {capacity_unbatched:10,.0f} frames per CPU-second"
+          f" (ratio {capacity_unbatched / bare:.3f}), {unbatched['batches']} batches,"
+          f" p99 {unbatched['latency_p99_ms']:.3f} ms")
     print(f"burst (sender as fast as it can) : {burst['fps']:10,.0f} frames/s end to end,"
           f" dropped {burst['dropped']}, p99 {burst['latency_p99_ms']:.1f} ms")
     keeps_up = paced["dropped"] == 0 and capacity >= OFFERED_FPS
@@ -249,6 +254,9 @@ def main() -> None:
         "alarms_delivered": alarms["delivered"],
         "alarms_latency_p99_ms": round(alarms["latency_p99_ms"], 3),
         "every_alarm_delivered": no_alarm_lost,
+        "no_window_capacity_fps_per_core": round(capacity_unbatched),
+        "no_window_ratio_vs_bare": round(capacity_unbatched / bare, 3),
+        "no_window_latency_p99_ms": round(unbatched["latency_p99_ms"], 3),
         "burst_fps": round(burst["fps"]),
         "burst_dropped": burst["dropped"],
         "keeps_up": keeps_up,

@@ -27,9 +27,11 @@ Campus (``--campus-peers``, default 100 x ``--campus-units`` 20; ``--campus-peer
 same gateway with ``[federation]`` and 20 units of its own, joined by 100 real federation nodes
 (``FederationService``, the daemon's gossip service, over the real authenticated UDP wire) running in
 child processes, each publishing 20 unit summaries refreshed every second. Reported: time from the
-gateway's start until its campus view (asked over the admin socket) holds all 100 x 20 peer units, then
-the same figures as a size row, measured with the full view, and the RSS it costs over the same gateway
-alone.
+peers' start until the gateway's campus view (asked over the admin socket) holds 99 % and all of the
+100 x 20 peer units (``--campus-timeout-s`` bounds the wait; the figures are measured anyway and say
+what had arrived), then the same figures as a size row, measured with the view, the RSS the view costs
+over the same gateway alone, and the peers' membership states as the gateway sees them at the end (100
+peers share a few processes here: on a loaded machine a starved peer misses probes and is suspected).
 
 Prints the growth curve as a table (with the same-run ratio gateway / bare CPU per poll at each size) and
 ends with one JSON line. About 40 s per size plus 60 s for the campus row on this 2-core machine:
@@ -388,13 +390,14 @@ def measure_gateway(gateway: Gateway, sim: Simulator, count: int, http_port: int
     pid = gateway.proc.pid
     time.sleep(warmup_s)  # let start-up work (identify, negotiation, first allocations) settle
     metrics0, reads0 = scrape(http_port), sim.reads()
-    cpu0, wall0 = cpu_s(pid), time.perf_counter()
+    cpu0, sim_cpu0, wall0 = cpu_s(pid), cpu_s(sim.child.pid), time.perf_counter()
     rss_peak = rss_mb(pid)
     deadline = wall0 + measure_s
     while time.perf_counter() < deadline:
         time.sleep(min(1.0, max(0.0, deadline - time.perf_counter())))
         rss_peak = max(rss_peak, rss_mb(pid))
     cpu, wall = cpu_s(pid) - cpu0, time.perf_counter() - wall0
+    sim_cores = (cpu_s(sim.child.pid) - sim_cpu0) / wall
     metrics1, reads1 = scrape(http_port), sim.reads()
     polls = reads1 - reads0
     status = gateway.admin({"cmd": "status"})
@@ -432,6 +435,8 @@ def measure_gateway(gateway: Gateway, sim: Simulator, count: int, http_port: int
         "setpower_changes": changes,
         "setpower_missed": missed,
         "units_good": good,
+        "sim_cpu_cores": round(sim_cores, 3),  # near 1.0: the device side, not the gateway, sets the pace
+        "loadavg": round(os.getloadavg()[0], 2),
     }
 
 
@@ -440,14 +445,21 @@ def run_size(count: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
     try:
         row: dict[str, Any] = {"units": count}
         if not args.no_bare:
+            sim_cpu0, wall0 = cpu_s(sim.child.pid), time.perf_counter()
             row["bare"] = asyncio.run(bare(sim.ports, args.warmup_s / 2, args.measure_s))
+            row["bare"]["sim_cpu_cores"] = round((cpu_s(sim.child.pid) - sim_cpu0) / (time.perf_counter() - wall0), 3)
         http_port = free_port()
         opcua_port = free_port() if args.opcua else None
         gateway = Gateway(workdir / f"gw{count}", gateway_config(workdir / f"gw{count}" / "state", sim.ports,
                                                                  http_port, opcua_port=opcua_port))
         try:
-            gateway.wait(lambda: gateway.all_good(count), 60.0 + count * 0.1, "unit connected with good data")
-            row["ready_s"] = round(time.perf_counter() - gateway.started, 1)
+            try:
+                gateway.wait(lambda: gateway.all_good(count), 60.0 + count * 0.06, "unit connected with good data")
+                row["ready_s"] = round(time.perf_counter() - gateway.started, 1)
+            except RuntimeError as err:  # an overloaded machine: measure what runs, and say so
+                if gateway.proc.poll() is not None:
+                    raise
+                row["not_ready"] = str(err)
             row["gateway"] = measure_gateway(gateway, sim, count, http_port, args.warmup_s, args.measure_s,
                                              args.changes)
         finally:
@@ -477,26 +489,47 @@ def run_campus(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             alone_rss = rss_mb(gateway.proc.pid)
             joined = time.perf_counter()
             per_child = (peers + args.campus_processes - 1) // args.campus_processes
+            peer_log = (workdir / "peers.log").open("w")
             for first in range(0, peers, per_child):
                 ids = [f"peer{i:03d}" for i in range(first, min(peers, first + per_child))]
                 spec = {"ids": ids, "ports": peer_ports[first:first + len(ids)], "key": key, "units": per_peer,
                         "seeds": [f"127.0.0.1:{gossip_port}"]}
                 children.append(subprocess.Popen([sys.executable, "-c", _PEERS_CHILD, json.dumps(spec)],
-                                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+                                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=peer_log,
+                                                 text=True))
+
+            progress: dict[str, float | None] = {"at": 0.0, "t99": None}
+            expected = own + peers * per_peer
 
             def full_view() -> bool:
                 aggregate = gateway.admin({"cmd": "view"})["view"]["aggregate"]
-                return aggregate["units_total"] >= own + peers * per_peer and aggregate["gateways_alive"] >= peers + 1
+                if progress["t99"] is None and aggregate["units_total"] - own >= 0.99 * peers * per_peer:
+                    progress["t99"] = time.perf_counter() - joined
+                if time.monotonic() - (progress["at"] or 0.0) > 10.0:
+                    progress["at"] = time.monotonic()
+                    print(f"  campus: view holds {aggregate['units_total']} units, {aggregate['gateways_alive']} "
+                          f"gateways alive, {aggregate['gateways_suspect']} suspect", flush=True)
+                return aggregate["units_total"] >= expected  # every peer unit has arrived
 
-            gateway.wait(full_view, 120.0, f"campus view of {peers} x {per_peer} peer units", step_s=0.5)
-            view_s = time.perf_counter() - joined
+            view_s: float | None = None
+            try:
+                gateway.wait(full_view, args.campus_timeout_s, f"campus view of {peers} x {per_peer} peer units",
+                             step_s=0.5)
+                view_s = time.perf_counter() - joined
+            except RuntimeError:  # measured anyway with what arrived; the row says how much that was
+                if gateway.proc.poll() is not None:
+                    raise
             row = measure_gateway(gateway, sim, own, http_port, args.warmup_s, args.measure_s, args.changes)
             row.update({"peers": peers, "units_per_peer": per_peer, "own_units": own,
-                        "view_complete_s": round(view_s, 1), "rss_alone_mb": round(alone_rss, 1),
+                        "view_complete_s": None if view_s is None else round(view_s, 1),
+                        "view_99pct_s": None if progress["t99"] is None else round(progress["t99"], 1),
+                        "rss_alone_mb": round(alone_rss, 1),
                         "rss_view_cost_mb": round(row["rss_mb"] - alone_rss, 1)})
             view = gateway.admin({"cmd": "view"})["view"]["aggregate"]
             row["view_units_at_end"] = view["units_total"]
-            row["view_gateways_alive_at_end"] = view["gateways_alive"]
+            # peers share a few processes of a loaded machine: a starved one may miss probes (suspect / dead)
+            row["view_gateways_at_end"] = {state: view[f"gateways_{state}"] for state in ("alive", "suspect", "dead")}
+            row["view_units_by_quality_at_end"] = dict(view["units_by_quality"])
             return row
         finally:
             gateway.close()
@@ -504,6 +537,10 @@ def run_campus(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for child in children:
             stop_child(child)
         sim.close()
+        log_path = workdir / "peers.log"
+        if log_path.exists() and log_path.stat().st_size:
+            print(f"  campus: the peer processes wrote {len(log_path.read_text().splitlines())} lines on stderr, "
+                  f"first: {log_path.read_text().splitlines()[0][:160]}")
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -520,7 +557,8 @@ def main() -> None:
     parser.add_argument("--campus-peers", type=int, default=100, help="peer gateways (0: no campus row)")
     parser.add_argument("--campus-units", type=int, default=20, help="units per peer gateway")
     parser.add_argument("--campus-own-units", type=int, default=20, help="units of the measured gateway")
-    parser.add_argument("--campus-processes", type=int, default=2, help="child processes for the peers")
+    parser.add_argument("--campus-processes", type=int, default=4, help="child processes for the peers")
+    parser.add_argument("--campus-timeout-s", type=float, default=90.0, help="wait this long for the full view")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     print(f"scale: vendor_a {FIRMWARE} at {RATE_HZ:g} Hz, sizes {sizes}, {args.measure_s:g} s measured after "
@@ -532,7 +570,12 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bessgw-scale-"))
     try:
         for count in sizes:
-            row = run_size(count, args, workdir)
+            try:
+                row = run_size(count, args, workdir)
+            except (RuntimeError, OSError) as err:  # one size failing must not lose the others' figures
+                print(f"  {count:5d} units: FAILED: {err}", flush=True)
+                figures["sizes"][str(count)] = {"units": count, "error": str(err)}
+                continue
             figures["sizes"][str(count)] = row
             g, b = row["gateway"], row.get("bare", {})
             nan = float("nan")
@@ -543,28 +586,38 @@ def main() -> None:
                   f"{b.get('poll_rate_hz', nan):.1f} polls/s {b.get('cpu_us_per_poll', nan):.1f} µs/poll",
                   flush=True)
         if args.campus_peers > 0:
-            figures["campus"] = run_campus(args, workdir)
+            try:
+                figures["campus"] = run_campus(args, workdir)
+            except (RuntimeError, OSError) as err:
+                figures["campus"] = {"error": str(err)}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     figures["loadavg_end"] = round(os.getloadavg()[0], 2)
 
     print()
     header = (f"{'units':>6} {'polls/s':>9} {'nominal':>8} {'core':>6} {'µs/poll':>8} {'bare µs':>8} {'ratio':>6} "
-              f"{'RSS MB':>7} {'ctl Hz':>7} {'ctl p99':>8} {'SetP p50':>9} {'SetP p99':>9}")
+              f"{'RSS MB':>7} {'ctl Hz':>7} {'ctl p99':>8} {'SetP p50':>9} {'SetP p99':>9} {'sim core':>8} {'load':>5}")
     print(header)
     for count, row in figures["sizes"].items():
+        if "error" in row:
+            print(f"{count:>6} failed: {row['error']}")
+            continue
         g, b = row["gateway"], row.get("bare", {})
         print(f"{count:>6} {g['poll_rate_hz']:>9.1f} {g['nominal_rate_hz']:>8.0f} {g['cpu_cores']:>6.3f} "
               f"{g['cpu_us_per_poll']:>8.1f} {b.get('cpu_us_per_poll', float('nan')):>8.1f} "
               f"{row.get('ratio_cpu_per_poll_vs_bare', float('nan')):>6.2f} {g['rss_mb']:>7.1f} "
               f"{g['control_steps_hz']:>7.2f} {g['control_step_p99_ms']:>7.1f}ms {g['setpower_p50_ms']:>7.1f}ms "
-              f"{g['setpower_p99_ms']:>7.1f}ms")
-    if "campus" in figures:
+              f"{g['setpower_p99_ms']:>7.1f}ms {g['sim_cpu_cores']:>8.2f} {g['loadavg']:>5.1f}")
+    if "error" in figures.get("campus", {}):
+        print(f"campus failed: {figures['campus']['error']}")
+    elif "campus" in figures:
         c = figures["campus"]
         print(f"campus: {c['peers']} peers x {c['units_per_peer']} units + {c['own_units']} own: view complete "
-              f"{c['view_complete_s']:.1f} s after the peers started; with it: {c['cpu_cores'] * 100:.1f} % core, "
+              f"{c['view_complete_s']} s (99 %: {c['view_99pct_s']} s) after the peers started; with it: "
+              f"{c['cpu_cores'] * 100:.1f} % core, "
               f"{c['cpu_us_per_poll']:.1f} µs/poll, RSS {c['rss_mb']:.1f} MB ({c['rss_view_cost_mb']:+.1f} MB for "
-              f"the view), control p99 {c['control_step_p99_ms']:.1f} ms, SetPower p99 {c['setpower_p99_ms']:.1f} ms")
+              f"the view), control p99 {c['control_step_p99_ms']:.1f} ms, SetPower p99 {c['setpower_p99_ms']:.1f} ms; "
+              f"at the end {c['view_units_at_end']} units, peers {c['view_gateways_at_end']}")
     print("(CPU and RSS are the gateway process's; the simulator and the peers run in their own processes. "
           "Absolute figures move with the machine's load; the ratio is measured in the same run.)")
     print(json.dumps(figures, separators=(",", ":")))
