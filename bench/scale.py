@@ -573,8 +573,11 @@ def main() -> None:
             try:
                 row = run_size(count, args, workdir)
             except (RuntimeError, OSError) as err:  # one size failing must not lose the others' figures
-                print(f"  {count:5d} units: FAILED: {err}", flush=True)
-                figures["sizes"][str(count)] = {"units": count, "error": str(err)}
+                log_path = workdir / f"gw{count}" / "gateway.log"
+                tail = log_path.read_text(errors="replace").splitlines()[-3:] if log_path.exists() else []
+                print(f"  {count:5d} units: FAILED: {type(err).__name__}: {err}; gateway log ends: {tail}", flush=True)
+                figures["sizes"][str(count)] = {"units": count, "error": f"{type(err).__name__}: {err}",
+                                                "gateway_log_tail": tail}
                 continue
             figures["sizes"][str(count)] = row
             g, b = row["gateway"], row.get("bare", {})
