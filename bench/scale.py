@@ -34,10 +34,15 @@ over the same gateway alone, and the peers' membership states as the gateway see
 peers share a few processes here: on a loaded machine a starved peer misses probes and is suspected).
 
 Prints the growth curve as a table (with the same-run ratio gateway / bare CPU per poll at each size) and
-ends with one JSON line. About 40 s per size plus 60 s for the campus row on this 2-core machine:
+ends with one JSON line. On a 2-core machine: about 40 s for each size up to 200, 1-3 minutes for 500 and
+1,000, 1-2.5 minutes for the campus row, so everything takes 6-10 minutes; pick what you need:
 
-    .venv/bin/python bench/scale.py                       # everything (~5 minutes)
-    .venv/bin/python bench/scale.py --sizes 10,200 --campus-peers 0
+    .venv/bin/python bench/scale.py                       # everything
+    .venv/bin/python bench/scale.py --sizes 10,200 --campus-peers 0      # about 2 minutes
+    .venv/bin/python bench/scale.py --sizes 200 --opcua --campus-peers 0
+
+A size whose gateway exits (for instance because its OPC UA server did not start within the daemon's
+start-up bound) is reported with the tail of the gateway's log instead of figures.
 """
 
 from __future__ import annotations
