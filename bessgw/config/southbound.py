@@ -41,6 +41,10 @@ class CanSettings(StrictModel):
     send_timeout_s: float = Field(
         1.0, gt=0, le=60, description="Bound on sending one command frame, rate-limit wait included"
     )
+    batch_window_s: float = Field(
+        0.005, ge=0, le=0.1,
+        description="A busy bus's frames reach drivers once per window (bounds their added latency); 0: at once",
+    )
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> CanSettings:

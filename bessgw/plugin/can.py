@@ -52,12 +52,20 @@ class CanLink(Protocol):
         """Whether the bus is open right now (sends fail with ``DeviceUnavailableError`` otherwise)."""
         ...
 
-    def subscribe(self, arbitration_ids: Iterable[int], handler: FrameHandler) -> None:
+    def subscribe(self, arbitration_ids: Iterable[int], handler: FrameHandler, *,
+                  latest_only: bool = False) -> None:
         """Call ``handler`` for every received frame whose arbitration id is one of ``arbitration_ids``.
 
         Dispatch is a dictionary lookup, so a bus with many nodes costs the same per frame as one. An
         exception in ``handler`` is counted and logged by core, and the frame dropped; the reader goes on.
         Subscriptions survive bus reopening.
+
+        ``latest_only=True`` is for cyclic telemetry whose newest value is all that matters: core hands
+        frames over in batches (one per ``[southbound.can] batch_window_s`` on a busy bus) and calls
+        ``handler`` only with the last frame of each such id in a batch, so a saturated bus costs one
+        decode per id per batch instead of one per frame. Never use it for alarm, fault or event frames:
+        with the default (``False``) every frame arrives, in bus order, and a latest-only frame sent
+        before it is delivered before it.
         """
         ...
 

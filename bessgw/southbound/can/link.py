@@ -66,9 +66,10 @@ class NodeLink:
     def available(self) -> bool:
         return self.bus.available
 
-    def subscribe(self, arbitration_ids: Iterable[int], handler: FrameHandler) -> None:
+    def subscribe(self, arbitration_ids: Iterable[int], handler: FrameHandler, *,
+                  latest_only: bool = False) -> None:
         for arbitration_id in arbitration_ids:
-            self.bus.subscribe(arbitration_id, handler)
+            self.bus.subscribe(arbitration_id, handler, latest_only)
         if handler not in self._handlers:
             self._handlers.append(handler)
 

@@ -80,7 +80,10 @@ class VendorCDriver(VendorDriver):
         self._setpoint_counter = 0
         self._control_counter = 0
         self._heartbeat_ids = p.frame_id(p.HEARTBEAT, self.node_id)
-        self.link.subscribe(self._handlers, self._on_frame)
+        # cyclic telemetry latest-wins (a saturated bus costs one decode per id per batch); alarms every frame
+        self.link.subscribe([p.frame_id(n, self.node_id) for n in p.TELEMETRY_MESSAGES], self._on_frame,
+                            latest_only=True)
+        self.link.subscribe([p.frame_id(n, self.node_id) for n in p.EVENT_MESSAGES], self._on_frame)
 
     # -------------------------------------------------------------------------- frames (hot path)
 

@@ -27,6 +27,10 @@ STATUS, CELLS, LIMITS, ALARMS, CAPACITY, IDENTITY = (
 #: gateway -> BMS
 SETPOINT, CONTROL, HEARTBEAT = "GW_Setpoint", "GW_Control", "GW_Heartbeat"
 BMS_MESSAGES = (STATUS, CELLS, LIMITS, ALARMS, CAPACITY, IDENTITY)
+#: cyclic telemetry: only the newest frame of each matters (core may coalesce a busy bus's frames)
+TELEMETRY_MESSAGES = (STATUS, CELLS, LIMITS, CAPACITY, IDENTITY)
+#: alarm frames: every one must reach the driver (never coalesced)
+EVENT_MESSAGES = (ALARMS,)
 GATEWAY_MESSAGES = (SETPOINT, CONTROL, HEARTBEAT)
 
 #: alarm bits of BMS_Alarms in bit order (bit 0 first); ``Telemetry.alarms`` uses the same order

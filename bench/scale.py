@@ -1,0 +1,635 @@
+"""Scale benchmark: one real gateway process at 10 .. 1,000 vendor_a units, and its campus view of 100 peers.
+
+For each size N (``--sizes``, default 10, 50, 200, 500, 1000):
+
+* the vendor_a simulator runs N containers (real pymodbus servers on 127.0.0.1) in a **child process**,
+  which also counts the read requests it serves and notes when each container's P-setpoint register is
+  written;
+* **bare**: this process polls the same containers with one ``AsyncModbusTcpClient`` each, reading the
+  same registers at 10 Hz (polls spread over the period), nothing else: the floor a Python gateway built
+  on pymodbus pays. CPU is this process's own;
+* **gateway**: a real ``bessgw run`` process (the daemon's wiring: Modbus transport, one unit supervisor
+  per unit polling at 10 Hz with a 1 Hz heartbeat, the control service at 10 Hz with its journal, the
+  admin socket, the HTTP listener for ``/metrics``; with ``--opcua`` also the OPC UA server and its
+  publisher) started once all containers listen. After it has connected every unit and a warm-up,
+  measured over ``--measure-s``: CPU of the gateway process (``/proc/PID/stat``), RSS (``VmRSS``), polls
+  served by the simulator, and from ``/metrics`` the control steps and the control step duration
+  (histogram; the p99 is interpolated inside its bucket as Prometheus' ``histogram_quantile`` does);
+* **SetPower**: ``--changes`` setpoints alternating between 20 % and 30 % of the fleet's discharge
+  capability, each submitted through the admin socket's ``setpoint`` command (what ``bessgw setpoint``
+  sends: validated, journaled with fsync, arbitrated, allocated, written by the control loop), timed
+  from just before the request to the last container's P register holding its new value (wall clock
+  of both processes). The OPC UA ``SetPower`` method enters the same command path; it is not used here
+  so that the same path can be timed at every size (the OPC UA server at 1,000 units is its own cost,
+  measured by ``bench/opcua_north.py``).
+
+Campus (``--campus-peers``, default 100 x ``--campus-units`` 20; ``--campus-peers 0`` skips it): the
+same gateway with ``[federation]`` and 20 units of its own, joined by 100 real federation nodes
+(``FederationService``, the daemon's gossip service, over the real authenticated UDP wire) running in
+child processes, each publishing 20 unit summaries refreshed every second. Reported: time from the
+peers' start until the gateway's campus view (asked over the admin socket) holds 99 % and all of the
+100 x 20 peer units (``--campus-timeout-s`` bounds the wait; the figures are measured anyway and say
+what had arrived), then the same figures as a size row, measured with the view, the RSS the view costs
+over the same gateway alone, and the peers' membership states as the gateway sees them at the end (100
+peers share a few processes here: on a loaded machine a starved peer misses probes and is suspected).
+
+Prints the growth curve as a table (with the same-run ratio gateway / bare CPU per poll at each size) and
+ends with one JSON line. On a 2-core machine: about 40 s for each size up to 200, 1-3 minutes for 500 and
+1,000, 1-2.5 minutes for the campus row, so everything takes 6-10 minutes; pick what you need:
+
+    .venv/bin/python bench/scale.py                       # everything
+    .venv/bin/python bench/scale.py --sizes 10,200 --campus-peers 0      # about 2 minutes
+    .venv/bin/python bench/scale.py --sizes 200 --opcua --campus-peers 0
+
+A size whose gateway exits (for instance because its OPC UA server did not start within the daemon's
+start-up bound) is reported with the tail of the gateway's log instead of figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+RATE_HZ = 10.0
+FIRMWARE = "v2"
+TICK_S = os.sysconf("SC_CLK_TCK")
+
+_SIM_CHILD = r"""
+import asyncio, gc, json, sys, time
+import numpy as np
+from bessgw.plugin.manager import build_plugin_manager
+from bessgw_vendor_a.simulator import VendorASimulator
+
+async def main(count):
+    chemistry = build_plugin_manager().collect().chemistries["lfp"]
+    async with VendorASimulator(chemistry, count=count, port=0, firmware=sys.argv[2], watchdog_s=3600) as sim:
+        fleet = sim.fleet
+        address = fleet.map["p_setpoint_kw"].address
+        written_at = np.full(count, -np.inf)
+        raw = [None] * count
+        original = fleet.apply_write
+
+        def apply_write(index, first, values, now_s):
+            original(index, first, values, now_s)
+            if first <= address < first + len(values):
+                written_at[index] = time.time()
+                raw[index] = tuple(values[address - first: address - first + 2])
+
+        fleet.apply_write = apply_write
+        gc.freeze()  # the device side: keep its GC pauses out of the pollers' figures
+        print(json.dumps({"ports": sim.ports}), flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        marked = list(raw)
+        while line := await reader.readline():
+            request = json.loads(line)
+            if request["cmd"] == "reads":
+                reply = {"reads": sum(c.counts.reads for c in sim.containers)}
+            elif request["cmd"] == "mark":  # the register values before a command
+                marked = list(raw)
+                reply = {"ok": True}
+            else:  # "wait": every P register written after `since` with a value other than the marked one
+                since, deadline = request["since"], loop.time() + request["timeout_s"]
+                def done():
+                    return all(w > since and r != m for w, r, m in zip(written_at, raw, marked))
+                while not done() and loop.time() < deadline:
+                    await asyncio.sleep(0.002)
+                reply = {"latency_s": float(written_at.max() - since) if done() else None}
+            print(json.dumps(reply), flush=True)
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+_PEERS_CHILD = r"""
+import asyncio, json, sys, time
+import structlog
+from bessgw.config import FederationSection
+from bessgw.federation.service import FederationService
+from bessgw.federation.view import UnitSummary
+from bessgw.model import Quality, UnitState
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+
+async def main(spec):
+    services = []
+    for gateway_id, port in zip(spec["ids"], spec["ports"]):
+        settings = FederationSection(bind_host="127.0.0.1", bind_port=port, keys=[spec["key"]],
+                                     seeds=spec["seeds"])
+        services.append(FederationService(settings, gateway_id, log=structlog.get_logger("peer")))
+    for service in services:
+        await service.start()
+    tasks = [asyncio.create_task(service.run()) for service in services]
+
+    async def publish():
+        while True:  # every peer's units, fresh each second, as a gateway's supervisors would report them
+            now = time.time()
+            for n, service in enumerate(services):
+                service.update_local_units([
+                    UnitSummary(f"{service.node.id}-u{i}", UnitState.RUNNING, Quality.GOOD, 40.0 + (i + n) % 20,
+                                0.0, 500.0, 500.0, 1000.0, now)
+                    for i in range(spec["units"])])
+            await asyncio.sleep(1.0)
+
+    tasks.append(asyncio.create_task(publish()))
+    print(json.dumps({"ready": len(services)}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes it
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+asyncio.run(main(json.loads(sys.argv[1])))
+"""
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK_S
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def stop_child(child: subprocess.Popen[str]) -> None:
+    if child.stdin is not None and not child.stdin.closed:
+        child.stdin.close()
+    try:
+        child.wait(10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
+class Simulator:
+    """The vendor_a simulator child: ports, served reads, P-register write latencies."""
+
+    def __init__(self, count: int) -> None:
+        self.child = subprocess.Popen([sys.executable, "-c", _SIM_CHILD, str(count), FIRMWARE],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self._line(60.0 + count * 0.05)
+        self.ports: list[int] = json.loads(line)["ports"]
+
+    def _line(self, timeout_s: float) -> str:
+        assert self.child.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        import select
+
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.child.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if ready:
+                line = self.child.stdout.readline()
+                if not line:
+                    raise RuntimeError("simulator child ended")
+                return line
+        raise RuntimeError("simulator child did not answer in time")
+
+    def ask(self, request: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
+        assert self.child.stdin is not None
+        self.child.stdin.write(json.dumps(request) + "\n")
+        self.child.stdin.flush()
+        return json.loads(self._line(timeout_s))
+
+    def reads(self) -> int:
+        return int(self.ask({"cmd": "reads"})["reads"])
+
+    def close(self) -> None:
+        stop_child(self.child)
+
+
+# ------------------------------------------------------------------------------------------ bare
+
+
+async def bare(ports: list[int], warmup_s: float, measure_s: float) -> dict[str, Any]:
+    import logging
+
+    from bessgw_vendor_a.registermap import load_map
+    from pymodbus.client import AsyncModbusTcpClient
+
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    spans = load_map(FIRMWARE).spans()
+    start = min(s.address for s in spans)
+    count = max(s.end for s in spans) - start
+    clients = [AsyncModbusTcpClient("127.0.0.1", port=p, timeout=1.0, retries=0, reconnect_delay=0) for p in ports]
+    for client in clients:
+        assert await client.connect()
+    polls = errors = 0
+    measuring, running = False, True
+
+    async def poll(client: AsyncModbusTcpClient, offset: float) -> None:
+        nonlocal polls, errors
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / RATE_HZ
+        next_at = loop.time() + offset
+        while running:  # stopped by a flag: pymodbus' wait_for can swallow a cancellation (3.11)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            try:
+                response = await client.read_holding_registers(start, count=count, device_id=1)
+                errors += response.isError()
+            except Exception:  # a timeout under overload is a figure, not a crash
+                errors += 1
+            polls += measuring
+            next_at += interval
+            now = loop.time()
+            if next_at < now:
+                next_at = now + interval - ((now - next_at) % interval)
+
+    tasks = [asyncio.create_task(poll(c, i / len(clients) / RATE_HZ)) for i, c in enumerate(clients)]
+    await asyncio.sleep(warmup_s)
+    measuring = True
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.sleep(measure_s)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    measuring = running = False
+    await asyncio.wait(tasks, timeout=5.0)
+    for task in tasks:
+        task.cancel()
+    for client in clients:
+        client.close()
+    return {"poll_rate_hz": round(polls / wall, 1), "cpu_cores": round(cpu / wall, 3),
+            "cpu_us_per_poll": round(cpu / max(polls, 1) * 1e6, 1), "errors": errors}
+
+
+# --------------------------------------------------------------------------------------- gateway
+
+
+def gateway_config(state_dir: Path, ports: list[int], http_port: int, *, opcua_port: int | None = None,
+                   federation: dict[str, Any] | None = None) -> str:
+    lines = [
+        "[gateway]", f'id = "{(federation or {}).get("id", "scale")}"', f'state_dir = "{state_dir}"',
+        'log_format = "json"', 'log_level = "warning"', "telemetry_log_interval_s = 0", "",
+        "[defaults]", f"poll_interval_s = {1.0 / RATE_HZ}", "heartbeat_interval_s = 1.0", "",
+        "[control]", "period_s = 0.1", "",
+        "[[control.sources]]", 'name = "local"', "priority = 300", "heartbeat_timeout_s = 3600.0", "",
+        "[http]", f'listen = "127.0.0.1:{http_port}"', "",
+    ]
+    if opcua_port is not None:
+        lines += ["[northbound.opcua]", "enabled = true", f'endpoint = "opc.tcp://127.0.0.1:{opcua_port}/bessgw"',
+                  'security_policies = ["None"]', 'anonymous = "read"', ""]
+    if federation is not None:
+        seeds = ", ".join(f'"{s}"' for s in federation["seeds"])
+        lines += ["[federation]", 'bind_host = "127.0.0.1"', f"bind_port = {federation['port']}",
+                  f"seeds = [{seeds}]", f'keys = ["{federation["key"]}"]', ""]
+    for i, port in enumerate(ports):
+        lines += ["[[units]]", f'id = "u{i}"', 'driver = "vendor_a"', "[units.modbus]", 'host = "127.0.0.1"',
+                  f"port = {port}", ""]
+    return "\n".join(lines)
+
+
+class Gateway:
+    """A real ``bessgw run`` process."""
+
+    def __init__(self, workdir: Path, config_text: str) -> None:
+        self.state_dir = workdir / "state"
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "bessgw.toml"
+        self.config.write_text(config_text)
+        self.log = (workdir / "gateway.log").open("w")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "bessgw.cli", "run", "--config", str(self.config)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def admin(self, payload: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
+        from bessgw.daemon.admin import request, socket_path
+
+        return request(socket_path(self.state_dir), payload, timeout_s)
+
+    def wait(self, predicate: Any, timeout_s: float, what: str, step_s: float = 0.25) -> Any:
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited ({self.proc.returncode}) while waiting for {what}")
+            try:
+                last = predicate()
+            except (OSError, ValueError, KeyError):
+                last = None
+            if last:
+                return last
+            time.sleep(step_s)  # polling a condition with a deadline
+        raise RuntimeError(f"gateway: no {what} within {timeout_s:g} s (last: {str(last)[:200]})")
+
+    def all_good(self, count: int) -> bool:
+        units = self.admin({"cmd": "status"})["units"]
+        return len(units) == count and all(u["connected"] and u["quality"] == "good" for u in units)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def scrape(http_port: int) -> dict[str, Any]:
+    """The control figures of ``/metrics``: steps and the step-duration histogram's cumulative buckets."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    steps = 0.0
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("bessgw_control_steps_total"):
+            steps = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("bessgw_control_step_duration_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return {"steps": steps, "buckets": buckets}
+
+
+def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """Prometheus-style quantile of the observations between two scrapes (linear inside the bucket)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(cumulative - below, 1e-12)
+        lower, below = bound, cumulative
+    return lower
+
+
+def measure_gateway(gateway: Gateway, sim: Simulator, count: int, http_port: int, warmup_s: float,
+                    measure_s: float, changes: int) -> dict[str, Any]:
+    pid = gateway.proc.pid
+    time.sleep(warmup_s)  # let start-up work (identify, negotiation, first allocations) settle
+    metrics0, reads0 = scrape(http_port), sim.reads()
+    cpu0, sim_cpu0, wall0 = cpu_s(pid), cpu_s(sim.child.pid), time.perf_counter()
+    rss_peak = rss_mb(pid)
+    deadline = wall0 + measure_s
+    while time.perf_counter() < deadline:
+        time.sleep(min(1.0, max(0.0, deadline - time.perf_counter())))
+        rss_peak = max(rss_peak, rss_mb(pid))
+    cpu, wall = cpu_s(pid) - cpu0, time.perf_counter() - wall0
+    sim_cores = (cpu_s(sim.child.pid) - sim_cpu0) / wall
+    metrics1, reads1 = scrape(http_port), sim.reads()
+    polls = reads1 - reads0
+    status = gateway.admin({"cmd": "status"})
+    units = status["units"]
+    good = sum(u["quality"] == "good" for u in units)
+    capability = sum(u["max_discharge_kw"] or 0.0 for u in units)
+    latencies: list[float] = []
+    missed = 0
+    for change in range(changes):
+        p_kw = round(capability * (0.2 + 0.1 * (change % 2)), 1)
+        sim.ask({"cmd": "mark"})
+        since = time.time()
+        reply = gateway.admin({"cmd": "setpoint", "p_kw": p_kw, "command_id": f"scale-{uuid.uuid4()}"})
+        if not reply.get("ok", True) or "error" in reply:
+            raise RuntimeError(f"setpoint refused: {reply}")
+        answer = sim.ask({"cmd": "wait", "since": since, "timeout_s": 10.0}, timeout_s=20.0)
+        if answer["latency_s"] is None:
+            missed += 1
+        else:
+            latencies.append(answer["latency_s"])
+    gateway.admin({"cmd": "release"})
+    step_p99 = histogram_quantile(0.99, metrics0["buckets"], metrics1["buckets"])
+    return {
+        "poll_rate_hz": round(polls / wall, 1),
+        "nominal_rate_hz": count * RATE_HZ,
+        "cpu_cores": round(cpu / wall, 3),
+        "cpu_us_per_poll": round(cpu / max(polls, 1) * 1e6, 1),
+        "rss_mb": round(rss_mb(pid), 1),
+        "rss_peak_mb": round(rss_peak, 1),
+        "control_steps_hz": round((metrics1["steps"] - metrics0["steps"]) / wall, 2),
+        "control_step_p99_ms": round(step_p99 * 1e3, 2),
+        "setpower_p50_ms": round(percentile(latencies, 50) * 1e3, 1),
+        "setpower_p99_ms": round(percentile(latencies, 99) * 1e3, 1),
+        "setpower_max_ms": round(max(latencies, default=float("nan")) * 1e3, 1),
+        "setpower_changes": changes,
+        "setpower_missed": missed,
+        "units_good": good,
+        "sim_cpu_cores": round(sim_cores, 3),  # near 1.0: the device side, not the gateway, sets the pace
+        "loadavg": round(os.getloadavg()[0], 2),
+    }
+
+
+def run_size(count: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    sim = Simulator(count)
+    try:
+        row: dict[str, Any] = {"units": count}
+        if not args.no_bare:
+            sim_cpu0, wall0 = cpu_s(sim.child.pid), time.perf_counter()
+            row["bare"] = asyncio.run(bare(sim.ports, args.warmup_s / 2, args.measure_s))
+            row["bare"]["sim_cpu_cores"] = round((cpu_s(sim.child.pid) - sim_cpu0) / (time.perf_counter() - wall0), 3)
+        http_port = free_port()
+        opcua_port = free_port() if args.opcua else None
+        gateway = Gateway(workdir / f"gw{count}", gateway_config(workdir / f"gw{count}" / "state", sim.ports,
+                                                                 http_port, opcua_port=opcua_port))
+        try:
+            try:
+                gateway.wait(lambda: gateway.all_good(count), 60.0 + count * 0.06, "unit connected with good data")
+                row["ready_s"] = round(time.perf_counter() - gateway.started, 1)
+            except RuntimeError as err:  # an overloaded machine: measure what runs, and say so
+                if gateway.proc.poll() is not None:
+                    raise
+                row["not_ready"] = str(err)
+            row["gateway"] = measure_gateway(gateway, sim, count, http_port, args.warmup_s, args.measure_s,
+                                             args.changes)
+        finally:
+            gateway.close()
+        if "bare" in row:
+            row["ratio_cpu_per_poll_vs_bare"] = round(
+                row["gateway"]["cpu_us_per_poll"] / max(row["bare"]["cpu_us_per_poll"], 1e-9), 2)
+        return row
+    finally:
+        sim.close()
+
+
+def run_campus(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    own, peers, per_peer = args.campus_own_units, args.campus_peers, args.campus_units
+    key = base64.b64encode(os.urandom(32)).decode()
+    gossip_port = free_port(socket.SOCK_DGRAM)
+    peer_ports = [free_port(socket.SOCK_DGRAM) for _ in range(peers)]
+    sim = Simulator(own)
+    children: list[subprocess.Popen[str]] = []
+    try:
+        http_port = free_port()
+        config = gateway_config(workdir / "campus" / "state", sim.ports, http_port,
+                                federation={"id": "scale-gw", "port": gossip_port, "seeds": [], "key": key})
+        gateway = Gateway(workdir / "campus", config)
+        try:
+            gateway.wait(lambda: gateway.all_good(own), 60.0, "unit connected with good data")
+            alone_rss = rss_mb(gateway.proc.pid)
+            joined = time.perf_counter()
+            per_child = (peers + args.campus_processes - 1) // args.campus_processes
+            peer_log = (workdir / "peers.log").open("w")
+            for first in range(0, peers, per_child):
+                ids = [f"peer{i:03d}" for i in range(first, min(peers, first + per_child))]
+                spec = {"ids": ids, "ports": peer_ports[first:first + len(ids)], "key": key, "units": per_peer,
+                        "seeds": [f"127.0.0.1:{gossip_port}"]}
+                children.append(subprocess.Popen([sys.executable, "-c", _PEERS_CHILD, json.dumps(spec)],
+                                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=peer_log,
+                                                 text=True))
+
+            progress: dict[str, float | None] = {"at": 0.0, "t99": None}
+            expected = own + peers * per_peer
+
+            def full_view() -> bool:
+                aggregate = gateway.admin({"cmd": "view"})["view"]["aggregate"]
+                if progress["t99"] is None and aggregate["units_total"] - own >= 0.99 * peers * per_peer:
+                    progress["t99"] = time.perf_counter() - joined
+                if time.monotonic() - (progress["at"] or 0.0) > 10.0:
+                    progress["at"] = time.monotonic()
+                    print(f"  campus: view holds {aggregate['units_total']} units, {aggregate['gateways_alive']} "
+                          f"gateways alive, {aggregate['gateways_suspect']} suspect", flush=True)
+                return aggregate["units_total"] >= expected  # every peer unit has arrived
+
+            view_s: float | None = None
+            try:
+                gateway.wait(full_view, args.campus_timeout_s, f"campus view of {peers} x {per_peer} peer units",
+                             step_s=0.5)
+                view_s = time.perf_counter() - joined
+            except RuntimeError:  # measured anyway with what arrived; the row says how much that was
+                if gateway.proc.poll() is not None:
+                    raise
+            row = measure_gateway(gateway, sim, own, http_port, args.warmup_s, args.measure_s, args.changes)
+            row.update({"peers": peers, "units_per_peer": per_peer, "own_units": own,
+                        "view_complete_s": None if view_s is None else round(view_s, 1),
+                        "view_99pct_s": None if progress["t99"] is None else round(progress["t99"], 1),
+                        "rss_alone_mb": round(alone_rss, 1),
+                        "rss_view_cost_mb": round(row["rss_mb"] - alone_rss, 1)})
+            view = gateway.admin({"cmd": "view"})["view"]["aggregate"]
+            row["view_units_at_end"] = view["units_total"]
+            # peers share a few processes of a loaded machine: a starved one may miss probes (suspect / dead)
+            row["view_gateways_at_end"] = {state: view[f"gateways_{state}"] for state in ("alive", "suspect", "dead")}
+            row["view_units_by_quality_at_end"] = dict(view["units_by_quality"])
+            return row
+        finally:
+            gateway.close()
+    finally:
+        for child in children:
+            stop_child(child)
+        sim.close()
+        log_path = workdir / "peers.log"
+        if log_path.exists() and log_path.stat().st_size:
+            print(f"  campus: the peer processes wrote {len(log_path.read_text().splitlines())} lines on stderr, "
+                  f"first: {log_path.read_text().splitlines()[0][:160]}")
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10,50,200,500,1000", help="comma-separated unit counts")
+    parser.add_argument("--warmup-s", type=float, default=4.0)
+    parser.add_argument("--measure-s", type=float, default=8.0)
+    parser.add_argument("--changes", type=int, default=20, help="SetPower changes per size")
+    parser.add_argument("--opcua", action="store_true", help="run the gateway's OPC UA server too (no client)")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare pymodbus baseline")
+    parser.add_argument("--campus-peers", type=int, default=100, help="peer gateways (0: no campus row)")
+    parser.add_argument("--campus-units", type=int, default=20, help="units per peer gateway")
+    parser.add_argument("--campus-own-units", type=int, default=20, help="units of the measured gateway")
+    parser.add_argument("--campus-processes", type=int, default=4, help="child processes for the peers")
+    parser.add_argument("--campus-timeout-s", type=float, default=90.0, help="wait this long for the full view")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    print(f"scale: vendor_a {FIRMWARE} at {RATE_HZ:g} Hz, sizes {sizes}, {args.measure_s:g} s measured after "
+          f"{args.warmup_s:g} s; OPC UA {'on' if args.opcua else 'off'}; SetPower via the admin socket; "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    figures: dict[str, Any] = {"bench": "scale", "rate_hz": RATE_HZ, "measure_s": args.measure_s,
+                               "opcua": args.opcua, "setpower_path": "admin socket setpoint (command path)",
+                               "cpus": os.cpu_count(), "loadavg_start": round(os.getloadavg()[0], 2), "sizes": {}}
+    workdir = Path(tempfile.mkdtemp(prefix="bessgw-scale-"))
+    try:
+        for count in sizes:
+            try:
+                row = run_size(count, args, workdir)
+            except (RuntimeError, OSError) as err:  # one size failing must not lose the others' figures
+                log_path = workdir / f"gw{count}" / "gateway.log"
+                tail = log_path.read_text(errors="replace").splitlines()[-3:] if log_path.exists() else []
+                print(f"  {count:5d} units: FAILED: {type(err).__name__}: {err}; gateway log ends: {tail}", flush=True)
+                figures["sizes"][str(count)] = {"units": count, "error": f"{type(err).__name__}: {err}",
+                                                "gateway_log_tail": tail}
+                continue
+            figures["sizes"][str(count)] = row
+            g, b = row["gateway"], row.get("bare", {})
+            nan = float("nan")
+            print(f"  {count:5d} units: gateway {g['poll_rate_hz']:8.1f}/{g['nominal_rate_hz']:.0f} polls/s, "
+                  f"{g['cpu_cores'] * 100:5.1f} % core, {g['cpu_us_per_poll']:6.1f} µs/poll, {g['rss_mb']:6.1f} MB, "
+                  f"control {g['control_steps_hz']:.1f} Hz p99 {g['control_step_p99_ms']:.1f} ms, SetPower p99 "
+                  f"{g['setpower_p99_ms']:.1f} ms (missed {g['setpower_missed']}); bare "
+                  f"{b.get('poll_rate_hz', nan):.1f} polls/s {b.get('cpu_us_per_poll', nan):.1f} µs/poll",
+                  flush=True)
+        if args.campus_peers > 0:
+            try:
+                figures["campus"] = run_campus(args, workdir)
+            except (RuntimeError, OSError) as err:
+                figures["campus"] = {"error": str(err)}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    figures["loadavg_end"] = round(os.getloadavg()[0], 2)
+
+    print()
+    header = (f"{'units':>6} {'polls/s':>9} {'nominal':>8} {'core':>6} {'µs/poll':>8} {'bare µs':>8} {'ratio':>6} "
+              f"{'RSS MB':>7} {'ctl Hz':>7} {'ctl p99':>8} {'SetP p50':>9} {'SetP p99':>9} {'sim core':>8} {'load':>5}")
+    print(header)
+    for count, row in figures["sizes"].items():
+        if "error" in row:
+            print(f"{count:>6} failed: {row['error']}")
+            continue
+        g, b = row["gateway"], row.get("bare", {})
+        print(f"{count:>6} {g['poll_rate_hz']:>9.1f} {g['nominal_rate_hz']:>8.0f} {g['cpu_cores']:>6.3f} "
+              f"{g['cpu_us_per_poll']:>8.1f} {b.get('cpu_us_per_poll', float('nan')):>8.1f} "
+              f"{row.get('ratio_cpu_per_poll_vs_bare', float('nan')):>6.2f} {g['rss_mb']:>7.1f} "
+              f"{g['control_steps_hz']:>7.2f} {g['control_step_p99_ms']:>7.1f}ms {g['setpower_p50_ms']:>7.1f}ms "
+              f"{g['setpower_p99_ms']:>7.1f}ms {g['sim_cpu_cores']:>8.2f} {g['loadavg']:>5.1f}")
+    if "error" in figures.get("campus", {}):
+        print(f"campus failed: {figures['campus']['error']}")
+    elif "campus" in figures:
+        c = figures["campus"]
+        print(f"campus: {c['peers']} peers x {c['units_per_peer']} units + {c['own_units']} own: view complete "
+              f"{c['view_complete_s']} s (99 %: {c['view_99pct_s']} s) after the peers started; with it: "
+              f"{c['cpu_cores'] * 100:.1f} % core, "
+              f"{c['cpu_us_per_poll']:.1f} µs/poll, RSS {c['rss_mb']:.1f} MB ({c['rss_view_cost_mb']:+.1f} MB for "
+              f"the view), control p99 {c['control_step_p99_ms']:.1f} ms, SetPower p99 {c['setpower_p99_ms']:.1f} ms; "
+              f"at the end {c['view_units_at_end']} units, peers {c['view_gateways_at_end']}")
+    print("(CPU and RSS are the gateway process's; the simulator and the peers run in their own processes. "
+          "Absolute figures move with the machine's load; the ratio is measured in the same run.)")
+    print(json.dumps(figures, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()
