@@ -36,7 +36,7 @@ import structlog
 
 from bessgw import __version__
 from bessgw.backoff import Backoff
-from bessgw.compat import TaskGroup
+from bessgw.compat import BaseExceptionGroup, TaskGroup
 from bessgw.config import Config, UnitSection, load_config, plugin_options, unit_options
 from bessgw.config.preflight import timing_problems
 from bessgw.control.journal import STATE_DIR_MODE
@@ -154,6 +154,8 @@ class Gateway:
                 self._start_hard_deadline()
                 await self._drain_services()
                 self._cancel_root()
+        except BaseExceptionGroup as group:
+            raise _config_error_in(group) or group from None
         finally:
             await self._close_transports()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -458,6 +460,20 @@ def _started(service: Service) -> bool:
     """Whether ``service`` reports that it serves (a service without a ``started`` event serves at once)."""
     started = getattr(service, "started", None)
     return started is None or started.is_set()
+
+
+def _config_error_in(group: BaseExceptionGroup) -> ConfigError | None:
+    """The first ``ConfigError`` inside a task group's exception group, if any.
+
+    Why: a start that fails (a service not started in time, a transport refused) raises ``ConfigError``
+    inside the root task group, which wraps it; unwrapped, the operator gets the one-line error naming the
+    key and exit 78 instead of an "uncaught ExceptionGroup (1 sub-exception)" without a message.
+    """
+    for err in group.exceptions:
+        found = _config_error_in(err) if isinstance(err, BaseExceptionGroup) else err
+        if isinstance(found, ConfigError):
+            return found
+    return None
 
 
 def exit_process(code: int) -> NoReturn:

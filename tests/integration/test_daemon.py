@@ -138,3 +138,25 @@ def test_run_with_a_bad_config_exits_78_without_traceback(tmp_path: Path, subpro
     assert result.returncode == 78
     assert f"{config}: gateway.log_levle: unknown key" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_service_that_cannot_start_ends_the_start_with_one_line_naming_its_key(
+        tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    """The failure is raised inside the daemon's task group: it must still reach the operator as the one
+    error line naming the key and exit 78, not as an uncaught exception group without a message."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "gw.toml"
+        config.write_text(config_text(tmp_path, [("mem-1", "in_memory", "")])
+                          + f'\n[http]\nlisten = "127.0.0.1:{port}"\n', encoding="utf-8")
+        env = dict(subprocess_env, BESSGW_PLUGINS="bessgw_example")
+        result = subprocess.run([*bessgw_command(), "run", "--config", str(config)], env=env,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, (result.stdout[-2000:], result.stderr[-2000:])
+    assert f"{config}: http: cannot start: OSError" in result.stderr, result.stderr
+    assert "ExceptionGroup" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
