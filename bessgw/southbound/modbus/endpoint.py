@@ -161,9 +161,12 @@ class ModbusEndpoint:
     # -------------------------------------------------------------------------------- requests
 
     async def _call(
-        self, what: str, device_id: int, build: Callable[[int], bytes], decode: Callable[[bytes], T]
+        self, what: tuple[str, int, int], device_id: int, build: Callable[[int], bytes], decode: Callable[[bytes], T]
     ) -> T:
-        """Send one request through breaker, connection and timeout; return the decoded answer."""
+        """Send one request through breaker, connection and timeout; return the decoded answer.
+
+        ``what`` is (verb, address, count), formatted only into an error's message.
+        """
         if not self.breaker.allow():
             self.stats.breaker_rejections += 1
             raise DeviceUnavailableError(
@@ -181,10 +184,11 @@ class ModbusEndpoint:
             pdu = await protocol.request(device_id, build, self.settings.request_timeout_s)
             result = decode(pdu)
         except ExceptionResponse as err:
+            verb, address, count = what
             self.breaker.record_success()  # the device answered: the link is fine
             self.stats.exception_responses += 1
             raise DeviceProtocolError(
-                f"modbus {self.name} unit {device_id}: {what} answered exception code {err.code}"
+                f"modbus {self.name} unit {device_id}: {verb} {address}+{count} answered exception code {err.code}"
                 f" ({EXCEPTION_NAMES.get(err.code, 'unknown exception')})",
                 code=err.code,
             ) from err
@@ -193,8 +197,9 @@ class ModbusEndpoint:
             self.breaker.record_failure()
             if not err.connection_alive:
                 self._drop(protocol)  # nothing came back at all: the connection is dead or wedged
+            verb, address, count = what
             raise DeviceTimeoutError(
-                f"modbus {self.name} unit {device_id}: no answer to {what} within"
+                f"modbus {self.name} unit {device_id}: no answer to {verb} {address}+{count} within"
                 f" {self.settings.request_timeout_s:g} s"
             ) from err
         except (FrameError, ConnectionClosedError, OSError) as err:
@@ -210,7 +215,10 @@ class ModbusEndpoint:
             self.stats.failures += 1
             self.breaker.record_failure()
             self._drop(protocol)
-            raise DeviceUnavailableError(f"modbus {self.name} unit {device_id}: {what} failed: {reason}") from err
+            verb, address, count = what
+            raise DeviceUnavailableError(
+                f"modbus {self.name} unit {device_id}: {verb} {address}+{count} failed: {reason}"
+            ) from err
         finally:
             self.latency.observe(time.monotonic() - sent_at)
         self.breaker.record_success()
@@ -219,7 +227,7 @@ class ModbusEndpoint:
     async def read_holding_registers(self, device_id: int, address: int, count: int) -> list[int]:
         """Read ``count`` holding registers (function 3); the answer's length is checked."""
         registers = await self._call(
-            f"read {address}+{count}",
+            ("read", address, count),
             device_id,
             partial(framing.read_request, unit_id=device_id, address=address, count=count),
             partial(framing.read_response, count=count),
@@ -232,7 +240,7 @@ class ModbusEndpoint:
         """Write holding registers with function 16; the answer must echo address and count."""
         payload = [int(v) for v in values]
         await self._call(
-            f"write {address}+{len(payload)}",
+            ("write", address, len(payload)),
             device_id,
             partial(framing.write_request, unit_id=device_id, address=address, values=payload),
             partial(framing.write_response, address=address, count=len(payload)),

@@ -3,7 +3,7 @@
 Why not pymodbus' async client: it serialises every request behind a lock, builds PDU objects, re-scans
 its framer buffer and awaits ``asyncio.wait_for`` (which up to Python 3.11 can swallow a cancellation);
 at 2,000 polls/s that is most of the gateway's Python time. Here a request is one ``transport.write``,
-one future and one timer; an answer is one header unpack and a dict lookup.
+one future and a place in a deadline queue; an answer is one header unpack and a dict lookup.
 
 What the connection guarantees (everything above it, breaker and reconnection, is the endpoint's):
 
@@ -79,6 +79,9 @@ class ModbusClientProtocol(asyncio.Protocol):
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._buffer = bytearray()
         self._tid = 0
+        #: (deadline, future, answers when sent) in send order, behind one timer (see :meth:`_arm`)
+        self._deadlines: deque[tuple[float, asyncio.Future[bytes], int]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------------ asyncio callbacks
 
@@ -127,7 +130,18 @@ class ModbusClientProtocol(asyncio.Protocol):
 
     @property
     def in_flight(self) -> int:
+        """Requests sent and waiting for their answers."""
         return len(self._pending)
+
+    @property
+    def waiting_for_slot(self) -> int:
+        """Requests not sent yet because ``max_in_flight`` are out."""
+        return sum(not waiter.done() for waiter in self._slot_waiters)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete answer held until the rest arrives (never more than one frame's)."""
+        return len(self._buffer)
 
     async def request(self, unit_id: int, build: Callable[[int], bytes], timeout_s: float) -> bytes:
         """Send ``build(transaction id)`` and return the answer's PDU.
@@ -145,12 +159,13 @@ class ModbusClientProtocol(asyncio.Protocol):
         frame = build(tid)  # may raise ValueError: nothing is registered yet
         future: asyncio.Future[bytes] = loop.create_future()
         self._pending[tid] = (unit_id, future)
-        timer = loop.call_at(deadline, _expire, future, self, self.answers)
+        timer = self._arm(loop, deadline, future)
         try:
             self.transport.write(frame)
             return await future
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             if self._pending.pop(tid, None) is not None:  # never answered: timed out, cancelled, failed
                 self._abandon(tid)
             if self._slot_waiters:
@@ -191,6 +206,39 @@ class ModbusClientProtocol(asyncio.Protocol):
         self.answers += 1
         if not future.done():
             future.set_result(pdu)
+
+    def _arm(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, future: asyncio.Future[bytes]
+    ) -> asyncio.TimerHandle | None:
+        """Make ``future`` fail with :class:`AnswerTimeout` at ``deadline``.
+
+        Requests on a connection share one timeout, so their deadlines come in send order: they queue
+        behind one timer that fires at the oldest deadline, instead of one timer per request (a timer
+        per request was a tenth of the poll path's Python time). A request whose deadline is earlier
+        than the last queued one (it waited for an in-flight slot) gets a timer of its own, returned.
+        """
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():  # answered ones at the head: forget them now
+            deadlines.popleft()
+        if deadlines and deadline < deadlines[-1][0]:
+            return loop.call_at(deadline, _expire, future, self, self.answers)
+        deadlines.append((deadline, future, self.answers))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire_due, loop)
+        return None
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        deadlines = self._deadlines
+        now = loop.time()
+        while deadlines:
+            deadline, future, answers_before = deadlines[0]
+            if not future.done():
+                if deadline > now:
+                    self._timer = loop.call_at(deadline, self._expire_due, loop)
+                    return
+                future.set_exception(AnswerTimeout(self.answers > answers_before))
+            deadlines.popleft()
 
     def _next_tid(self) -> int:
         tid = self._tid
@@ -242,6 +290,10 @@ class ModbusClientProtocol(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)  # it sees ``closed`` and raises it
         self._buffer.clear()
+        self._deadlines.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             if isinstance(exc, FrameError):
                 self.transport.abort()  # nothing more from this stream is worth reading
