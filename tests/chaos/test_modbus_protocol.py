@@ -254,16 +254,17 @@ def test_a_slow_unit_id_times_out_alone_and_its_late_answer_is_dropped(caplog):
         writer.write(answer(tid, unit_id, [unit_id] * count))
 
     async def scenario() -> None:
-        settings = SLOW.model_copy(update={"request_timeout_s": 0.5, "max_in_flight": 4})
+        # long enough that unit 1's first answer surely comes before unit 2's deadline, even on a loaded machine
+        settings = SLOW.model_copy(update={"request_timeout_s": 1.0, "max_in_flight": 4})
         async with RawDevice(unit_2_is_late) as device:
             endpoint = endpoint_for(device, settings)
             try:
                 slow = asyncio.create_task(endpoint.read_holding_registers(2, 0, 2))
                 answered = 0
-                while not slow.done():  # bounded by the 0.5 s request timeout of ``slow``
+                while not slow.done():  # bounded by the 1 s request timeout of ``slow``
                     assert await endpoint.read_holding_registers(1, 0, 2) == [1, 1]
                     answered += 1
-                with pytest.raises(DeviceTimeoutError, match=r"unit 2: no answer to read 0\+2 within 0\.5 s"):
+                with pytest.raises(DeviceTimeoutError, match=r"unit 2: no answer to read 0\+2 within 1 s"):
                     await slow
                 assert answered >= 1 and endpoint.connected and endpoint.stats.disconnects == 0
                 late.set()
