@@ -173,11 +173,13 @@ class ModbusEndpoint:
                 f"modbus {self.name}: circuit breaker open after {self.breaker.consecutive_failures}"
                 f" failures (retry in {self.breaker.retry_in_s():.1f} s)"
             )
-        try:
-            protocol = await self._ensure_connected()
-        except DeviceUnavailableError:
-            self.breaker.cancel_trial()  # connecting is paced by the backoff, not counted by the breaker
-            raise
+        protocol = self._protocol
+        if protocol is None or protocol.closed is not None:  # (re)connect; else no coroutine spent on it
+            try:
+                protocol = await self._ensure_connected()
+            except DeviceUnavailableError:
+                self.breaker.cancel_trial()  # connecting is paced by the backoff, not counted by the breaker
+                raise
         self.stats.requests += 1
         sent_at = time.monotonic()
         try:
