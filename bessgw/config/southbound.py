@@ -20,6 +20,9 @@ class ModbusSettings(StrictModel):
     breaker_failures: int = Field(5, ge=1, le=1000, description="Consecutive failures that open the breaker")
     breaker_open_s: float = Field(10.0, gt=0, le=3600, description="How long an open breaker refuses requests")
     max_registers_per_read: int = Field(125, ge=1, le=125)
+    max_in_flight: int = Field(
+        1, ge=1, le=64, description="Requests awaiting an answer at once per connection (above 1: pipelined)"
+    )
 
     @model_validator(mode="after")
     def _backoff_ordered(self) -> ModbusSettings:

@@ -20,7 +20,7 @@ from bessgw.errors import DeviceError
 from bessgw.model import Quality
 from bessgw.plugin import RegisterSpan
 from bessgw.southbound.modbus.transport import ModbusTransport
-from bessgw.testing import RecordingLog
+from bessgw.testing import RecordingLog, wait_until
 from tests.plugins.vendor_a.harness import Gateway, gateway_config, simulator
 
 pytestmark = pytest.mark.chaos
@@ -217,33 +217,45 @@ def test_garbage_on_the_wire_is_a_device_error_not_a_crash():
     run(scenario())
 
 
-def test_a_cancellation_swallowed_by_the_library_is_honoured():
-    """pymodbus awaits asyncio.wait_for, which on Python 3.11 drops a cancellation that races the answer.
-    The endpoint must re-raise it, or a unit task would outlive the daemon's shutdown."""
-
-    class Answer:
-        def isError(self) -> bool:
-            return False
-
-    async def swallowing_request(_client):
-        try:
-            await asyncio.sleep(5.0)
-        except asyncio.CancelledError:
-            return Answer()  # what wait_for does when the answer arrived in the same iteration
-        return Answer()
+def test_a_cancelled_request_ends_at_once_and_its_late_answer_is_not_taken_for_the_next():
+    """A unit task cancelled while its request waits (shutdown, reload) must end at once, and the answer
+    that arrives afterwards must be dropped by its transaction id, not handed to the next request."""
 
     async def scenario():
-        async with simulator(1) as sim:
-            config = parse_config(gateway_config(sim.ports, modbus=FAST))
-            transport = ModbusTransport(config, RecordingLog())
-            endpoint = transport.link_for(config.units[0]).endpoint
-            await endpoint.read_holding_registers(1, 100, 2)  # connected
-            task = asyncio.get_running_loop().create_task(endpoint._call("probe", 1, swallowing_request))
-            await asyncio.sleep(0.05)  # let the request start waiting
+        requests: list[bytes] = []
+        release = asyncio.Event()
+
+        async def slow_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                while True:
+                    head = await reader.readexactly(7)
+                    body = await reader.readexactly(int.from_bytes(head[4:6], "big") - 1)
+                    requests.append(head + body)
+                    if len(requests) == 1:
+                        await release.wait()  # hold the first answer until its request was cancelled
+                    count = int.from_bytes(body[3:5], "big")
+                    value = len(requests)  # every answer says which request it answers
+                    pdu = bytes([3, 2 * count]) + value.to_bytes(2, "big") * count
+                    writer.write(head[0:4] + (len(pdu) + 1).to_bytes(2, "big") + head[6:7] + pdu)
+                    await writer.drain()
+
+        server = await asyncio.start_server(slow_first, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        config = parse_config(gateway_config([port], modbus={**FAST, "request_timeout_s": 5.0}))
+        transport = ModbusTransport(config, RecordingLog())
+        endpoint = transport.link_for(config.units[0]).endpoint
+        try:
+            task = asyncio.get_running_loop().create_task(endpoint.read_holding_registers(1, 100, 2))
+            await wait_until(lambda: len(requests) == 1, 2.0)
             task.cancel()
-            done, _ = await asyncio.wait([task], timeout=2.0)
+            done, _ = await asyncio.wait([task], timeout=1.0)
             assert task in done and task.cancelled()
+            release.set()  # the first answer now arrives, after its request gave up
+            assert await endpoint.read_holding_registers(1, 100, 2) == [2, 2]
+            assert endpoint.stats.late_answers == 1 and endpoint.stats.connects == 1
+        finally:
             await transport.close()
+            server.close()
 
     run(scenario())
 

@@ -49,6 +49,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """Whether a request may be sent now; in half-open state only one trial at a time."""
+        if self.opened_at is None:  # closed: the per-request fast path, no clock read
+            return True
         state = self.state
         if state is BreakerState.CLOSED:
             return True
@@ -62,6 +64,8 @@ class CircuitBreaker:
         self._trial_out = False
 
     def record_success(self) -> None:
+        if not self.consecutive_failures and self.opened_at is None and not self._trial_out:
+            return  # already clean: the usual case, once per answered request
         self.consecutive_failures = 0
         self.opened_at = None
         self._trial_out = False

@@ -1,36 +1,43 @@
 """One Modbus TCP endpoint (host:port): the connection, its timeouts, reconnection and circuit breaker.
 
 Every unit id behind the endpoint shares this one connection (Modbus TCP gateways and many controllers
-accept only one or two clients). pymodbus does the framing; everything around it is ours:
+accept only one or two clients). Framing and transaction matching are :mod:`.protocol`'s and
+:mod:`.framing`'s; everything around them is here:
 
-* pymodbus' own reconnection is off (``reconnect_delay=0``, ``retries=0``): a dropped connection is
-  noticed on the next request and re-established here, lazily, no sooner than a jittered exponential
-  backoff allows — so a dead container costs its unit a fast :class:`DeviceUnavailableError`, not a
+* the connection is opened lazily by a request, no sooner than a jittered exponential backoff allows
+  after a failure — so a dead container costs its unit a fast :class:`DeviceUnavailableError`, not a
   connect timeout per poll;
-* every request is bounded by ``request_timeout_s``; after a timeout the connection is dropped, because
-  a late answer would otherwise be read as the answer to the next request;
-* a :class:`CircuitBreaker` fails requests fast after repeated timeouts;
-* pymodbus exceptions and exception responses become :mod:`bessgw.errors` types here and nowhere else.
+* every request is bounded by ``request_timeout_s``. After a timeout the connection is dropped if it has
+  answered nothing since the request was sent (it is dead or wedged); if it answered other requests
+  meanwhile, only this device is slow, its late answer is recognised by its transaction id and dropped,
+  and the other units behind the endpoint keep their connection;
+* a :class:`CircuitBreaker` fails requests fast after repeated failures;
+* bytes that break the protocol (garbage, a bad length, an unknown transaction id, a PDU that does not
+  decode) are counted as ``undecodable``, fail the request and drop the connection;
+* exception responses and protocol errors become :mod:`bessgw.errors` types here and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException, ModbusIOException
+from functools import partial
+from typing import TypeVar
 
 from bessgw.backoff import Backoff
 from bessgw.compat import timeout
 from bessgw.config import ModbusSettings
 from bessgw.errors import DeviceProtocolError, DeviceTimeoutError, DeviceUnavailableError
 from bessgw.plugin.roles import Logger
+from bessgw.southbound.modbus import framing
 from bessgw.southbound.modbus.breaker import CircuitBreaker
+from bessgw.southbound.modbus.framing import ExceptionResponse, FrameError
+from bessgw.southbound.modbus.protocol import AnswerTimeout, ConnectionClosedError, ModbusClientProtocol
 from bessgw.timing import DurationHistogram
+
+T = TypeVar("T")
 
 #: Modbus exception codes, for messages an engineer can act on
 EXCEPTION_NAMES = {
@@ -47,49 +54,6 @@ EXCEPTION_NAMES = {
 }
 
 
-def _guard_decoding(client: AsyncModbusTcpClient, on_error: Callable[[Exception], None]) -> None:
-    """Turn pymodbus failing to decode a response into a failed request instead of a traceback.
-
-    pymodbus decodes inside ``data_received``; a response it cannot decode (garbage, a function code it
-    does not know) raises there, asyncio logs "Fatal error: protocol.data_received() call failed" with
-    a traceback and the request waits for its timeout. Here the bytes are dropped, the waiting request
-    fails at once with a ``ModbusIOException`` (mapped to ``DeviceUnavailableError`` and a reconnect,
-    since the stream's framing can no longer be trusted), and ``on_error`` counts it.
-    """
-    manager = client.ctx
-    decode = manager.callback_data
-
-    def callback_data(data: bytes, addr: tuple | None = None) -> int:
-        try:
-            return decode(data, addr=addr)
-        except Exception as err:  # device bytes pymodbus cannot decode: the device boundary
-            future = manager.response_future
-            if not future.done():
-                future.set_exception(ModbusIOException(f"undecodable response ({type(err).__name__}: {err})"))
-            on_error(err)
-            return len(data)
-
-    manager.callback_data = callback_data  # type: ignore[method-assign]
-
-
-def _cancel_requests(task: asyncio.Task[Any] | None) -> int:
-    """How many cancellations of ``task`` are pending (0 where Python < 3.11 cannot tell)."""
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling() if cancelling is not None else 0
-
-
-def _honour_swallowed_cancel(task: asyncio.Task[Any] | None, before: int) -> None:
-    """Re-raise a cancellation that pymodbus swallowed.
-
-    pymodbus awaits ``asyncio.wait_for``, which (up to Python 3.11) returns the result instead of
-    raising when the answer and a cancellation arrive in the same loop iteration: the cancellation is
-    lost and the unit task would run on after shutdown cancelled it. The task still counts the request,
-    so compare and raise.
-    """
-    if _cancel_requests(task) > before:
-        raise asyncio.CancelledError("cancelled while pymodbus was completing a call")
-
-
 @dataclass
 class EndpointStats:
     """Counters for tests, metrics and the benchmark."""
@@ -104,8 +68,9 @@ class EndpointStats:
     connect_failures: int = 0
     disconnects: int = 0
     breaker_rejections: int = 0
-    undecodable: int = 0  #: responses pymodbus could not frame or decode (garbage on the wire)
+    undecodable: int = 0  #: protocol violations: garbage, bad lengths, unknown transaction ids, bad PDUs
     failures: int = 0  #: requests that failed on the connection (closed, refused, protocol error)
+    late_answers: int = 0  #: answers that came after their request had timed out (dropped by transaction id)
 
 
 class ModbusEndpoint:
@@ -122,198 +87,164 @@ class ModbusEndpoint:
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_open_s)
         self.backoff = Backoff(settings.reconnect_min_s, settings.reconnect_max_s)
         self.users = 0  # units holding a link to this endpoint
-        self._client: AsyncModbusTcpClient | None = None
+        self._protocol: ModbusClientProtocol | None = None
         self._connect_lock = asyncio.Lock()
         self._next_connect_at = 0.0
         self._down_reason = ""  # logged once per outage
-        #: the timeout of every request waiting for an answer -> the client it was sent on
-        self._inflight: dict[Any, AsyncModbusTcpClient] = {}
-        self._cut: set[Any] = set()  # timeouts fired early because their connection closed
 
     # ------------------------------------------------------------------------------ connection
 
     @property
     def connected(self) -> bool:
-        return self._client is not None and self._client.connected
+        return self._protocol is not None and self._protocol.open
 
-    async def _ensure_connected(self) -> AsyncModbusTcpClient:
-        client = self._client
-        if client is not None and client.connected:
-            return client
+    async def _ensure_connected(self) -> ModbusClientProtocol:
+        protocol = self._protocol
+        if protocol is not None and protocol.open:
+            return protocol
         async with self._connect_lock:
-            client = self._client
-            if client is not None and client.connected:
-                return client
-            self._drop()
+            protocol = self._protocol
+            if protocol is not None and protocol.open:
+                return protocol
+            self._drop(protocol)
             wait_s = self._next_connect_at - time.monotonic()
             if wait_s > 0:
                 raise DeviceUnavailableError(
                     f"modbus {self.name}: not connected, next attempt in {wait_s:.1f} s"
                 )
-            holder: list[AsyncModbusTcpClient] = []
-            client = AsyncModbusTcpClient(
-                self.host,
-                port=self.port,
-                # no pymodbus timer: ours bound every connect and request, and without one pymodbus'
-                # asyncio.wait_for is a plain await (one timer less per request, no lost cancellation)
-                timeout=None,  # type: ignore[arg-type]
-                retries=0,
-                reconnect_delay=0,
-                reconnect_delay_max=0,
-                trace_connect=lambda up: self._on_connection_change(up, holder[0] if holder else None),
-            )
-            holder.append(client)
-            _guard_decoding(client, self._on_undecodable)
-            ok = False
-            task = asyncio.current_task()
-            cancels_before = _cancel_requests(task)
+            loop = asyncio.get_running_loop()
+            factory = partial(ModbusClientProtocol, self.settings.max_in_flight, self._on_undecodable, self._on_late)
             try:
                 async with timeout(self.settings.connect_timeout_s):
-                    ok = await client.connect()
-                _honour_swallowed_cancel(task, cancels_before)
-            except TimeoutError:
-                ok = False
-            except (OSError, ModbusException) as err:
+                    _transport, protocol = await loop.create_connection(factory, self.host, self.port)
+            except (TimeoutError, OSError) as err:
                 self.log.debug("modbus_connect_error", endpoint=self.name, error=repr(err))
-                ok = False
-            except BaseException:  # cancelled: close what was opened, then go
-                ok = False
-                raise
-            finally:
-                if not ok:
-                    client.close()
-            if not ok:
                 self.stats.connect_failures += 1
                 delay = self.backoff.next_delay()
                 self._next_connect_at = time.monotonic() + delay
                 self._mark_down(f"cannot connect to {self.name}")
                 raise DeviceUnavailableError(
                     f"modbus {self.name}: connection refused or timed out (retry in {delay:.1f} s)"
-                )
+                ) from err
             self.stats.connects += 1
             self.backoff.reset()
-            self._client = client
+            self._protocol = protocol
             if self._down_reason:
                 self.log.info("modbus_endpoint_up", endpoint=self.name, was=self._down_reason)
                 self._down_reason = ""
-            return client
+            return protocol
 
-    def _on_connection_change(self, connected: bool, client: AsyncModbusTcpClient | None) -> None:
-        """pymodbus noticed a connection open or close. On close, end the requests waiting on that
-        connection now (pymodbus would leave them waiting for their timeout): the unit goes stale at once."""
-        if connected or not self._inflight:
-            return
-        now = asyncio.get_running_loop().time()
-        for deadline, used in self._inflight.items():
-            if used is client and deadline not in self._cut:
-                self._cut.add(deadline)
-                deadline.reschedule(now)
-
-    def _on_undecodable(self, err: Exception) -> None:
+    def _on_undecodable(self, err: FrameError) -> None:
         self.stats.undecodable += 1
         self._mark_down(f"undecodable response: {err}")
+
+    def _on_late(self) -> None:
+        self.stats.late_answers += 1
 
     def _mark_down(self, reason: str) -> None:
         if not self._down_reason:
             self.log.warning("modbus_endpoint_down", endpoint=self.name, reason=reason)
             self._down_reason = reason
 
-    def _drop(self) -> None:
-        """Forget the connection; the next request reconnects (subject to the backoff)."""
-        client, self._client = self._client, None
-        if client is not None:
+    def _drop(self, protocol: ModbusClientProtocol | None) -> None:
+        """Forget ``protocol``'s connection (if it is still ours); the next request reconnects."""
+        if protocol is None:
+            return
+        if protocol is self._protocol:
+            self._protocol = None
             self.stats.disconnects += 1
-            client.close()
+        protocol.close()
 
     async def close(self) -> None:
-        self._drop()
+        self._drop(self._protocol)
 
     # -------------------------------------------------------------------------------- requests
 
     async def _call(
-        self, what: str, device_id: int, request: Callable[[AsyncModbusTcpClient], Awaitable[Any]]
-    ) -> Any:
-        """Send one request through breaker, connection and timeout; return the pymodbus response."""
+        self, what: tuple[str, int, int], device_id: int, build: Callable[[int], bytes], decode: Callable[[bytes], T]
+    ) -> T:
+        """Send one request through breaker, connection and timeout; return the decoded answer.
+
+        ``what`` is (verb, address, count), formatted only into an error's message.
+        """
         if not self.breaker.allow():
             self.stats.breaker_rejections += 1
             raise DeviceUnavailableError(
                 f"modbus {self.name}: circuit breaker open after {self.breaker.consecutive_failures}"
                 f" failures (retry in {self.breaker.retry_in_s():.1f} s)"
             )
-        try:
-            client = await self._ensure_connected()
-        except DeviceUnavailableError:
-            self.breaker.cancel_trial()  # connecting is paced by the backoff, not counted by the breaker
-            raise
+        protocol = self._protocol
+        if protocol is None or protocol.closed is not None:  # (re)connect; else no coroutine spent on it
+            try:
+                protocol = await self._ensure_connected()
+            except DeviceUnavailableError:
+                self.breaker.cancel_trial()  # connecting is paced by the backoff, not counted by the breaker
+                raise
         self.stats.requests += 1
-        deadline = None
-        task = asyncio.current_task()
-        cancels_before = _cancel_requests(task)
         sent_at = time.monotonic()
         try:
-            async with timeout(self.settings.request_timeout_s) as deadline:
-                self._inflight[deadline] = client
-                response = await request(client)
-        except TimeoutError as err:
-            if deadline in self._cut:
-                self.breaker.record_failure()
-                self._drop()
-                self._mark_down("connection closed by the device")
-                raise DeviceUnavailableError(
-                    f"modbus {self.name} unit {device_id}: connection closed during {what}"
-                ) from err
+            pdu = await protocol.request(device_id, build, self.settings.request_timeout_s)
+            result = decode(pdu)
+        except ExceptionResponse as err:
+            verb, address, count = what
+            self.breaker.record_success()  # the device answered: the link is fine
+            self.stats.exception_responses += 1
+            raise DeviceProtocolError(
+                f"modbus {self.name} unit {device_id}: {verb} {address}+{count} answered exception code {err.code}"
+                f" ({EXCEPTION_NAMES.get(err.code, 'unknown exception')})",
+                code=err.code,
+            ) from err
+        except AnswerTimeout as err:
             self.stats.timeouts += 1
             self.breaker.record_failure()
-            self._drop()  # a late answer must not be taken for the next request's
+            if not err.connection_alive:
+                self._drop(protocol)  # nothing came back at all: the connection is dead or wedged
+            verb, address, count = what
             raise DeviceTimeoutError(
-                f"modbus {self.name} unit {device_id}: no answer to {what} within"
+                f"modbus {self.name} unit {device_id}: no answer to {verb} {address}+{count} within"
                 f" {self.settings.request_timeout_s:g} s"
             ) from err
-        except (ModbusException, OSError) as err:
+        except (FrameError, ConnectionClosedError, OSError) as err:
+            if isinstance(err, FrameError):
+                protocol.violation(err)  # counted once, closes the connection (no-op if it did already)
+                reason = f"undecodable response ({err})"
+            elif isinstance(err, ConnectionClosedError):
+                reason = str(err)
+                self._mark_down(reason)
+            else:
+                reason = f"{type(err).__name__}: {err}"
+                self._mark_down(reason)
             self.stats.failures += 1
             self.breaker.record_failure()
-            self._drop()
-            self._mark_down(f"{type(err).__name__}: {err}")
+            self._drop(protocol)
+            verb, address, count = what
             raise DeviceUnavailableError(
-                f"modbus {self.name} unit {device_id}: {what} failed: {err}"
+                f"modbus {self.name} unit {device_id}: {verb} {address}+{count} failed: {reason}"
             ) from err
         finally:
             self.latency.observe(time.monotonic() - sent_at)
-            self._inflight.pop(deadline, None)
-            self._cut.discard(deadline)
-        _honour_swallowed_cancel(task, cancels_before)
         self.breaker.record_success()
-        if response.isError():
-            code = getattr(response, "exception_code", None)
-            self.stats.exception_responses += 1
-            name = EXCEPTION_NAMES.get(code, "unknown exception") if code is not None else "error response"
-            raise DeviceProtocolError(
-                f"modbus {self.name} unit {device_id}: {what} answered exception code {code} ({name})",
-                code=code,
-            )
-        return response
+        return result
 
     async def read_holding_registers(self, device_id: int, address: int, count: int) -> list[int]:
-        """Read ``count`` holding registers; the answer's length is checked."""
-        what = f"read {address}+{count}"
-        response = await self._call(
-            what, device_id, lambda c: c.read_holding_registers(address, count=count, device_id=device_id)
+        """Read ``count`` holding registers (function 3); the answer's length is checked."""
+        registers = await self._call(
+            ("read", address, count),
+            device_id,
+            partial(framing.read_request, unit_id=device_id, address=address, count=count),
+            partial(framing.read_response, count=count),
         )
         self.stats.reads += 1
-        registers = list(getattr(response, "registers", ()) or ())
-        if len(registers) != count:
-            raise DeviceProtocolError(
-                f"modbus {self.name} unit {device_id}: {what} returned {len(registers)} registers"
-            )
         self.stats.registers_read += count
         return registers
 
     async def write_registers(self, device_id: int, address: int, values: Sequence[int]) -> None:
-        """Write holding registers with function 16."""
+        """Write holding registers with function 16; the answer must echo address and count."""
         payload = [int(v) for v in values]
         await self._call(
-            f"write {address}+{len(payload)}",
+            ("write", address, len(payload)),
             device_id,
-            lambda c: c.write_registers(address, payload, device_id=device_id),
+            partial(framing.write_request, unit_id=device_id, address=address, values=payload),
+            partial(framing.write_response, address=address, count=len(payload)),
         )
         self.stats.writes += 1

@@ -24,15 +24,21 @@ class ModbusRegisterLink:
         self.device_id = device_id
         self.max_registers = max_registers
         self._plans: dict[tuple[RegisterSpan, ...], list[RegisterSpan]] = {}
+        self._last: tuple[tuple[RegisterSpan, ...], list[RegisterSpan]] | None = None
 
     def plan(self, spans: Sequence[RegisterSpan]) -> list[RegisterSpan]:
         """The requests :meth:`read_blocks` will send for ``spans``."""
+        last = self._last
+        if last is not None and spans is last[0]:  # the same tuple as last poll: no hashing of its spans
+            return last[1]
         key = tuple(spans)
         plan = self._plans.get(key)
         if plan is None:
             plan = plan_reads(key, self.max_registers)
             if len(self._plans) < 64:  # bounded: drivers use a handful of span sets
                 self._plans[key] = plan
+        if type(spans) is tuple:  # immutable (of frozen spans), so identity is enough next time
+            self._last = (spans, plan)
         return plan
 
     async def read_blocks(self, spans: Sequence[RegisterSpan]) -> RegisterSnapshot:

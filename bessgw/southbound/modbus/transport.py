@@ -15,8 +15,9 @@ class ModbusTransport(Transport):
     """Owns every Modbus TCP endpoint of the gateway.
 
     Endpoints are keyed by ``host:port`` and created on first use; units with the same endpoint (several
-    unit ids behind one Modbus gateway) share its connection, so their requests are serialised on it —
-    the way the wire works. Units on different endpoints never wait for each other: each unit's requests
+    unit ids behind one Modbus gateway) share its connection: their requests take turns on it, or with
+    ``max_in_flight`` above 1 are pipelined and matched to their answers by transaction id. Units on
+    different endpoints never wait for each other: each unit's requests
     run in its own task and every endpoint has its own connection, timeout, backoff and breaker.
     Connections are (re)opened lazily by the first request, so there is nothing to supervise between
     requests and :meth:`run` just waits for cancellation.
