@@ -50,7 +50,9 @@ def observability_routes(app: web.Application, readiness: Readiness, registry: R
         return web.json_response({"status": "ready"})
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE})
+        body = registry.render()  # synchronous: its duration is what the scrape cost the event loop
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE,
+                                                "Server-Timing": f"render;dur={registry.last_render_s * 1e3:.3f}"})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
