@@ -1,25 +1,27 @@
 """Benchmark: what observability costs — a /metrics scrape at 200 units, and the per-poll instrumentation.
 
-* **scrape**: the collectors of ``/metrics`` over 200 real :class:`UnitSnapshot` objects and 200 Modbus
-  endpoint counters (their latency histograms merged into the transport's), rendered to the Prometheus
-  text format by ``Registry.render`` — the whole event-loop cost of one scrape (goal < 10 ms). p50/p99
-  over 200 scrapes.
-* **per request**: what a Modbus request now pays for its latency histogram (one ``observe``), and what
-  an untraced control step pays for the tracing hooks (a span-context check per write), in µs.
+* **scrape**: the collectors of ``/metrics`` over 200 :class:`UnitSnapshot` objects and 200 Modbus endpoint
+  counters (their latency histograms merged into the transport's), rendered by ``Registry.render`` — the
+  whole event-loop cost of one scrape (goal < 10 ms). p50/p99/max over 200 scrapes, wall and thread CPU
+  time, and the garbage collections that ran meanwhile. Between two scrapes every unit gets a new snapshot
+  and every endpoint new counts, as in a gateway that polls at 10 Hz (nothing cached survives by identity).
+* **per request**: what a Modbus request pays for its latency histogram (one ``observe``), and what an
+  untraced control step pays for the tracing hooks (a span-context check per write), in µs.
 
 * **poll loop**: a real gateway process (``bessgw run``) polling 200 simulated vendor_a containers at 10 Hz
   (the simulator in a child process, as in bench/modbus_poll.py), with one setpoint a second through the admin
-  socket (each command: journal, a control step and 200 unit writes), three times: observability **off** (no
-  ``[tracing]``, nobody scrapes) and **on** (``[tracing]`` at sample_ratio 1.0 exporting every command's trace
-  to an OTLP/HTTP receiver in this process) with a ``/metrics`` scrape every 15 s (Prometheus' default; the
-  goal is judged on this one) and every 1 s (a stress case). The ``[http]`` listener is configured in every
-  run (idle when off): the bench reads the Modbus request counter from ``/metrics`` at the start and end of
-  each window. CPU is the gateway process's (all its threads, the exporter's included) from /proc; per poll
-  means per Modbus request. Goal: on costs ≤ 5 % more CPU per poll than off. Off and on alternate twice, 20 s
-  windows, means reported; on a shared machine: differences of a few per cent are within its noise.
+  socket (each command: journal, a control step and 200 unit writes). Observability **off** (no
+  ``[tracing]``, scraped only at the window's edges to count requests) and **on** (``[tracing]`` at
+  sample_ratio 1.0 exporting every command's trace to an OTLP/HTTP receiver in this process, and a
+  ``/metrics`` scrape every 15 s, Prometheus' default); ``--stress`` adds on with a scrape every 1 s. CPU is
+  the gateway process's (all its threads, the exporter's included) from /proc; per poll means per Modbus
+  request. Off and on run ``--pairs`` times (default 5), one process per 15 s window, ABBA order; the
+  overhead is the **median of the pairwise ratios** on/off, with their min/max and IQR — the spread says
+  how far the machine's noise goes. Goal: ≤ 5 %. The on windows' scrapes also give a live gateway's scrape
+  cost twice: the render time on its event loop (``Server-Timing``) and the wall time seen by the client.
 
-The last line is one JSON object. Run: ``.venv/bin/python bench/observability.py`` (about 5 minutes;
-``--scrape-only`` for the first part alone).
+The last line is one JSON object. Run: ``.venv/bin/python bench/observability.py`` (about 6 minutes with 5
+pairs; ``--scrape-only`` for the first part alone, ``--pairs N``, ``--stress``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import math
 import os
 import re
 import socket
@@ -78,13 +81,14 @@ def modbus_transport() -> SimpleNamespace:
 
 POLL_UNITS = 200
 POLL_RATE_HZ = 10.0
-WARMUP_S = 8.0
-MEASURE_S = 20.0
+WARMUP_S = 5.0
+MEASURE_S = 15.0
 COMMAND_INTERVAL_S = 1.0
-#: Prometheus' default scrape interval, and a stress case fifteen times as often
-SCRAPE_INTERVALS_S = (15.0, 1.0)
-#: off and on alternate this many times (one gateway process each); the figures are the means
-ROUNDS = 2
+#: Prometheus' default scrape interval (the goal is judged on it); ``--stress`` adds a run scraped every 1 s
+SCRAPE_INTERVAL_S = 15.0
+STRESS_SCRAPE_INTERVAL_S = 1.0
+#: off/on pairs (one gateway process per window), in ABBA order so that a drift of the load hits both alike
+PAIRS = 5
 
 GATEWAY_CONFIG = """
 [gateway]
@@ -202,11 +206,25 @@ class SpanSink:
         self.server.server_close()
 
 
-def _requests_total(metrics_url: str) -> float:
+#: the gateway's thread CPU time of each render (Server-Timing), for the live-scrape figures
+_RENDER_CPU_S: list[float] = []
+
+
+def _scrape(metrics_url: str) -> tuple[float, float, float]:
+    """One scrape: (Modbus requests so far, wall time seen by this client in s, render time on the gateway's
+    event loop in s from its Server-Timing header)."""
+    started = time.perf_counter()
     with urllib.request.urlopen(metrics_url, timeout=10) as reply:
         text = reply.read().decode()
-    return sum(float(m.group(1)) for m in re.finditer(
+        timing = reply.headers.get("Server-Timing", "")
+    wall = time.perf_counter() - started
+    render = re.search(r"render;dur=([0-9.]+)", timing)
+    render_cpu = re.search(r"render_cpu;dur=([0-9.]+)", timing)
+    if render_cpu:
+        _RENDER_CPU_S.append(float(render_cpu.group(1)) / 1e3)
+    requests = sum(float(m.group(1)) for m in re.finditer(
         r'^bessgw_transport_requests_total\{transport="modbus"[^}]*\} (\S+)$', text, re.MULTILINE))
+    return requests, wall, float(render.group(1)) / 1e3 if render else math.nan
 
 
 def _free_port() -> int:
@@ -217,11 +235,10 @@ def _free_port() -> int:
 
 def poll_run(ports: list[int], tmp: Path, scrape_interval_s: float | None) -> dict:
     """One gateway process, observability on (scraped every ``scrape_interval_s``) or off (None): its CPU
-    per Modbus request over MEASURE_S."""
+    per Modbus request over MEASURE_S, and (on) each scrape's wall time and render time."""
     observed = scrape_interval_s is not None
     name = f"on_scrape_{scrape_interval_s:g}s" if observed else "off"
-    state = tmp / name
-    state.mkdir(parents=True)
+    state = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
     sink = SpanSink() if observed else None
     tracing = f"[tracing]\nenabled = true\nsample_ratio = 1.0\nendpoint = \"http://127.0.0.1:{sink.port}\"\n" \
         if sink is not None else ""
@@ -236,6 +253,8 @@ def poll_run(ports: list[int], tmp: Path, scrape_interval_s: float | None) -> di
     with log_path.open("w") as log:
         gateway = subprocess.Popen([sys.executable, "-m", "bessgw.cli", "run", "--config", str(config)],
                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+    scrape_walls: list[float] = []
+    scrape_renders: list[float] = []
     try:
         metrics_url = f"http://127.0.0.1:{http_port}/metrics"
         admin = socket_path(state)
@@ -251,9 +270,10 @@ def poll_run(ports: list[int], tmp: Path, scrape_interval_s: float | None) -> di
                 raise RuntimeError(f"units not all Good within 90 s: see {log_path}")
             time.sleep(0.5)
         time.sleep(WARMUP_S)
-        requests0, cpu0, wall0 = _requests_total(metrics_url), process_cpu_s(gateway.pid), time.monotonic()
+        requests0, cpu0, wall0 = _scrape(metrics_url)[0], process_cpu_s(gateway.pid), time.monotonic()
         commands = scrapes = 0
-        next_command = next_scrape = wall0
+        next_command = wall0
+        next_scrape = wall0 + (scrape_interval_s or 0.0) / 2  # mid-window: the boundary scrapes are apart
         while (now := time.monotonic()) < wall0 + MEASURE_S:
             if now >= next_command:  # alternate between two targets: every command moves all 200 units
                 p_kw = 1000.0 if commands % 2 else 2000.0
@@ -261,13 +281,15 @@ def poll_run(ports: list[int], tmp: Path, scrape_interval_s: float | None) -> di
                 assert reply.get("ok"), reply
                 commands += 1
                 next_command += COMMAND_INTERVAL_S
-            if observed and now >= next_scrape:
-                _requests_total(metrics_url)
+            if scrape_interval_s is not None and now >= next_scrape:
+                _requests, wall, render = _scrape(metrics_url)
+                scrape_walls.append(wall)
+                scrape_renders.append(render)
                 scrapes += 1
                 next_scrape += scrape_interval_s
             time.sleep(max(0.0, min(next_command, next_scrape if observed else next_command) - time.monotonic()))
         cpu, wall = process_cpu_s(gateway.pid) - cpu0, time.monotonic() - wall0
-        polls = _requests_total(metrics_url) - requests0
+        polls = _scrape(metrics_url)[0] - requests0
     finally:
         gateway.terminate()
         try:
@@ -278,24 +300,48 @@ def poll_run(ports: list[int], tmp: Path, scrape_interval_s: float | None) -> di
         if sink is not None:
             sink.close()
     result = {"name": name, "cpu_cores": round(cpu / wall, 3), "requests_per_s": round(polls / wall, 1),
-              "cpu_us_per_poll": round(cpu / max(polls, 1) * 1e6, 1), "commands": commands, "scrapes": scrapes}
+              "cpu_us_per_poll": round(cpu / max(polls, 1) * 1e6, 1), "commands": commands, "scrapes": scrapes,
+              "scrape_wall_s": scrape_walls, "scrape_render_s": scrape_renders}
     if sink is not None:
         result.update(otlp_exports=sink.requests, otlp_bytes=sink.bytes)
     print(f"  observability {name:16s}: {result['requests_per_s']:7.1f} requests/s (nominal"
           f" {len(ports) * POLL_RATE_HZ:.0f}), CPU {result['cpu_cores'] * 100:.1f} % of a core,"
           f" {result['cpu_us_per_poll']:.0f} µs/poll, {commands} commands, {scrapes} scrapes"
-          + (f", {sink.requests} OTLP exports ({sink.bytes} bytes)" if sink is not None else ""))
+          + (f", {sink.requests} OTLP exports ({sink.bytes} bytes)" if sink is not None else ""), flush=True)
     return result
 
 
-def poll_bench() -> dict:
+def _spread(ratios: list[float]) -> dict:
+    """Median of the pairwise on/off ratios as an overhead in %, with the min/max and the IQR."""
+    ordered = sorted(ratios)
+    quartiles = statistics.quantiles(ordered, n=4) if len(ordered) >= 2 else [ordered[0]] * 3
+    return {"median_pct": round((statistics.median(ordered) - 1) * 100, 1),
+            "min_pct": round((ordered[0] - 1) * 100, 1), "max_pct": round((ordered[-1] - 1) * 100, 1),
+            "iqr_pct": [round((quartiles[0] - 1) * 100, 1), round((quartiles[2] - 1) * 100, 1)],
+            "pairs_pct": [round((r - 1) * 100, 1) for r in ratios]}
+
+
+def _percentiles_ms(values: list[float]) -> dict:
+    values = sorted(v for v in values if not math.isnan(v))
+    if not values:
+        return {}
+    return {"n": len(values), "p50_ms": round(statistics.median(values) * 1e3, 2),
+            "p99_ms": round(values[max(0, math.ceil(0.99 * len(values)) - 1)] * 1e3, 2),
+            "max_ms": round(values[-1] * 1e3, 2)}
+
+
+def poll_bench(pairs: int, stress: bool) -> dict:
+    """``pairs`` windows of off and on each, ABBA-ordered; the overhead is the median of the pairwise ratios
+    (each pair ran back to back, so it saw about the same load), with the spread of those ratios."""
     child, ports = start_simulator(POLL_UNITS)
+    modes: list[float | None] = [None, SCRAPE_INTERVAL_S] + ([STRESS_SCRAPE_INTERVAL_S] if stress else [])
+    runs: dict[str, list[dict]] = {}
     try:
-        runs: dict[str, list[dict]] = {}
         with tempfile.TemporaryDirectory(prefix="bessgw-bench-obs-") as tmp:
-            for round_ in range(ROUNDS):  # alternating: a drift of the machine's load hits both alike
-                for interval in (None, *SCRAPE_INTERVALS_S):
-                    run = poll_run(ports, Path(tmp) / f"round-{round_}", interval)
+            for pair in range(pairs):
+                order = modes if pair % 2 == 0 else modes[::-1]
+                for interval in order:
+                    run = poll_run(ports, Path(tmp), interval)
                     runs.setdefault(run.pop("name"), []).append(run)
     finally:
         if child.stdin is not None:
@@ -305,23 +351,38 @@ def poll_bench() -> dict:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-    per_poll = {name: statistics.mean(r["cpu_us_per_poll"] for r in results) for name, results in runs.items()}
-    overheads = {interval: per_poll[f"on_scrape_{interval:g}s"] / per_poll["off"] - 1.0
-                 for interval in SCRAPE_INTERVALS_S}
-    for interval, overhead in overheads.items():
-        print(f"  overhead of tracing + a scrape every {interval:g} s, per poll: {overhead * 100:+.1f} %"
-              f" (goal <= 5 %)")
-    default = overheads[SCRAPE_INTERVALS_S[0]]
-    return {"units": POLL_UNITS, "rate_hz": POLL_RATE_HZ, "measure_s": MEASURE_S, "rounds": ROUNDS,
-            "cpu_us_per_poll_mean": {name: round(value, 1) for name, value in per_poll.items()}, "runs": runs,
-            **{f"overhead_pct_scrape_{i:g}s": round(o * 100, 1) for i, o in overheads.items()},
-            "goal_met": default <= 0.05, "loadavg": round(os.getloadavg()[0], 2)}
+    off = [r["cpu_us_per_poll"] for r in runs["off"]]
+    overheads = {}
+    for interval in modes[1:]:
+        name = f"on_scrape_{interval:g}s"
+        ratios = [on["cpu_us_per_poll"] / base for on, base in zip(runs[name], off, strict=True)]
+        overheads[name] = _spread(ratios)
+        o = overheads[name]
+        print(f"  overhead of tracing + a scrape every {interval:g} s, per poll: median {o['median_pct']:+.1f} %"
+              f" of {len(ratios)} pairs (min {o['min_pct']:+.1f} %, max {o['max_pct']:+.1f} %, IQR"
+              f" {o['iqr_pct'][0]:+.1f}..{o['iqr_pct'][1]:+.1f} %; goal <= 5 %)")
+    walls = [w for name, rs in runs.items() if name != "off" for r in rs for w in r.pop("scrape_wall_s")]
+    renders = [w for name, rs in runs.items() if name != "off" for r in rs for w in r.pop("scrape_render_s")]
+    for r in runs["off"]:
+        r.pop("scrape_wall_s"), r.pop("scrape_render_s")
+    live = {"client_wall": _percentiles_ms(walls), "render_on_loop": _percentiles_ms(renders)}
+    if walls:
+        print(f"  live gateway scrapes: render on its event loop p50 {live['render_on_loop']['p50_ms']} ms /"
+              f" p99 {live['render_on_loop']['p99_ms']} ms; wall seen by the client p50"
+              f" {live['client_wall']['p50_ms']} ms / p99 {live['client_wall']['p99_ms']} ms"
+              f" (n = {len(walls)}; the wall includes waiting for the loop and the transfer)")
+    default = overheads[f"on_scrape_{SCRAPE_INTERVAL_S:g}s"]["median_pct"]
+    return {"units": POLL_UNITS, "rate_hz": POLL_RATE_HZ, "measure_s": MEASURE_S, "pairs": pairs,
+            "cpu_us_per_poll": {name: [r["cpu_us_per_poll"] for r in rs] for name, rs in runs.items()},
+            "overhead": overheads, "live_scrape": live, "runs": runs,
+            "goal_met": default <= 5.0, "loadavg": round(os.getloadavg()[0], 2)}
 
 
 def main() -> None:
     result = {"bench": "observability", "scrape": scrape_bench()}
     if "--scrape-only" not in sys.argv:
-        result["poll"] = poll_bench()
+        pairs = int(sys.argv[sys.argv.index("--pairs") + 1]) if "--pairs" in sys.argv else PAIRS
+        result["poll"] = poll_bench(pairs, "--stress" in sys.argv)
     print(json.dumps(result, separators=(",", ":")))
 
 

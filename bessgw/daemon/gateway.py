@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -143,6 +144,7 @@ class Gateway:
                     self._cancel_root()
                     raise
                 self._starting = False
+                freeze_startup_heap()
                 self.notifier.ready(status=self._status_line())
                 self.log.info("ready", units=len(self.units), services=self.services.names())
                 self._spawn(self._reload_loop(), "reload")
@@ -451,6 +453,15 @@ def unit_fingerprint(config: Config, section: UnitSection) -> str:
             config.gateway.model_dump_json(include={"telemetry_log_interval_s"}),
         ]
     )
+
+
+def freeze_startup_heap() -> None:
+    """Move everything start-up allocated (modules, plugins, config, the address space: most of the heap) out
+    of the garbage collector's reach: its full collections then scan only what was allocated since. Without
+    it a full collection walks the whole heap, a pause of tens of milliseconds in the event loop at random
+    moments (a scrape, a control step) on a 200-unit gateway."""
+    gc.collect()
+    gc.freeze()
 
 
 def _started(service: Service) -> bool:
