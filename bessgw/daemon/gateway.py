@@ -406,6 +406,7 @@ class Gateway:
             reconnect_max_s=timing.retry_max_s,
             telemetry_log_interval_s=config.gateway.telemetry_log_interval_s,
             auto_start=section.auto_start,
+            endpoint=_endpoint_name(section),
         )
         task = self._spawn(supervisor.run(), f"unit:{section.id}")
         self.units[section.id] = _RunningUnit(section, unit_fingerprint(config, section), supervisor, task)
@@ -453,6 +454,17 @@ def unit_fingerprint(config: Config, section: UnitSection) -> str:
             config.gateway.model_dump_json(include={"telemetry_log_interval_s"}),
         ]
     )
+
+
+def _endpoint_name(section: UnitSection) -> str:
+    """Where a unit is, as the transport metrics name it: ``host:port``, ``interface:channel`` or a URL."""
+    if section.modbus is not None:
+        return f"{section.modbus.host}:{section.modbus.port}"
+    if section.can is not None:
+        return f"{section.can.interface}:{section.can.channel}"
+    if section.opcua is not None:
+        return section.opcua.endpoint
+    return ""
 
 
 def freeze_startup_heap() -> None:
