@@ -143,6 +143,7 @@ def assert_command_path(spans: list[dict], root_name: str) -> dict:
     assert ids[step["parent"]]["name"] == "control.submit"
     assert all(write["parent"] == step["span_id"] and write["attributes"]["result"].string_value == "ok"
                for write in by_name["unit.write"])
+    assert {write["attributes"]["transport"].string_value for write in by_name["unit.write"]} == {"none"}
     return root
 
 
