@@ -12,10 +12,10 @@ lines.
 Why the big collectors (units, transport endpoints) hand in **lines** rather than rows: a scrape's cost on
 the event loop was dominated by the garbage collector, not by formatting. Thousands of ``(labels, value)``
 tuples alive at once during a scrape pushed CPython's generation-0 counter over its threshold several times
-per scrape, and every tenth of those triggered a full collection (16 ms in the bench, more in a gateway with
-a big heap): that was the scrape's p99. Strings are not tracked by the collector, so a family whose samples
-are already rendered text (``{unit="U1"} 2500.0\n``, label text from a :class:`LabelText` cache) allocates
-nothing that the collector counts.
+per scrape, and every few dozen scrapes one of those escalated to a full collection (16 ms in the bench,
+more in a gateway with a big heap): that was the scrape's p99. Strings are not tracked by the collector, so a
+family whose samples are already rendered text (``{unit="U1"} 2500.0\n``, label text from a
+:class:`LabelText` cache) allocates nothing that the collector counts.
 """
 
 from __future__ import annotations
