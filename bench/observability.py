@@ -367,8 +367,9 @@ def poll_bench(pairs: int, stress: bool) -> dict:
         r.pop("scrape_wall_s"), r.pop("scrape_render_s")
     live = {"client_wall": _percentiles_ms(walls), "render_on_loop": _percentiles_ms(renders)}
     if walls:
-        print(f"  live gateway scrapes: render on its event loop p50 {live['render_on_loop']['p50_ms']} ms /"
-              f" p99 {live['render_on_loop']['p99_ms']} ms; wall seen by the client p50"
+        render = live["render_on_loop"]  # empty from a gateway without the Server-Timing header
+        print(f"  live gateway scrapes: render on its event loop p50 {render.get('p50_ms', 'n/a')} ms /"
+              f" p99 {render.get('p99_ms', 'n/a')} ms; wall seen by the client p50"
               f" {live['client_wall']['p50_ms']} ms / p99 {live['client_wall']['p99_ms']} ms"
               f" (n = {len(walls)}; the wall includes waiting for the loop and the transfer)")
     default = overheads[f"on_scrape_{SCRAPE_INTERVAL_S:g}s"]["median_pct"]
