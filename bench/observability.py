@@ -15,10 +15,13 @@
   sample_ratio 1.0 exporting every command's trace to an OTLP/HTTP receiver in this process, and a
   ``/metrics`` scrape every 15 s, Prometheus' default); ``--stress`` adds on with a scrape every 1 s. CPU is
   the gateway process's (all its threads, the exporter's included) from /proc; per poll means per Modbus
-  request. Off and on run ``--pairs`` times (default 5), one process per 15 s window, ABBA order; the
-  overhead is the **median of the pairwise ratios** on/off, with their min/max and IQR — the spread says
-  how far the machine's noise goes. Goal: ≤ 5 %. The on windows' scrapes also give a live gateway's scrape
-  cost twice: the render time on its event loop (``Server-Timing``) and the wall time seen by the client.
+  request. Off and on run **side by side**, ``--pairs`` times (default 5): in each 15 s window an off and an
+  on gateway, each over its own 200 simulated units, are measured over the same seconds, so whatever else
+  loads this shared machine loads both alike (windows one after another differed by up to 50 % under a
+  load of 10). The overhead is the **median of the pairwise ratios** on/off, with their min/max and IQR —
+  the spread says how far the noise still goes. Goal: ≤ 5 %. The on gateways' scrapes also give a live
+  gateway's scrape cost twice: the render time on its event loop (``Server-Timing``) and the wall time seen
+  by the client.
 
 The last line is one JSON object. Run: ``.venv/bin/python bench/observability.py`` (about 6 minutes with 5
 pairs; ``--scrape-only`` for the first part alone, ``--pairs N``, ``--stress``).
@@ -87,7 +90,7 @@ COMMAND_INTERVAL_S = 1.0
 #: Prometheus' default scrape interval (the goal is judged on it); ``--stress`` adds a run scraped every 1 s
 SCRAPE_INTERVAL_S = 15.0
 STRESS_SCRAPE_INTERVAL_S = 1.0
-#: off/on pairs (one gateway process per window), in ABBA order so that a drift of the load hits both alike
+#: windows with an off and an on gateway side by side
 PAIRS = 5
 
 GATEWAY_CONFIG = """
@@ -233,82 +236,114 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def poll_run(ports: list[int], tmp: Path, scrape_interval_s: float | None) -> dict:
-    """One gateway process, observability on (scraped every ``scrape_interval_s``) or off (None): its CPU
-    per Modbus request over MEASURE_S, and (on) each scrape's wall time and render time."""
-    observed = scrape_interval_s is not None
-    name = f"on_scrape_{scrape_interval_s:g}s" if observed else "off"
-    state = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))
-    sink = SpanSink() if observed else None
-    tracing = f"[tracing]\nenabled = true\nsample_ratio = 1.0\nendpoint = \"http://127.0.0.1:{sink.port}\"\n" \
-        if sink is not None else ""
-    units = "".join(f'[[units]]\nid = "u{i:03d}"\ndriver = "vendor_a"\n[units.modbus]\nhost = "127.0.0.1"\n'
-                    f"port = {port}\nunit_id = 1\n\n" for i, port in enumerate(ports))
-    config = state / "gateway.toml"
-    http_port = _free_port()
-    config.write_text(GATEWAY_CONFIG.format(state=state, http_port=http_port, poll_s=1.0 / POLL_RATE_HZ,
-                                            tracing=tracing, units=units))
-    log_path = state / "gateway.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    with log_path.open("w") as log:
-        gateway = subprocess.Popen([sys.executable, "-m", "bessgw.cli", "run", "--config", str(config)],
-                                   stdout=log, stderr=subprocess.STDOUT, env=env)
-    scrape_walls: list[float] = []
-    scrape_renders: list[float] = []
-    try:
-        metrics_url = f"http://127.0.0.1:{http_port}/metrics"
-        admin = socket_path(state)
-        deadline = time.monotonic() + 90
-        while True:  # every unit Good before anything is measured
+class GatewayRun:
+    """One gateway process over its own 200 simulated units, observability on (scraped every
+    ``scrape_interval_s``) or off (None); measured over a window the caller opens and closes."""
+
+    def __init__(self, ports: list[int], tmp: Path, scrape_interval_s: float | None) -> None:
+        self.ports = ports
+        self.scrape_interval_s = scrape_interval_s
+        self.name = f"on_scrape_{scrape_interval_s:g}s" if scrape_interval_s is not None else "off"
+        self.state = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=tmp))
+        self.sink = SpanSink() if scrape_interval_s is not None else None
+        tracing = (f"[tracing]\nenabled = true\nsample_ratio = 1.0\nendpoint = \"http://127.0.0.1:{self.sink.port}\"\n"
+                   if self.sink is not None else "")
+        units = "".join(f'[[units]]\nid = "u{i:03d}"\ndriver = "vendor_a"\n[units.modbus]\nhost = "127.0.0.1"\n'
+                        f"port = {port}\nunit_id = 1\n\n" for i, port in enumerate(ports))
+        config = self.state / "gateway.toml"
+        http_port = _free_port()
+        config.write_text(GATEWAY_CONFIG.format(state=self.state, http_port=http_port, poll_s=1.0 / POLL_RATE_HZ,
+                                                tracing=tracing, units=units))
+        self.metrics_url = f"http://127.0.0.1:{http_port}/metrics"
+        self.log_path = self.state / "gateway.log"
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "bessgw.cli", "run", "--config", str(config)],
+                                            stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.commands = self.scrapes = 0
+        self.scrape_walls: list[float] = []
+        self.scrape_renders: list[float] = []
+
+    def wait_good(self, timeout_s: float = 90.0) -> None:
+        """Every unit Good before anything is measured."""
+        admin, deadline = socket_path(self.state), time.monotonic() + timeout_s
+        while True:
             try:
                 units_now = request(admin, {"cmd": "status"})["units"]
-                if sum(u["quality"] == "good" for u in units_now) == len(ports):
-                    break
+                if sum(u["quality"] == "good" for u in units_now) == len(self.ports):
+                    return
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"units not all Good within 90 s: see {log_path}")
+                raise RuntimeError(f"units not all Good within {timeout_s:g} s: see {self.log_path}")
             time.sleep(0.5)
-        time.sleep(WARMUP_S)
-        requests0, cpu0, wall0 = _scrape(metrics_url)[0], process_cpu_s(gateway.pid), time.monotonic()
-        commands = scrapes = 0
-        next_command = wall0
-        next_scrape = wall0 + (scrape_interval_s or 0.0) / 2  # mid-window: the boundary scrapes are apart
-        while (now := time.monotonic()) < wall0 + MEASURE_S:
-            if now >= next_command:  # alternate between two targets: every command moves all 200 units
-                p_kw = 1000.0 if commands % 2 else 2000.0
-                reply = request(admin, {"cmd": "setpoint", "p_kw": p_kw, "command_id": f"bench-{name}-{commands}"})
-                assert reply.get("ok"), reply
-                commands += 1
-                next_command += COMMAND_INTERVAL_S
-            if scrape_interval_s is not None and now >= next_scrape:
-                _requests, wall, render = _scrape(metrics_url)
-                scrape_walls.append(wall)
-                scrape_renders.append(render)
-                scrapes += 1
-                next_scrape += scrape_interval_s
-            time.sleep(max(0.0, min(next_command, next_scrape if observed else next_command) - time.monotonic()))
-        cpu, wall = process_cpu_s(gateway.pid) - cpu0, time.monotonic() - wall0
-        polls = _scrape(metrics_url)[0] - requests0
-    finally:
-        gateway.terminate()
+
+    def begin(self) -> None:
+        self.requests0, self.cpu0, self.wall0 = (_scrape(self.metrics_url)[0], process_cpu_s(self.process.pid),
+                                                 time.monotonic())
+        self.next_command = self.wall0
+        self.next_scrape = self.wall0 + (self.scrape_interval_s or 0.0) / 2  # apart from the edge scrapes
+
+    def tick(self, now: float) -> float:
+        """Send what is due (a setpoint a second, a scrape when on); returns when the next thing is due."""
+        if now >= self.next_command:  # alternate between two targets: every command moves all 200 units
+            p_kw = 1000.0 if self.commands % 2 else 2000.0
+            reply = request(socket_path(self.state), {"cmd": "setpoint", "p_kw": p_kw,
+                                                      "command_id": f"bench-{self.name}-{self.commands}"})
+            assert reply.get("ok"), reply
+            self.commands += 1
+            self.next_command += COMMAND_INTERVAL_S
+        if self.scrape_interval_s is not None and now >= self.next_scrape:
+            _requests, wall, render = _scrape(self.metrics_url)
+            self.scrape_walls.append(wall)
+            self.scrape_renders.append(render)
+            self.scrapes += 1
+            self.next_scrape += self.scrape_interval_s
+        return min(self.next_command, self.next_scrape if self.scrape_interval_s is not None else math.inf)
+
+    def end(self) -> dict:
+        cpu, wall = process_cpu_s(self.process.pid) - self.cpu0, time.monotonic() - self.wall0
+        polls = _scrape(self.metrics_url)[0] - self.requests0
+        result = {"name": self.name, "cpu_cores": round(cpu / wall, 3), "requests_per_s": round(polls / wall, 1),
+                  "cpu_us_per_poll": round(cpu / max(polls, 1) * 1e6, 1), "commands": self.commands,
+                  "scrapes": self.scrapes, "scrape_wall_s": self.scrape_walls, "scrape_render_s": self.scrape_renders}
+        if self.sink is not None:
+            result.update(otlp_exports=self.sink.requests, otlp_bytes=self.sink.bytes)
+        print(f"  observability {self.name:16s}: {result['requests_per_s']:7.1f} requests/s, CPU"
+              f" {result['cpu_cores'] * 100:.1f} % of a core, {result['cpu_us_per_poll']:.0f} µs/poll,"
+              f" {self.commands} commands, {self.scrapes} scrapes"
+              + (f", {self.sink.requests} OTLP exports ({self.sink.bytes} bytes)" if self.sink is not None else ""),
+              flush=True)
+        return result
+
+    def stop(self) -> None:
+        self.process.terminate()
         try:
-            gateway.wait(30)
+            self.process.wait(30)
         except subprocess.TimeoutExpired:
-            gateway.kill()
-            gateway.wait()
-        if sink is not None:
-            sink.close()
-    result = {"name": name, "cpu_cores": round(cpu / wall, 3), "requests_per_s": round(polls / wall, 1),
-              "cpu_us_per_poll": round(cpu / max(polls, 1) * 1e6, 1), "commands": commands, "scrapes": scrapes,
-              "scrape_wall_s": scrape_walls, "scrape_render_s": scrape_renders}
-    if sink is not None:
-        result.update(otlp_exports=sink.requests, otlp_bytes=sink.bytes)
-    print(f"  observability {name:16s}: {result['requests_per_s']:7.1f} requests/s (nominal"
-          f" {len(ports) * POLL_RATE_HZ:.0f}), CPU {result['cpu_cores'] * 100:.1f} % of a core,"
-          f" {result['cpu_us_per_poll']:.0f} µs/poll, {commands} commands, {scrapes} scrapes"
-          + (f", {sink.requests} OTLP exports ({sink.bytes} bytes)" if sink is not None else ""), flush=True)
-    return result
+            self.process.kill()
+            self.process.wait()
+        if self.sink is not None:
+            self.sink.close()
+
+
+def measure_together(runs: list[GatewayRun]) -> list[dict]:
+    """Start, wait for, and measure ``runs`` over one and the same window: whatever else loads the machine
+    meanwhile loads them alike, so their ratio is far steadier than that of windows one after another."""
+    try:
+        for run in runs:
+            run.wait_good()
+        time.sleep(WARMUP_S)
+        for run in runs:
+            run.begin()
+        end_at = time.monotonic() + MEASURE_S
+        while (now := time.monotonic()) < end_at:
+            due = min(run.tick(now) for run in runs)
+            time.sleep(max(0.0, min(due, end_at) - time.monotonic()))
+        return [run.end() for run in runs]
+    finally:
+        for run in runs:
+            run.stop()
 
 
 def _spread(ratios: list[float]) -> dict:
@@ -331,26 +366,28 @@ def _percentiles_ms(values: list[float]) -> dict:
 
 
 def poll_bench(pairs: int, stress: bool) -> dict:
-    """``pairs`` windows of off and on each, ABBA-ordered; the overhead is the median of the pairwise ratios
-    (each pair ran back to back, so it saw about the same load), with the spread of those ratios."""
-    child, ports = start_simulator(POLL_UNITS)
+    """``pairs`` windows, each with an off and an on gateway running side by side (each over its own simulated
+    units; which one starts first alternates); the overhead is the median of the pairwise ratios on/off, with
+    the spread of those ratios."""
     modes: list[float | None] = [None, SCRAPE_INTERVAL_S] + ([STRESS_SCRAPE_INTERVAL_S] if stress else [])
+    simulators = [start_simulator(POLL_UNITS) for _ in modes]
     runs: dict[str, list[dict]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bessgw-bench-obs-") as tmp:
             for pair in range(pairs):
-                order = modes if pair % 2 == 0 else modes[::-1]
-                for interval in order:
-                    run = poll_run(ports, Path(tmp), interval)
-                    runs.setdefault(run.pop("name"), []).append(run)
+                order = list(range(len(modes))) if pair % 2 == 0 else list(range(len(modes)))[::-1]
+                window = [GatewayRun(simulators[i][1], Path(tmp), modes[i]) for i in order]
+                for result in measure_together(window):
+                    runs.setdefault(result.pop("name"), []).append(result)
     finally:
-        if child.stdin is not None:
-            child.stdin.close()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        for child, _ports in simulators:
+            if child.stdin is not None:
+                child.stdin.close()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
     off = [r["cpu_us_per_poll"] for r in runs["off"]]
     overheads = {}
     for interval in modes[1:]:
