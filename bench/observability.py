@@ -402,13 +402,16 @@ def poll_bench(pairs: int, stress: bool) -> dict:
     renders = [w for name, rs in runs.items() if name != "off" for r in rs for w in r.pop("scrape_render_s")]
     for r in runs["off"]:
         r.pop("scrape_wall_s"), r.pop("scrape_render_s")
-    live = {"client_wall": _percentiles_ms(walls), "render_on_loop": _percentiles_ms(renders)}
+    live = {"client_wall": _percentiles_ms(walls), "render_on_loop": _percentiles_ms(renders),
+            "render_cpu_edge_scrapes_included": _percentiles_ms(_RENDER_CPU_S)}
     if walls:
         render = live["render_on_loop"]  # empty from a gateway without the Server-Timing header
         print(f"  live gateway scrapes: render on its event loop p50 {render.get('p50_ms', 'n/a')} ms /"
               f" p99 {render.get('p99_ms', 'n/a')} ms; wall seen by the client p50"
               f" {live['client_wall']['p50_ms']} ms / p99 {live['client_wall']['p99_ms']} ms"
-              f" (n = {len(walls)}; the wall includes waiting for the loop and the transfer)")
+              f" (n = {len(walls)}; the wall includes waiting for the loop and the transfer); render thread CPU"
+              f" of every scrape p50 {live['render_cpu_edge_scrapes_included'].get('p50_ms', 'n/a')} ms / max"
+              f" {live['render_cpu_edge_scrapes_included'].get('max_ms', 'n/a')} ms")
     default = overheads[f"on_scrape_{SCRAPE_INTERVAL_S:g}s"]["median_pct"]
     return {"units": POLL_UNITS, "rate_hz": POLL_RATE_HZ, "measure_s": MEASURE_S, "pairs": pairs,
             "cpu_us_per_poll": {name: [r["cpu_us_per_poll"] for r in rs] for name, rs in runs.items()},
