@@ -7,6 +7,10 @@ a Modbus device, ``interface:channel`` of a CAN bus, the URL of an OPC UA server
 The request latency is one histogram per transport, merged over its endpoints at scrape time: per
 endpoint it would be 17 series each (two thirds of a 200-endpoint scrape), and a slow device shows in its
 own timeouts and breaker anyway.
+
+Modbus endpoints (hundreds per gateway) are rendered to text here with label text kept across scrapes,
+so a scrape holds no tuple per sample (the garbage collector's work was most of a scrape's p99; see
+:mod:`bessgw.northbound.http.families`). CAN buses and OPC UA servers are few and use plain rows.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from bessgw.northbound.http.families import Family, counter, gauge, histogram
+from bessgw.northbound.http.families import Family, LabelText, counter, gauge, histogram, sample
 from bessgw.timing import DurationHistogram
 
 _BREAKER_STATES = ("closed", "open", "half_open")
+_RESULTS = ("ok", "timeout", "error", "exception", "breaker_open")
 
 
 class TransportCollector:
@@ -25,30 +30,41 @@ class TransportCollector:
 
     def __init__(self, transports: Callable[[], Iterable[Any]]) -> None:
         self._transports = transports
+        self._endpoint = LabelText("transport", "endpoint")
+        self._result = LabelText("transport", "endpoint", "result")
+        self._breaker = LabelText("transport", "endpoint", "state")
 
     def collect(self) -> Iterator[Family]:
         requests, results, reconnects, connect_failures, breaker, trips, latency = [], [], [], [], [], [], []
         can_frames, can_errors, can_bus_off, can_opens = [], [], [], []
+        # Modbus endpoints as rendered lines (they follow the rows of the other transports in each family)
+        m_requests: list[str] = []
+        m_results: list[str] = []
+        m_connects: list[str] = []
+        m_connect_failures: list[str] = []
+        m_breaker: list[str] = []
+        m_trips: list[str] = []
         for transport in self._transports():
             name = transport.name
             if name == "modbus":
                 endpoints = list(transport.endpoints.values())
                 latency.append(((name,), DurationHistogram.merged(endpoint.latency for endpoint in endpoints)))
                 for endpoint in endpoints:
-                    labels = (name, endpoint.name)
+                    label = self._endpoint(name, endpoint.name)
                     stats = endpoint.stats
-                    requests.append((labels, stats.requests))
+                    m_requests.append(sample(label, stats.requests))
                     answered = stats.requests - stats.timeouts - stats.failures - stats.exception_responses
-                    for result, n in (("ok", max(0, answered)), ("timeout", stats.timeouts),
-                                      ("error", stats.failures), ("exception", stats.exception_responses),
-                                      ("breaker_open", stats.breaker_rejections)):
-                        results.append(((*labels, result), n))
-                    reconnects.append((labels, stats.connects))
-                    connect_failures.append((labels, stats.connect_failures))
+                    for result, n in zip(_RESULTS, (max(0, answered), stats.timeouts, stats.failures,
+                                                    stats.exception_responses, stats.breaker_rejections),
+                                         strict=True):
+                        m_results.append(sample(self._result(name, endpoint.name, result), n))
+                    m_connects.append(sample(label, stats.connects))
+                    m_connect_failures.append(sample(label, stats.connect_failures))
                     state = endpoint.breaker.state.value
                     for candidate in _BREAKER_STATES:
-                        breaker.append(((*labels, candidate), 1.0 if candidate == state else 0.0))
-                    trips.append((labels, endpoint.breaker.trips))
+                        m_breaker.append(f"{self._breaker(name, endpoint.name, candidate)}"
+                                         f" {'1.0' if candidate == state else '0.0'}\n")
+                    m_trips.append(sample(label, endpoint.breaker.trips))
             elif name == "can":
                 for bus_name, stats in transport.bus_stats().items():
                     labels = (name, bus_name)
@@ -65,18 +81,20 @@ class TransportCollector:
                     connect_failures.append((labels, endpoint.connect_failures))
                     requests.append((labels, endpoint.reads))
                     results.append(((*labels, "handler_error"), endpoint.handler_errors))
-        yield counter("bessgw_transport_requests", "Requests sent to devices", ["transport", "endpoint"], requests)
-        yield counter("bessgw_transport_results", "Request outcomes", ["transport", "endpoint", "result"], results)
+        yield counter("bessgw_transport_requests", "Requests sent to devices", ["transport", "endpoint"], requests,
+                      lines=m_requests)
+        yield counter("bessgw_transport_results", "Request outcomes", ["transport", "endpoint", "result"], results,
+                      lines=m_results)
         yield histogram("bessgw_transport_request_duration_seconds",
                         "Request latency, answered or not, over all endpoints of the transport", ["transport"], latency)
         yield counter("bessgw_transport_connects", "Connections (re)established", ["transport", "endpoint"],
-                      reconnects)
+                      reconnects, lines=m_connects)
         yield counter("bessgw_transport_connect_failures", "Failed connection attempts", ["transport", "endpoint"],
-                      connect_failures)
+                      connect_failures, lines=m_connect_failures)
         yield gauge("bessgw_transport_breaker_state", "1 for the circuit breaker's current state",
-                    ["transport", "endpoint", "state"], breaker)
+                    ["transport", "endpoint", "state"], breaker, lines=m_breaker)
         yield counter("bessgw_transport_breaker_trips", "Times the circuit breaker opened", ["transport", "endpoint"],
-                      trips)
+                      trips, lines=m_trips)
         yield counter("bessgw_can_frames", "CAN frames by direction", ["transport", "endpoint", "direction"],
                       can_frames)
         yield counter("bessgw_can_error_frames", "CAN error frames", ["transport", "endpoint"], can_errors)

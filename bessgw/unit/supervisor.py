@@ -11,6 +11,12 @@ Every call into the driver — ``identify``, ``read``, ``write_setpoint``, ``hea
 promise of :class:`~bessgw.plugin.VendorDriver` true: a driver never sees two calls at once. Upper layers
 never touch the driver; they read :meth:`UnitSupervisor.snapshot` (one immutable value per change) and
 command through :meth:`UnitSupervisor.apply`.
+
+Reconnects are traced here, where they happen for every transport: each attempt to bring a lost unit back
+(identify and check it) is one root span ``unit.reconnect`` with the unit, transport, endpoint, attempt
+number since the loss, result and error type. The first connection at start-up is not a reconnect. While
+tracing is off the OpenTelemetry API hands out a no-op span, once per attempt (seconds apart): the poll
+path has no tracing hook at all.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import random
 import time
 from collections.abc import Callable
 from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from bessgw.backoff import Backoff
 from bessgw.compat import timeout
@@ -50,6 +59,11 @@ _AUTO_START_RETRY_S = 5.0
 #: a refused unit is asked again this rarely (its firmware may have been upgraded meanwhile)
 _REFUSED_RETRY_S = 60.0
 
+#: spans of unit reconnects (no-op unless the daemon installed a tracer provider: [tracing])
+TRACER = trace.get_tracer("bessgw.unit")
+#: a reconnect is a trace of its own, whatever context the unit's task was started in
+_ROOT_CONTEXT = otel_context.Context()
+
 
 class UnitSupervisor:
     """Runs one unit: identify → negotiate → poll/heartbeat, reconnecting on device errors."""
@@ -72,8 +86,11 @@ class UnitSupervisor:
         telemetry_log_interval_s: float = 0.0,
         auto_start: bool = False,
         clock: Callable[[], float] = time.time,
+        endpoint: str = "",
     ) -> None:
         self.unit_id = unit_id
+        #: where the unit is (``host:port``, ``interface:channel``, a URL), for reconnect spans
+        self.endpoint = endpoint
         self._driver = driver
         #: one driver call at a time (the VendorDriver concurrency contract)
         self._driver_lock = asyncio.Lock()
@@ -113,6 +130,9 @@ class UnitSupervisor:
         self._down_reason = ""
         self._down_answering = False
         self._last_telemetry_log = 0.0
+        #: reconnect attempts since the unit was lost (or since its first connection failed); 0 once back
+        self.reconnect_attempts = 0
+        self._reconnecting = False  # every session after the first one starts with a reconnect
 
     # ----------------------------------------------------------------------------- public view
 
@@ -262,6 +282,42 @@ class UnitSupervisor:
             self.connected = False
 
     async def _session(self) -> None:
+        reconnect, self._reconnecting = self._reconnecting, True
+        if reconnect:
+            await self._traced_reconnect()
+        else:
+            await self._connect()
+        await _first_failure(
+            asyncio.create_task(self._poll_loop(), name=f"poll:{self.unit_id}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.unit_id}"),
+            asyncio.create_task(self._age_loop(), name=f"age:{self.unit_id}"),
+        )
+
+    async def _traced_reconnect(self) -> None:
+        """:meth:`_connect` as a ``unit.reconnect`` span: what was tried, where, the how-many-th time, and how
+        it ended (``ok``, ``refused``, ``error`` with the error type, or ``cancelled`` at shutdown)."""
+        self.reconnect_attempts += 1
+        span = TRACER.start_span("unit.reconnect", context=_ROOT_CONTEXT, kind=trace.SpanKind.CLIENT, attributes={
+            "unit": self.unit_id, "transport": self.spec.transport, "endpoint": self.endpoint,
+            "attempt": self.reconnect_attempts})
+        try:
+            await self._connect()
+        except asyncio.CancelledError:
+            span.set_attribute("result", "cancelled")
+            raise
+        except BaseException as err:
+            span.set_attribute("result", "refused" if isinstance(err, IncompatibleDeviceError) else "error")
+            span.set_attribute("error.type", type(err).__name__)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, str(err)[:200]))
+            raise
+        else:
+            span.set_attribute("result", "ok")
+            self.reconnect_attempts = 0
+        finally:
+            span.end()
+
+    async def _connect(self) -> None:
+        """Identify the unit and check it against config; on return it is connected."""
         offer = await self._identify()
         self.capability = offer
         self._identified = offer
@@ -272,11 +328,6 @@ class UnitSupervisor:
         self.connected = True
         self.refused_reason = ""
         self._negotiated_at = None
-        await _first_failure(
-            asyncio.create_task(self._poll_loop(), name=f"poll:{self.unit_id}"),
-            asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat:{self.unit_id}"),
-            asyncio.create_task(self._age_loop(), name=f"age:{self.unit_id}"),
-        )
 
     async def _identify(self) -> Capability:
         """``driver.identify()``, while the last known values keep ageing (it may wait seconds)."""

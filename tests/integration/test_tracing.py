@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from bessgw.northbound.passwords import hash_password
 from bessgw.testing.wait import wait_until_sync
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command, free_tcp_port
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command, free_tcp_port, gateway_status
 from tests.integration.http_client import get_json, http
 
 pytestmark = pytest.mark.daemon
@@ -143,6 +143,7 @@ def assert_command_path(spans: list[dict], root_name: str) -> dict:
     assert ids[step["parent"]]["name"] == "control.submit"
     assert all(write["parent"] == step["span_id"] and write["attributes"]["result"].string_value == "ok"
                for write in by_name["unit.write"])
+    assert {write["attributes"]["transport"].string_value for write in by_name["unit.write"]} == {"none"}
     return root
 
 
@@ -248,3 +249,103 @@ print(sorted(t.name for t in threading.enumerate()))
                             env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['MainThread']"
+
+
+RECONNECT_CONFIG = """
+[gateway]
+id = "gw-reconnect"
+state_dir = "{state}"
+log_format = "json"
+shutdown_grace_s = 4
+
+[tracing]
+enabled = true
+endpoint = "http://127.0.0.1:{otlp}"
+
+[defaults]
+poll_interval_s = 0.1
+heartbeat_interval_s = 0.5
+retry_min_s = 0.1
+retry_max_s = 0.5
+
+[southbound.modbus]
+request_timeout_s = 0.5
+connect_timeout_s = 0.5
+reconnect_min_s = 0.1
+reconnect_max_s = 0.5
+breaker_failures = 1000
+
+[[units]]
+id = "A1"
+driver = "vendor_a"
+[units.modbus]
+host = "127.0.0.1"
+port = {port}
+unit_id = 1
+"""
+
+
+def _start_simulator(port: int, env: dict[str, str]) -> subprocess.Popen:
+    sim = subprocess.Popen([*bessgw_command(), "sim", "vendor_a", "--port", str(port), "--count", "1"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert sim.stdout is not None and sim.stdout.readline().strip() == "ready"
+    return sim
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def _reconnects(receiver: OtlpReceiver) -> list[dict]:
+    with receiver.lock:
+        return [span for span in receiver.spans if span["name"] == "unit.reconnect"]
+
+
+def test_a_unit_reconnect_is_traced_attempt_by_attempt(tmp_path: Path, subprocess_env: dict[str, str],
+                                                       receiver: OtlpReceiver) -> None:
+    """A real Modbus simulator stopped and started again: failed reconnect attempts, then one that succeeds,
+    each a ``unit.reconnect`` span with the unit, transport, endpoint, attempt number, result and error type.
+    The first connection at start-up is not a reconnect."""
+    port = free_tcp_port()
+    config = tmp_path / "gw.toml"
+    config.write_text(RECONNECT_CONFIG.format(state=tmp_path / "state", otlp=receiver.port, port=port))
+    sim = _start_simulator(port, subprocess_env)
+    gw = GatewayProcess(config, subprocess_env, tmp_path)
+    try:
+        gw.wait_notify("READY", timeout_s=30)
+        gw.wait_log(lambda e: e.get("event") == "ready", timeout_s=10)
+        wait_until_sync(lambda: gateway_status(config, subprocess_env)["units"][0]["quality"] == "good",
+                        timeout_s=20, what="unit A1 good")
+        assert _reconnects(receiver) == []  # connecting at start-up is not a reconnect
+
+        _stop(sim)
+        gw.wait_log(lambda e: e.get("event") == "unit_down" and e.get("unit") == "A1", timeout_s=15)
+        failed = wait_until_sync(lambda: [s for s in _reconnects(receiver)
+                                          if s["attributes"]["result"].string_value == "error"][:2] or None,
+                                 timeout_s=20, what="failed reconnect spans")
+        sim = _start_simulator(port, subprocess_env)
+        spans = wait_until_sync(lambda: _reconnects(receiver) if any(
+            s["attributes"]["result"].string_value == "ok" for s in _reconnects(receiver)) else None,
+            timeout_s=20, what="a successful reconnect span")
+        attributes = [{key: value.string_value or value.int_value for key, value in s["attributes"].items()}
+                      for s in spans]
+        ok = next(a for a in attributes if a["result"] == "ok")
+        assert ok["unit"] == "A1" and ok["transport"] == "modbus" and ok["endpoint"] == f"127.0.0.1:{port}"
+        assert "error.type" not in ok
+        errors = [a for a in attributes if a["result"] == "error"]
+        assert errors and all(a["error.type"].endswith("Error") for a in errors), errors
+        # attempts count from 1 since the loss; the successful one comes last, after the failures
+        assert [a["attempt"] for a in attributes[:len(errors) + 1]] == list(range(1, len(errors) + 2))
+        assert attributes.index(ok) == len(errors)
+        assert all(s["parent"] == "" for s in spans)  # each attempt is a trace of its own
+        assert len({s["trace_id"] for s in spans}) == len(spans)
+        assert failed[0]["attributes"]["unit"].string_value == "A1"
+    finally:
+        gw.stop()
+        _stop(sim)

@@ -17,8 +17,17 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from bessgw.control.arbitration import Mode
-from bessgw.model import Quality
-from bessgw.northbound.http.families import Collector, Family, Registry, counter, gauge, histogram
+from bessgw.model import EffectiveLimits, Quality
+from bessgw.northbound.http.families import (
+    Collector,
+    Family,
+    LabelText,
+    Registry,
+    counter,
+    gauge,
+    histogram,
+    sample,
+)
 from bessgw.unit.snapshot import UnitSnapshot
 
 if TYPE_CHECKING:
@@ -35,43 +44,81 @@ def _finite(value: float) -> bool:
 
 
 class UnitCollector:
-    """Per unit: power, SOC, negotiated limits, quality, data age, connection (one label: ``unit``)."""
+    """Per unit: power, SOC, negotiated limits, quality, data age, connection (one label: ``unit``).
+
+    Samples are rendered to text here, with the label text and the lines that change rarely (limits,
+    quality, connection) kept across scrapes: see :mod:`bessgw.northbound.http.families` for why (the
+    garbage collector, not the formatting, made a scrape's p99). Telemetry values are formatted every
+    scrape: in a polling gateway every unit's snapshot is new by the next scrape anyway.
+    """
 
     def __init__(self, snapshots: Callable[[], Iterable[UnitSnapshot]], clock: Callable[[], float] = time.time) -> None:
         self._snapshots = snapshots
         self._clock = clock
+        self._unit = LabelText("unit")
+        #: per unit id: (limits object, its three rendered lines) — limits change only on renegotiation
+        self._limit_lines: dict[str, tuple[EffectiveLimits, str, str, str]] = {}
+        #: per (unit id, quality): the rendered block of one 1 and three 0 lines, without the first name
+        self._quality_lines: dict[tuple[str, Quality], str] = {}
+        self._quality_label = LabelText("unit", "quality")
 
     def collect(self) -> Iterator[Family]:
         now = self._clock()
-        p, q, soc, age, connected = [], [], [], [], []
-        charge, discharge, reactive, quality = [], [], [], []
+        p: list[str] = []
+        q: list[str] = []
+        soc: list[str] = []
+        age: list[str] = []
+        connected: list[str] = []
+        charge: list[str] = []
+        discharge: list[str] = []
+        reactive: list[str] = []
+        quality: list[str] = []
+        limit_lines = self._limit_lines
+        if len(limit_lines) > 100_000 or len(self._quality_lines) > 100_000:  # bounded; units come from config
+            limit_lines.clear()
+            self._quality_lines.clear()
         for snap in self._snapshots():
-            unit = (snap.unit_id,)
+            unit_id = snap.unit_id
+            label = self._unit(unit_id)
             telemetry = snap.telemetry
             if _finite(telemetry.p_kw):
-                p.append((unit, telemetry.p_kw * _KW_TO_W))
+                p.append(sample(label, telemetry.p_kw * _KW_TO_W))
             if _finite(telemetry.q_kvar):
-                q.append((unit, telemetry.q_kvar * _KW_TO_W))
+                q.append(sample(label, telemetry.q_kvar * _KW_TO_W))
             if _finite(telemetry.soc_pct):
-                soc.append((unit, telemetry.soc_pct / 100.0))
-            age.append((unit, max(0.0, now - telemetry.timestamp)))
-            connected.append((unit, 1.0 if snap.connected else 0.0))
-            if snap.limits is not None:
-                charge.append((unit, snap.limits.max_charge_kw * _KW_TO_W))
-                discharge.append((unit, snap.limits.max_discharge_kw * _KW_TO_W))
-                reactive.append((unit, snap.limits.max_q_kvar * _KW_TO_W))
-            for level in Quality:
-                quality.append(((snap.unit_id, level.value), 1.0 if telemetry.quality is level else 0.0))
-        yield gauge("bessgw_unit_active_power_watts", "Measured active power (> 0 discharges)", ["unit"], p)
-        yield gauge("bessgw_unit_reactive_power_volt_amperes_reactive", "Measured reactive power", ["unit"], q)
-        yield gauge("bessgw_unit_state_of_charge_ratio", "State of charge, 0..1", ["unit"], soc)
-        yield gauge("bessgw_unit_max_charge_watts", "Negotiated charge limit", ["unit"], charge)
-        yield gauge("bessgw_unit_max_discharge_watts", "Negotiated discharge limit", ["unit"], discharge)
+                soc.append(sample(label, telemetry.soc_pct / 100.0))
+            age.append(sample(label, max(0.0, now - telemetry.timestamp)))
+            connected.append(f"{label} 1.0\n" if snap.connected else f"{label} 0.0\n")
+            limits = snap.limits
+            if limits is not None:
+                cached = limit_lines.get(unit_id)
+                if cached is None or cached[0] is not limits:
+                    cached = limit_lines[unit_id] = (limits, sample(label, limits.max_charge_kw * _KW_TO_W),
+                                                     sample(label, limits.max_discharge_kw * _KW_TO_W),
+                                                     sample(label, limits.max_q_kvar * _KW_TO_W))
+                charge.append(cached[1])
+                discharge.append(cached[2])
+                reactive.append(cached[3])
+            level = telemetry.quality
+            block = self._quality_lines.get((unit_id, level))
+            if block is None:
+                block = self._quality_lines[(unit_id, level)] = _QUALITY_NAME.join(
+                    f"{self._quality_label(unit_id, candidate.value)} {'1.0' if candidate is level else '0.0'}\n"
+                    for candidate in Quality)
+            quality.append(block)
+        yield gauge("bessgw_unit_active_power_watts", "Measured active power (> 0 discharges)", ["unit"], lines=p)
+        yield gauge("bessgw_unit_reactive_power_volt_amperes_reactive", "Measured reactive power", ["unit"], lines=q)
+        yield gauge("bessgw_unit_state_of_charge_ratio", "State of charge, 0..1", ["unit"], lines=soc)
+        yield gauge("bessgw_unit_max_charge_watts", "Negotiated charge limit", ["unit"], lines=charge)
+        yield gauge("bessgw_unit_max_discharge_watts", "Negotiated discharge limit", ["unit"], lines=discharge)
         yield gauge("bessgw_unit_max_reactive_power_volt_amperes_reactive", "Negotiated reactive power limit",
-                    ["unit"], reactive)
-        yield gauge("bessgw_unit_quality", "1 for the unit's current data quality", ["unit", "quality"], quality)
-        yield gauge("bessgw_unit_data_age_seconds", "Age of the unit's latest telemetry", ["unit"], age)
-        yield gauge("bessgw_unit_connected", "1 while the unit's session is up", ["unit"], connected)
+                    ["unit"], lines=reactive)
+        yield gauge(_QUALITY_NAME, "1 for the unit's current data quality", ["unit", "quality"], lines=quality)
+        yield gauge("bessgw_unit_data_age_seconds", "Age of the unit's latest telemetry", ["unit"], lines=age)
+        yield gauge("bessgw_unit_connected", "1 while the unit's session is up", ["unit"], lines=connected)
+
+
+_QUALITY_NAME = "bessgw_unit_quality"
 
 
 class ControlCollector:

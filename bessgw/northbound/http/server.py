@@ -50,7 +50,10 @@ def observability_routes(app: web.Application, readiness: Readiness, registry: R
         return web.json_response({"status": "ready"})
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=registry.render(), headers={"Content-Type": CONTENT_TYPE})
+        body = registry.render()  # synchronous: its duration is what the scrape cost the event loop
+        timing = (f"render;dur={registry.last_render_s * 1e3:.3f},"
+                  f" render_cpu;dur={registry.last_render_cpu_s * 1e3:.3f}")
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "Server-Timing": timing})
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
