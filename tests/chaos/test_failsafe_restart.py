@@ -79,8 +79,12 @@ def _drive_then_drop(gw: GatewayProcess, config: Path, env: dict[str, str]) -> N
     assert done.returncode == 0, done.stderr
     gw.wait_log(lambda e: e.get("event") == "telemetry" and e.get("unit") == "m1" and e["p_kw"] > 300.0, 10)
     # the CLI is gone: the local source goes silent, the fail-safe holds, ramps to 0 and drops it
-    gw.wait_log(lambda e: e.get("event") == "setpoint_dropped" and e.get("command_id") == "s-700", 15)
-    gw.wait_log(lambda e: e.get("event") == "telemetry" and e.get("unit") == "m1" and e["p_kw"] == 0.0, 15)
+    dropped = gw.wait_log(lambda e: e.get("event") == "setpoint_dropped" and e.get("command_id") == "s-700", 15)
+    # then the units ramp to 0 kW: wait for that *after* the drop (wait_log also sees the start-up's 0 kW lines)
+    after = gw.log_lines.index(dropped)
+    for unit in ("m1", "m2"):
+        gw.wait_log(lambda e, unit=unit: e.get("event") == "telemetry" and e.get("unit") == unit
+                    and e["p_kw"] == 0.0 and gw.log_lines.index(e) > after, 15)
 
 
 def _no_power_for(gw: GatewayProcess, seconds: float) -> list[float]:
