@@ -36,7 +36,7 @@ class TransportCollector:
 
     def collect(self) -> Iterator[Family]:
         requests, results, reconnects, connect_failures, breaker, trips, latency = [], [], [], [], [], [], []
-        can_frames, can_errors, can_bus_off, can_opens = [], [], [], []
+        can_frames, can_errors, can_bus_off, can_opens, can_coalesced = [], [], [], [], []
         # Modbus endpoints as rendered lines (they follow the rows of the other transports in each family)
         m_requests: list[str] = []
         m_results: list[str] = []
@@ -44,6 +44,8 @@ class TransportCollector:
         m_connect_failures: list[str] = []
         m_breaker: list[str] = []
         m_trips: list[str] = []
+        m_undecodable: list[str] = []
+        m_late: list[str] = []
         for transport in self._transports():
             name = transport.name
             if name == "modbus":
@@ -65,6 +67,8 @@ class TransportCollector:
                         m_breaker.append(f"{self._breaker(name, endpoint.name, candidate)}"
                                          f" {'1.0' if candidate == state else '0.0'}\n")
                     m_trips.append(sample(label, endpoint.breaker.trips))
+                    m_undecodable.append(sample(label, stats.undecodable))
+                    m_late.append(sample(label, stats.late_answers))
             elif name == "can":
                 for bus_name, stats in transport.bus_stats().items():
                     labels = (name, bus_name)
@@ -73,6 +77,7 @@ class TransportCollector:
                     can_errors.append((labels, stats.error_frames))
                     can_bus_off.append((labels, stats.bus_off))
                     can_opens.append((labels, stats.opens))
+                    can_coalesced.append((labels, stats.frames_coalesced))
                     results.append(((*labels, "tx_error"), stats.tx_errors))
             elif name == "opcua":
                 for endpoint in list(transport.endpoints.values()):
@@ -95,8 +100,16 @@ class TransportCollector:
                     ["transport", "endpoint", "state"], breaker, lines=m_breaker)
         yield counter("bessgw_transport_breaker_trips", "Times the circuit breaker opened", ["transport", "endpoint"],
                       trips, lines=m_trips)
+        yield counter("bessgw_transport_undecodable_responses", "Answers that broke the protocol (garbage, bad "
+                      "lengths, unknown transaction ids); the connection is reopened", ["transport", "endpoint"],
+                      [], lines=m_undecodable)
+        yield counter("bessgw_transport_late_answers", "Answers that came after their request had timed out "
+                      "(dropped)", ["transport", "endpoint"], [], lines=m_late)
         yield counter("bessgw_can_frames", "CAN frames by direction", ["transport", "endpoint", "direction"],
                       can_frames)
         yield counter("bessgw_can_error_frames", "CAN error frames", ["transport", "endpoint"], can_errors)
         yield counter("bessgw_can_bus_off", "CAN bus-off events", ["transport", "endpoint"], can_bus_off)
         yield counter("bessgw_can_opens", "CAN bus (re)opens", ["transport", "endpoint"], can_opens)
+        yield counter("bessgw_can_frames_coalesced", "Periodic telemetry frames superseded by a newer frame of the "
+                      "same id before the driver read them (never alarms or events)", ["transport", "endpoint"],
+                      can_coalesced)

@@ -66,7 +66,7 @@ def modbus(breaker: CircuitBreaker, stats: EndpointStats) -> SimpleNamespace:
 
 
 def test_transport_lines_follow_counters_and_breaker_state() -> None:
-    breaker, stats = CircuitBreaker(1, 10.0), EndpointStats(requests=10, timeouts=2)
+    breaker, stats = CircuitBreaker(1, 10.0), EndpointStats(requests=10, timeouts=2, undecodable=4, late_answers=5)
     registry = Registry([TransportCollector(lambda: [modbus(breaker, stats)])])
     labels = (("endpoint", "127.0.0.1:1502"), ("transport", "modbus"))
     first = samples(registry)
@@ -74,6 +74,8 @@ def test_transport_lines_follow_counters_and_breaker_state() -> None:
     assert first[("bessgw_transport_results_total", (*labels[:1], ("result", "ok"), labels[1]))] == 8.0
     assert first[("bessgw_transport_results_total", (*labels[:1], ("result", "timeout"), labels[1]))] == 2.0
     assert first[("bessgw_transport_breaker_state", (*labels[:1], ("state", "closed"), labels[1]))] == 1.0
+    assert first[("bessgw_transport_undecodable_responses_total", labels)] == 4.0
+    assert first[("bessgw_transport_late_answers_total", labels)] == 5.0
 
     stats.requests, stats.timeouts = 2**60, 3  # beyond a float's exact integers: rendered as the float is
     breaker.record_failure()
@@ -92,3 +94,17 @@ def test_the_registry_exports_its_own_render_time() -> None:
     after = samples(registry)
     assert after[("bessgw_metrics_render_duration_seconds_count", ())] == 1.0
     assert after[("bessgw_metrics_render_duration_seconds_sum", ())] > 0
+
+
+def test_can_lines_count_coalesced_telemetry_frames_per_bus() -> None:
+    from bessgw.southbound.can.bus import CanBusStats
+
+    stats = CanBusStats(frames_rx=100, frames_coalesced=40, error_frames=1)
+    can = SimpleNamespace(name="can", bus_stats=lambda: {"virtual:bench": stats})
+    registry = Registry([TransportCollector(lambda: [can])])
+    labels = (("endpoint", "virtual:bench"), ("transport", "can"))
+    first = samples(registry)
+    assert first[("bessgw_can_frames_coalesced_total", labels)] == 40.0
+    assert first[("bessgw_can_frames_total", (("direction", "rx"), *labels))] == 100.0
+    stats.frames_coalesced = 41
+    assert samples(registry)[("bessgw_can_frames_coalesced_total", labels)] == 41.0
