@@ -21,7 +21,7 @@ class NodeProcess:
 
     def __init__(self, node_id: str, key: str, seeds: list[str], units: int = 2, *, bind: str = "127.0.0.1:0",
                  args: tuple[str, ...] = (), root: Path = REPO_ROOT, **overrides: Any) -> None:
-        """``root``: the source tree to run (another release's, exported by ``tests.release``)."""
+        """``root``: the source tree to run (another release's, exported by ``tests.upgrade.release``)."""
         self.id = node_id
         cmd = [sys.executable, "-m", "tests.federation.run_node", "--id", node_id, "--bind", bind,
                "--key", key, "--units", str(units), *args]

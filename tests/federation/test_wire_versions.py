@@ -1,7 +1,7 @@
 """Versioned gossip: a gateway of the previous release and gateways of this one run one campus, and a
 gateway of a later, incompatible wire range is shown as such and never trusted.
 
-The previous release runs from its own source tree (``tests.release``) in its own process.
+The previous release runs from its own source tree (``tests.upgrade.release``) in its own process.
 """
 
 from __future__ import annotations

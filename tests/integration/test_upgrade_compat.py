@@ -2,7 +2,7 @@
 migrated in place, each release's CLI works against the other's daemon, a newer state directory is
 refused (exit 78), and campus records written now are read by the previous release.
 
-The previous release runs from its own source tree (``tests.release``) with the test venv's plugins.
+The previous release runs from its own source tree (``tests.upgrade.release``) with the test venv's plugins.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from bessgw.config.state_version import STATE_VERSION, STATE_VERSION_FILE
 from bessgw.control.journal import Journal, migrate_state_dir
 from tests.integration.daemon_harness import GatewayProcess, bessgw_command
-from tests.release import export_release
+from tests.upgrade.release import export_release
 
 pytestmark = [pytest.mark.daemon, pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -122,6 +122,24 @@ print(json.dumps({"version": bessgw.__version__, "bessgw": bessgw.__file__, "plu
 """
 
 
+def export_release(tag: str, dest: Path, repo: Path = REPO_ROOT) -> Path:
+    """The source tree of release ``tag`` exactly (``git archive``, nothing in the checkout changes) in ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = dest.parent / f"{dest.name}.tar"
+    with archive.open("wb") as out:
+        result = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", tag], stdout=out,
+                                stderr=subprocess.PIPE, timeout=120)
+    if result.returncode != 0:
+        raise ReleaseInstallError(f"git archive {tag} failed: {result.stderr.decode(errors='replace').strip()}")
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 (and security backports)
+            tar.extractall(dest, filter="data")
+        else:  # our own tag's archive, written by git just now
+            tar.extractall(dest)
+    archive.unlink()
+    return dest
+
+
 def install_release(tag: str, cache: Path, repo: Path = REPO_ROOT) -> Release:
     """Export ``tag`` and install it into ``cache/<tag>/venv`` (reused if a previous call completed it)."""
     base = cache / tag
@@ -133,19 +151,7 @@ def install_release(tag: str, cache: Path, repo: Path = REPO_ROOT) -> Release:
     if base.exists():
         shutil.rmtree(base)  # a half-finished install of an earlier attempt
     root, venv = base / "src", base / "venv"
-    root.mkdir(parents=True)
-    archive = base / "src.tar"
-    with archive.open("wb") as out:
-        result = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", tag], stdout=out,
-                                stderr=subprocess.PIPE, timeout=120)
-    if result.returncode != 0:
-        raise ReleaseInstallError(f"git archive {tag} failed: {result.stderr.decode(errors='replace').strip()}")
-    with tarfile.open(archive) as tar:
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 (and security backports)
-            tar.extractall(root, filter="data")
-        else:  # our own tag's archive, written by git just now
-            tar.extractall(root)
-    archive.unlink()
+    export_release(tag, root, repo)
     # --without-pip: the test venv's pip installs into it (faster than bootstrapping pip per release)
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], "python -m venv")
     purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
