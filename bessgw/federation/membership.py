@@ -52,6 +52,10 @@ class Suspicion:
     expected: int
     confirmers: set[str] = field(default_factory=set)
 
+    def confirmed(self) -> bool:
+        """Whether the expected independent confirmations are in (the timer is at its minimum)."""
+        return len(self.confirmers) - 1 >= self.expected
+
     def deadline(self) -> float:
         confirmed = len(self.confirmers) - 1  # the first suspecter is not a confirmation
         if self.expected < 1 or confirmed >= self.expected:
@@ -126,6 +130,19 @@ class Membership:
     def adjust_awareness(self, delta: int) -> None:
         self.awareness = max(0, min(self.awareness_max, self.awareness + delta))
 
+    def probe_failed(self, helpers: int, nacks: int) -> None:
+        """Lifeguard local health after a probe that got no ack, directly or through ``helpers``.
+
+        Helpers answer a failed indirect probe with a nack, so silence from all of them says our own
+        links (or our event loop) are the problem: local health worsens. One nack is enough evidence
+        that we hear our peers: the target is the one not answering, and a nack lost on a lossy network
+        says nothing about us (counting each missed nack, as memberlist does, made every node on a
+        network with 5 % loss probe slower and so detect deaths later). With no helper to ask, a failed
+        probe is all the evidence there is.
+        """
+        if helpers == 0 or nacks == 0:
+            self.adjust_awareness(+1)
+
     # ------------------------------------------------------------------------------------ choice
 
     def next_probe_target(self) -> Member | None:
@@ -149,8 +166,23 @@ class Membership:
 
     # ------------------------------------------------------------------------------------ input
 
-    def broadcast(self, update: MemberUpdate) -> None:
-        self.queue.add(("member", update.node), update, packed_size(update.to_wire()))
+    def broadcast(self, update: MemberUpdate, *, confirmation: bool = False) -> None:
+        """Queue ``update`` for dissemination.
+
+        Claims about one member share a group. A suspicion *confirmation* gets its own slot per confirmer
+        and replaces nothing else, so no independent confirmation is lost to a later one before it was
+        sent; any other claim (alive, dead, left, or a suspicion at a new incarnation) supersedes
+        everything queued about that member.
+        """
+        group = ("member", update.node)
+        size = packed_size(update.to_wire())
+        if update.status == Status.SUSPECT:
+            if not confirmation:
+                self.queue.drop_group(group)
+            self.queue.add((*group, update.by), update, size, group=group)
+        else:
+            self.queue.drop_group(group)
+            self.queue.add(group, update, size, group=group)
 
     def apply(self, update: MemberUpdate, from_sync: bool = False) -> list[Change]:
         """Apply one claim (piggybacked, or from a full list when ``from_sync``); returns status changes.
@@ -221,9 +253,12 @@ class Membership:
         by = update.by or "?"
         same = member.status == Status.SUSPECT and update.incarnation == member.incarnation
         if same and member.suspicion is not None:
-            if by not in member.suspicion.confirmers:
-                member.suspicion.confirmers.add(by)
-                self.broadcast(update)  # pass the confirmation on: others' timers shrink too
+            suspicion = member.suspicion
+            # pass a new confirmation on so others' timers shrink too, until the timer is at its floor
+            # (memberlist's rule: beyond the expected count a confirmation only costs bytes)
+            if by not in suspicion.confirmers and not suspicion.confirmed():
+                suspicion.confirmers.add(by)
+                self.broadcast(update, confirmation=True)
             return []
         change = self._set(member, Status.SUSPECT, update.incarnation, update)
         n = self.alive_count()

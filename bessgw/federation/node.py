@@ -276,11 +276,10 @@ class GossipNode:
                 self._send(helper.node, helper.addr, Message(MsgType.PING_REQ, probe_seq=seq, target=target.node,
                                                              addr=target.addr))
             acked = await _wait(future, max(0.0, interval - timeout))
-            missed_nacks = len(helpers) - self._nacks.get(seq, 0)
             if acked:
                 m.adjust_awareness(-1)
                 return
-            m.adjust_awareness(+1 if missed_nacks > 0 or not helpers else 0)
+            m.probe_failed(len(helpers), self._nacks.get(seq, 0))
             if target.status != Status.DEAD and target.node in m.members:
                 self._report(m.suspect(target.node))
         finally:

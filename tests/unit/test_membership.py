@@ -72,7 +72,7 @@ def test_refutes_suspicion_and_death_about_itself() -> None:
 def test_members_boots_only_grow_whatever_the_claim_says_about_status() -> None:
     """Boots address datagrams: the newest one heard in any claim is kept, and our own claims carry it."""
     clock = Clock()
-    m = table(clock)
+    m = table(clock, 8)  # enough members that our confirmation is relayed (expected confirmations: 2)
     m.apply(MemberUpdate("p0", "127.0.0.1", 2000, 3, Status.ALIVE, "", 70))
     assert m.members["p0"].boot == 70
     m.apply(MemberUpdate("p0", "127.0.0.1", 2000, 0, Status.ALIVE, "", 90))  # restarted: inc 0, a newer boot
@@ -173,3 +173,12 @@ def test_broadcast_queue_retransmits_a_bounded_number_of_times() -> None:
     flat = [item for batch in sent for item in batch]
     assert sorted(flat) == ["A2"] * limit + ["B"] * limit
     assert len(queue) == 0
+
+
+@pytest.mark.parametrize(("helpers", "nacks", "expected"), [(3, 3, 0), (3, 2, 0), (3, 1, 0), (3, 0, 1), (0, 0, 1)])
+def test_lost_nacks_do_not_inflate_local_health(helpers: int, nacks: int, expected: int) -> None:
+    """A nack lost on a lossy network says nothing about us; silence from every helper does."""
+    m = table(Clock(), 5)
+    for _ in range(3):
+        m.probe_failed(helpers, nacks)
+    assert m.awareness == 3 * expected
