@@ -87,6 +87,7 @@ class Membership:
         suspicion_mult: float,
         suspicion_max_mult: float,
         awareness_max: int,
+        suspicion_confirmations: int = 2,
         retransmit_mult: int,
         dead_reap_s: float,
         clock: Callable[[], float],
@@ -98,6 +99,7 @@ class Membership:
         self.probe_interval_s = probe_interval_s
         self.suspicion_mult = suspicion_mult
         self.suspicion_max_mult = suspicion_max_mult
+        self.suspicion_confirmations = suspicion_confirmations
         self.awareness_max = awareness_max
         self.dead_reap_s = dead_reap_s
         self.clock = clock
@@ -240,12 +242,24 @@ class Membership:
             member = Member(update.node, update.host, update.port, update.incarnation, Status.ALIVE, self.clock(),
                             boot=update.boot)
             self.members[update.node] = member
+            self._probe_soon(update.node)
             self.broadcast(update)
             return [Change(update.node, None, Status.ALIVE, update.incarnation)]
         if update.incarnation <= member.incarnation:
             return []
         member.host, member.port = update.host, update.port
+        if member.status in (Status.DEAD, Status.LEFT):
+            self._probe_soon(member.node)  # back from the dead: the current round left it out
         return [self._set(member, Status.ALIVE, update.incarnation, update)]
+
+    def _probe_soon(self, node: str) -> None:
+        """Put a member (new, or alive again) at a random place in the current probe round.
+
+        Otherwise it would wait for every prober's next round — up to one probe interval per member — and
+        a gateway that joined (or restarted) and then died again went unprobed, so undetected, for that
+        long (memberlist inserts new members at a random offset for the same reason).
+        """
+        self._probe_order.insert(self.rng.randrange(len(self._probe_order) + 1), node)
 
     def _suspect(self, member: Member, update: MemberUpdate) -> list[Change]:
         if member.status in (Status.DEAD, Status.LEFT):
@@ -263,9 +277,9 @@ class Membership:
         change = self._set(member, Status.SUSPECT, update.incarnation, update)
         n = self.alive_count()
         min_s = self.suspicion_mult * max(1.0, math.log10(max(1, n))) * self.probe_interval_s
-        expected = int(self.suspicion_mult) - 2
-        if n - 2 < expected:
-            expected = 0
+        # Lifeguard's k, but never more than there are other members to confirm (memberlist drops to 0 then,
+        # so that in a small campus one failed probe reaches the minimum at once)
+        expected = max(0, min(self.suspicion_confirmations, n - 2))
         member.suspicion = Suspicion(self.clock(), min_s, min_s * self.suspicion_max_mult, expected, {by})
         return [change]
 

@@ -130,6 +130,7 @@ class GossipNode:
             self.id, self.addr[0], self.addr[1],
             probe_interval_s=s.probe_interval_s, suspicion_mult=s.suspicion_mult,
             suspicion_max_mult=s.suspicion_max_mult, awareness_max=s.awareness_max,
+            suspicion_confirmations=s.suspicion_confirmations,
             retransmit_mult=s.retransmit_mult, dead_reap_s=s.dead_reap_s, clock=self.clock, rng=self.rng,
             boot=self.boot,
         )
@@ -272,6 +273,10 @@ class GossipNode:
                 return
             helpers = m.random_peers(self.settings.indirect_checks, exclude=(target.node,), statuses=(Status.ALIVE,))
             self._nacks[seq] = 0
+            # a second direct ping along with the indirect ones (memberlist falls back to TCP here): on a
+            # lossy link the direct path gets another chance, which cuts false suspicions — and the
+            # suspicion and refutation traffic each one costs the whole campus — several times over
+            self._send(target.node, target.addr, Message(MsgType.PING, probe_seq=seq), piggyback=False)
             for helper in helpers:
                 self._send(helper.node, helper.addr, Message(MsgType.PING_REQ, probe_seq=seq, target=target.node,
                                                              addr=target.addr))
@@ -299,7 +304,7 @@ class GossipNode:
         m = self._members
         if node in self._confirming or self._tg is None or node == self.id:
             return
-        expected = max(1, int(self.settings.suspicion_mult) - 2)
+        expected = max(1, self.settings.suspicion_confirmations)
         if self.rng.random() >= min(1.0, 2 * (expected + 1) / max(1, m.alive_count() - 1)):
             return
         self._confirming.add(node)

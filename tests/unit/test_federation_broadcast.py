@@ -63,7 +63,7 @@ def test_a_group_is_cleared_at_once_and_its_other_subjects_survive_each_other() 
 
 def table(peers: int) -> Membership:
     m = Membership("me", "127.0.0.1", 1000, probe_interval_s=1.0, suspicion_mult=5, suspicion_max_mult=6,
-                   awareness_max=8, retransmit_mult=4, dead_reap_s=60, clock=lambda: 100.0,
+                   awareness_max=8, suspicion_confirmations=3, retransmit_mult=4, dead_reap_s=60, clock=lambda: 100.0,
                    rng=random.Random(1))
     for index in range(peers):
         m.apply(MemberUpdate(f"p{index}", "127.0.0.1", 2000 + index, 0, Status.ALIVE))
@@ -88,7 +88,7 @@ def test_an_older_confirmation_is_not_lost_to_a_newer_one_before_it_is_sent() ->
 
 
 def test_confirmations_beyond_the_expected_count_are_not_relayed() -> None:
-    m = table(20)  # suspicion_mult 5: expected confirmations = 3
+    m = table(20)  # expected confirmations: 3
     m.apply(suspect("p0", "p1"))
     for by in ("p2", "p3", "p4", "p5", "p6"):
         m.apply(suspect("p0", by))
