@@ -310,6 +310,8 @@ async def _bess_worker(conn: Any, events: Any, ids: list[str], ports: list[int],
         def on_change(change: Any, me: str = node_id) -> None:
             if change.new == Status.DEAD:
                 events.put(("dead", me, change.node, time.time()))
+            elif change.new == Status.SUSPECT:
+                events.put(("suspect", me, change.node, time.time()))
 
         node.on_state.append(on_state)
         node.changes.append(on_change)
@@ -326,6 +328,8 @@ async def _bess_worker(conn: Any, events: Any, ids: list[str], ports: list[int],
             conn.send(time.time())
         elif command[0] == "bytes":
             conn.send(sum(node.transport.counters.sent_bytes for node in nodes))
+        elif command[0] == "awareness":
+            conn.send([node.membership.awareness for node in nodes])
         elif command[0] == "alive":
             conn.send([len(node.membership.peers(Status.ALIVE)) for node in nodes])
         elif command[0] == "stop":
@@ -355,12 +359,15 @@ async def bess_phase(n: int, loss: float, plan: Plan, netns: bool) -> dict[str, 
         workers.append((proc, parent, group))
     seen: dict[int, dict[str, float]] = {}
     dead: list[tuple[str, str, float]] = []  # (subject, observer, time)
+    suspected: list[tuple[str, str, float]] = []
 
     def drain() -> None:
         while not events.empty():
             kind, observer, subject, at = events.get_nowait()
             if kind == "seen":
                 seen.setdefault(subject, {}).setdefault(observer, at)
+            elif kind == "suspect":
+                suspected.append((subject, observer, at))
             else:
                 dead.append((subject, observer, at))
 
@@ -397,18 +404,24 @@ async def bess_phase(n: int, loss: float, plan: Plan, netns: bool) -> dict[str, 
             await asyncio.sleep(max(0.0, 1.0 - (time.time() - sent_at)))
         busy = (total_bytes() - start_bytes) / (time.monotonic() - start) / n
         gone: set[str] = set()
-        detect = []
+        detect, first_suspect, health = [], [], []
         for victim in range(survivors, n):
             worker = next(w for w in workers if w[2] == [victim])
+            health.append(sorted(a for w in workers for a in ask(w, "awareness"))[-5:])
             killed_at = time.time()
             os.kill(worker[0].pid, signal.SIGKILL)
             workers.remove(worker)
             killed.append(worker)
             gone.add(ids[victim])
             detect.append(await detection(dead, ids[victim], set(ids) - gone, killed_at, "bessgw", drain))
+            first_suspect.append(min((at - killed_at for subject, _, at in suspected
+                                      if subject == ids[victim] and at >= killed_at), default=None))
             await asyncio.sleep(1.0)
         drain()
-        return result("bessgw", n, loss, spreads, detect, false_positives(dead, gone, converged_at), idle, busy)
+        row = result("bessgw", n, loss, spreads, detect, false_positives(dead, gone, converged_at), idle, busy)
+        row["first_suspect_s"] = [None if t is None else round(t, 3) for t in first_suspect]
+        row["worst_awareness_at_kill"] = health
+        return row
     finally:
         nft_loss(0.0)
         for proc, _, _ in killed:
