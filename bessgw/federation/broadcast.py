@@ -37,6 +37,7 @@ class BroadcastQueue:
         self._items: dict[Hashable, _Slot] = {}
         self._groups: dict[Hashable, set[Hashable]] = {}
         self._order = 0
+        self.on_add: Callable[[], None] | None = None  #: told of every new item (the node gossips it at once)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -53,6 +54,8 @@ class BroadcastQueue:
             self._groups.setdefault(group, set()).add(subject)
         if len(self._items) > self.max_items:
             self._remove(min(self._items, key=lambda s: self._items[s].order))
+        if self.on_add is not None:
+            self.on_add()
 
     def drop_group(self, group: Hashable) -> None:
         """Forget every queued update of ``group`` (they are superseded by what is queued next)."""

@@ -174,3 +174,26 @@ def test_member_states_are_consistent_under_loss() -> None:
             assert all(m.status == "alive" for n in names for m in campus.services[n].members())
 
     asyncio.run(scenario())
+
+
+def test_news_is_gossiped_at_once_not_at_the_next_gossip_tick() -> None:
+    """With a 30 s gossip interval and probes (which also carry news) 20 s apart, an update still reaches
+    every member within seconds: a node gossips what it just learned without waiting for its tick."""
+    slow = {"gossip_interval_s": 30.0, "probe_interval_s": 20.0, "probe_timeout_s": 10.0,
+            "push_pull_interval_s": 60.0, "reconnect_interval_s": 60.0}
+
+    async def scenario() -> None:
+        async with Campus(new_key()) as campus:
+            for index in range(3):
+                await campus.add(f"gw{index}", **slow)
+            names = set(campus.services)
+            await wait_until(lambda: all(
+                {k for k, v in campus.statuses(n).items() if v == "alive"} == names for n in names
+            ), 10, "3 alive members (gw1 learns of gw2 only by gossip)")
+            campus.services["gw2"].node.set("news", {"x": 1})
+            await wait_until(lambda: all(
+                dict((k, v) for k, _, v in campus.services[n].node.state.items("gw2")).get("news") == {"x": 1}
+                for n in ("gw0", "gw1")
+            ), 10, "gw2's key everywhere")
+
+    asyncio.run(scenario())
