@@ -15,6 +15,9 @@ runs alone in its own process) and measures for both:
 - bytes/s per node sent (encrypted UDP payload + Serf's TCP push-pull), idle and during the updates.
   Serf's from its own memberlist metrics (statsd sink), bessgw's from its transport counters.
 
+bessgw's rows in the JSON also carry, per kill, when the first member suspected the victim and the five
+worst local-health (Lifeguard awareness) scores at the kill: where detection time goes.
+
 Loss: when run as root with ``nft`` available, the script re-executes itself inside a private network
 namespace (``unshare -n``), so ports are its own, and loss is an nftables rule dropping that share of all UDP
 gossip datagrams for both systems alike. Otherwise the Serf loss rows are skipped and bessgw's loss comes
