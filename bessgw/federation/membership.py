@@ -51,6 +51,7 @@ class Suspicion:
     max_s: float
     expected: int
     confirmers: set[str] = field(default_factory=set)
+    rechecked: bool = False  #: this node probed the suspect itself before its unconfirmed timer ran out
 
     def confirmed(self) -> bool:
         """Whether the expected independent confirmations are in (the timer is at its minimum)."""

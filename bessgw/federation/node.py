@@ -263,7 +263,8 @@ class GossipNode:
                 await self._probe(target, interval)
             await asyncio.sleep(max(0.0, interval - (self.clock() - started)))
 
-    async def _probe(self, target: Member, interval: float) -> None:
+    async def _probe(self, target: Member, interval: float) -> bool:
+        """Probe ``target`` (directly, then also through helpers); whether it answered within ``interval``."""
         m = self._members
         seq = self._next_probe_seq()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -274,7 +275,7 @@ class GossipNode:
             timeout = m.scaled(self.settings.probe_timeout_s)
             if await _wait(future, timeout):
                 m.adjust_awareness(-1)
-                return
+                return True
             helpers = m.random_peers(self.settings.indirect_checks, exclude=(target.node,), statuses=(Status.ALIVE,))
             self._nacks[seq] = 0
             # a second direct ping along with the indirect ones (memberlist falls back to TCP here): on a
@@ -284,13 +285,18 @@ class GossipNode:
             for helper in helpers:
                 self._send(helper.node, helper.addr, Message(MsgType.PING_REQ, probe_seq=seq, target=target.node,
                                                              addr=target.addr))
-            acked = await _wait(future, max(0.0, interval - timeout))
+            rest = max(0.0, interval - timeout)
+            acked = await _wait(future, rest / 2)
+            if not acked:  # and a third, halfway: cheap (rarely sent), and each one divides the odds again
+                self._send(target.node, target.addr, Message(MsgType.PING, probe_seq=seq), piggyback=False)
+                acked = await _wait(future, rest / 2)
             if acked:
                 m.adjust_awareness(-1)
-                return
+                return True
             m.probe_failed(len(helpers), self._nacks.get(seq, 0))
             if target.status != Status.DEAD and target.node in m.members:
                 self._report(m.suspect(target.node))
+            return False
         finally:
             self._acks.pop(seq, None)
             self._nacks.pop(seq, None)
@@ -409,6 +415,34 @@ class GossipNode:
             self._report(changes)
             for name in reaped:
                 self._state.drop(name)
+            self._recheck_unconfirmed()
+
+    def _recheck_unconfirmed(self) -> None:
+        """Before an unconfirmed suspicion runs out here, probe the suspect ourselves, once.
+
+        A suspicion nobody confirmed times out on its long timer; if the suspect's refutation never
+        reached us (every copy lost), we alone would declare a live member dead. A last probe settles it:
+        no answer adds our confirmation; an answer while we still hold it suspect means our view is stale,
+        and a push-pull with it fetches its refutation (and tells it, should it not know it is suspected).
+        """
+        m = self._members
+        if self._tg is None:
+            return
+        now = self.clock()
+        margin = 1.5 * m.scaled(self.settings.probe_interval_s)
+        for member in m.peers(Status.SUSPECT):
+            suspicion = member.suspicion
+            if suspicion is None or suspicion.rechecked or suspicion.confirmed():
+                continue
+            if suspicion.deadline() - now <= margin:
+                suspicion.rechecked = True
+                self._tg.create_task(self._recheck(member))
+
+    async def _recheck(self, member: Member) -> None:
+        incarnation = member.incarnation
+        answered = await self._probe(member, self._members.scaled(self.settings.probe_interval_s))
+        if answered and member.status == Status.SUSPECT and member.incarnation == incarnation:
+            self._sync(member.node, member.addr, join=False)
 
     # ------------------------------------------------------------------------------ push-pull
 
