@@ -60,9 +60,9 @@ _ENVELOPE_RESERVE = 200
 #: at most this many indirect probes relayed for others at once (a flood of PING_REQs cannot pile up tasks)
 _MAX_RELAYS = 64
 #: senders whose last HELLO time is remembered (the rate limit's memory bound)
+_MAX_HELLO_SENDERS = 4096
 #: the shortest pause between two gossip rounds that sent something (news within it shares a round)
 _GOSSIP_FLOOR_S = 0.05
-_MAX_HELLO_SENDERS = 4096
 
 
 class GossipNode:
