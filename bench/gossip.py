@@ -1,28 +1,44 @@
 """Gossip benchmark: bessgw federation vs HashiCorp Serf on loopback, in one run.
 
-For N = 10, 50, 100 (and N = 50 again with 5 % datagram loss) this script, with no arguments, starts N Serf
-agents (one process each, encrypted, LAN profile) and then N bessgw federation nodes (default timing, which
-mirrors memberlist's LAN profile; ``NODES_PER_PROCESS`` nodes share one Python process, the kill victim
+Rows (``N`` and datagram loss) default to N = 10, 50, 100 without loss and N = 50 with 5 % and 10 % loss.
+For each row the script starts N Serf agents (one process each, encrypted, LAN profile) and then N bessgw
+federation nodes (default timing; ``NODES_PER_PROCESS`` nodes share one Python process, every kill victim
 runs alone in its own process) and measures for both:
 
 - update spread: a Serf user event / a bessgw versioned key written on one random node, time until every
-  other node has it (median and worst over ``UPDATES`` updates, one per second);
-- failure detection: ``kill -9`` of one node, time until every other node declares it failed/dead
-  (median over observers, and the worst = every node agrees);
-- false positives: any other node declared failed/dead by anyone after the cluster converged;
+  other node has it (median and worst over ``--updates`` updates, one per second);
+- failure detection over ``--kills`` kills, one after the other (``kill -9`` of one node, then wait until
+  every remaining node declares it failed/dead, then the next): per kill the median over observers and the
+  time until all agree; the row shows the median over kills of the per-kill median and the worst kill's
+  time until all agree. The campus shrinks by one per kill (N is the size at the first kill);
+- false positives: any node that was not killed declared failed/dead by anyone after the cluster converged;
 - bytes/s per node sent (encrypted UDP payload + Serf's TCP push-pull), idle and during the updates.
   Serf's from its own memberlist metrics (statsd sink), bessgw's from its transport counters.
 
+bessgw's rows in the JSON also carry, per kill, when the first member suspected the victim and the five
+worst local-health (Lifeguard awareness) scores at the kill: where detection time goes.
+
 Loss: when run as root with ``nft`` available, the script re-executes itself inside a private network
-namespace (``unshare -n``), so ports are its own, and loss is an nftables rule dropping 5 % of all UDP
-gossip datagrams for both systems alike. Otherwise the Serf loss row is skipped and bessgw's loss comes
+namespace (``unshare -n``), so ports are its own, and loss is an nftables rule dropping that share of all UDP
+gossip datagrams for both systems alike. Otherwise the Serf loss rows are skipped and bessgw's loss comes
 from its transport's fault injection.
+
+Serf: the script runs ``serf`` from PATH and skips it when absent. On Debian 12 it builds offline from
+the packaged sources::
+
+    apt-get install -y golang-go golang-github-hashicorp-serf-dev
+    GO111MODULE=off GOPATH=/usr/share/gocode go build -o ~/bin/serf github.com/hashicorp/serf/cmd/serf
+    PATH=~/bin:$PATH python bench/gossip.py
+
+Options: ``--rows 100:0,50:10`` (N:loss-percent), ``--quick`` (N = 20 at 0, 5 and 10 % loss), ``--kills K``,
+``--updates U``, ``--no-serf``. The full default run takes about 15 to 20 minutes on two cores.
 
 Prints a table with ratios bessgw/Serf (below 1 is better for times and bytes) and ends with one JSON line.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
@@ -37,16 +53,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-SIZES = (10, 50, 100)
-LOSS_SIZES = (50,)
-LOSS = 0.05
+ROWS = ((10, 0.0), (50, 0.0), (100, 0.0), (50, 0.05), (50, 0.10))
+QUICK_ROWS = ((20, 0.0), (20, 0.05), (20, 0.10))
 NODES_PER_PROCESS = 25
 UPDATES = 5
-IDLE_S = 6.0
+KILLS = 5
+IDLE_S = 15.0
 STATSD_PORT = 19999
 NETNS_ENV = "BESSGW_BENCH_NETNS"
 
@@ -163,7 +180,7 @@ class SerfRpc:
 # ---------------------------------------------------------------------------------------------- Serf
 
 
-async def serf_phase(n: int, loss: float, key16: str, workdir: str, statsd: Statsd) -> dict[str, Any]:
+async def serf_phase(n: int, loss: float, plan: Plan, key16: str, workdir: str, statsd: Statsd) -> dict[str, Any]:
     config = os.path.join(workdir, "serf.json")
     with open(config, "w") as f:
         json.dump({"statsd_addr": f"127.0.0.1:{STATSD_PORT}"}, f)
@@ -212,7 +229,7 @@ async def serf_phase(n: int, loss: float, key16: str, workdir: str, statsd: Stat
         idle = await measure_bytes(lambda: statsd.sent, IDLE_S) / n
         start_bytes, start = statsd.sent, time.monotonic()
         spreads = []
-        for trial in range(UPDATES):
+        for trial in range(plan.updates):
             origin = random.randrange(n)
             sent_at = time.time()
             await clients[origin].call("event", {"Name": "bench", "Payload": str(trial), "Coalesce": False})
@@ -221,12 +238,15 @@ async def serf_phase(n: int, loss: float, key16: str, workdir: str, statsd: Stat
             spreads.append(max(seen[trial][x] for x in others) - sent_at)
             await asyncio.sleep(max(0.0, 1.0 - (time.time() - sent_at)))
         busy = (statsd.sent - start_bytes) / (time.monotonic() - start) / n
-        victim = n - 1
-        killed_at = time.time()
-        agents[victim].kill()
-        observers = set(names) - {names[victim]}
-        detect, false_pos = await detection(failed, names[victim], observers, killed_at, converged_at, "serf")
-        return result("serf", n, loss, spreads, detect, false_pos, idle, busy)
+        gone: set[str] = set()
+        detect = []
+        for victim in range(n - plan.kills, n):
+            killed_at = time.time()
+            agents[victim].kill()
+            gone.add(names[victim])
+            detect.append(await detection(failed, names[victim], set(names) - gone, killed_at, "serf"))
+            await asyncio.sleep(1.0)
+        return result("serf", n, loss, spreads, detect, false_positives(failed, gone, converged_at), idle, busy)
     except Exception as err:
         dead = [(names[i], agent.returncode) for i, agent in enumerate(agents) if agent.poll() is not None]
         if dead:
@@ -293,6 +313,8 @@ async def _bess_worker(conn: Any, events: Any, ids: list[str], ports: list[int],
         def on_change(change: Any, me: str = node_id) -> None:
             if change.new == Status.DEAD:
                 events.put(("dead", me, change.node, time.time()))
+            elif change.new == Status.SUSPECT:
+                events.put(("suspect", me, change.node, time.time()))
 
         node.on_state.append(on_state)
         node.changes.append(on_change)
@@ -309,6 +331,8 @@ async def _bess_worker(conn: Any, events: Any, ids: list[str], ports: list[int],
             conn.send(time.time())
         elif command[0] == "bytes":
             conn.send(sum(node.transport.counters.sent_bytes for node in nodes))
+        elif command[0] == "awareness":
+            conn.send([node.membership.awareness for node in nodes])
         elif command[0] == "alive":
             conn.send([len(node.membership.peers(Status.ALIVE)) for node in nodes])
         elif command[0] == "stop":
@@ -318,7 +342,7 @@ async def _bess_worker(conn: Any, events: Any, ids: list[str], ports: list[int],
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def bess_phase(n: int, loss: float, netns: bool) -> dict[str, Any]:
+async def bess_phase(n: int, loss: float, plan: Plan, netns: bool) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     key = base64.b64encode(os.urandom(32)).decode()
     ids = [f"b{i}" for i in range(n)]
@@ -326,9 +350,10 @@ async def bess_phase(n: int, loss: float, netns: bool) -> dict[str, Any]:
     seeds = [f"127.0.0.1:{ports[0]}", f"127.0.0.1:{ports[1]}"]
     drop_rate = 0.0 if netns else loss
     events = ctx.Queue()
-    groups = [list(range(i, min(i + NODES_PER_PROCESS, n - 1))) for i in range(0, n - 1, NODES_PER_PROCESS)]
-    groups.append([n - 1])  # the victim, alone, so kill -9 kills nothing else
-    workers = []
+    survivors = n - plan.kills
+    groups = [list(range(i, min(i + NODES_PER_PROCESS, survivors))) for i in range(0, survivors, NODES_PER_PROCESS)]
+    groups += [[victim] for victim in range(survivors, n)]  # each victim alone, so kill -9 kills nothing else
+    workers, killed = [], []
     for group in groups:
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=bess_worker, args=(child, events, [ids[i] for i in group],
@@ -337,12 +362,15 @@ async def bess_phase(n: int, loss: float, netns: bool) -> dict[str, Any]:
         workers.append((proc, parent, group))
     seen: dict[int, dict[str, float]] = {}
     dead: list[tuple[str, str, float]] = []  # (subject, observer, time)
+    suspected: list[tuple[str, str, float]] = []
 
     def drain() -> None:
         while not events.empty():
             kind, observer, subject, at = events.get_nowait()
             if kind == "seen":
                 seen.setdefault(subject, {}).setdefault(observer, at)
+            elif kind == "suspect":
+                suspected.append((subject, observer, at))
             else:
                 dead.append((subject, observer, at))
 
@@ -364,8 +392,8 @@ async def bess_phase(n: int, loss: float, netns: bool) -> dict[str, Any]:
         idle = await measure_bytes(total_bytes, IDLE_S) / n
         start_bytes, start = total_bytes(), time.monotonic()
         spreads = []
-        for trial in range(UPDATES):
-            origin = random.randrange(n - 1)
+        for trial in range(plan.updates):
+            origin = random.randrange(n)
             worker = next(w for w in workers if origin in w[2])
             sent_at = ask(worker, "set", ids[origin], trial)
             others = set(ids) - {ids[origin]}
@@ -378,16 +406,29 @@ async def bess_phase(n: int, loss: float, netns: bool) -> dict[str, Any]:
             spreads.append(max(seen[trial][x] for x in others) - sent_at)
             await asyncio.sleep(max(0.0, 1.0 - (time.time() - sent_at)))
         busy = (total_bytes() - start_bytes) / (time.monotonic() - start) / n
-        victim_proc = workers[-1][0]
-        killed_at = time.time()
-        os.kill(victim_proc.pid, signal.SIGKILL)
-        workers.pop()
-        observers = set(ids) - {ids[-1]}
-
-        detect, false_pos = await detection(dead, ids[-1], observers, killed_at, converged_at, "bessgw", drain)
-        return result("bessgw", n, loss, spreads, detect, false_pos, idle, busy)
+        gone: set[str] = set()
+        detect, first_suspect, health = [], [], []
+        for victim in range(survivors, n):
+            worker = next(w for w in workers if w[2] == [victim])
+            health.append(sorted(a for w in workers for a in ask(w, "awareness"))[-5:])
+            killed_at = time.time()
+            os.kill(worker[0].pid, signal.SIGKILL)
+            workers.remove(worker)
+            killed.append(worker)
+            gone.add(ids[victim])
+            detect.append(await detection(dead, ids[victim], set(ids) - gone, killed_at, "bessgw", drain))
+            first_suspect.append(min((at - killed_at for subject, _, at in suspected
+                                      if subject == ids[victim] and at >= killed_at), default=None))
+            await asyncio.sleep(1.0)
+        drain()
+        row = result("bessgw", n, loss, spreads, detect, false_positives(dead, gone, converged_at), idle, busy)
+        row["first_suspect_s"] = [None if t is None else round(t, 3) for t in first_suspect]
+        row["worst_awareness_at_kill"] = health
+        return row
     finally:
         nft_loss(0.0)
+        for proc, _, _ in killed:
+            proc.join(10)
         for proc, conn, _ in workers:
             try:
                 conn.send(("stop",))
@@ -402,8 +443,8 @@ async def bess_phase(n: int, loss: float, netns: bool) -> dict[str, Any]:
 
 
 async def detection(events: list[tuple[str, str, float]], victim: str, observers: set[str], killed_at: float,
-                    converged_at: float, what: str, drain: Any = lambda: None) -> tuple[list[float], int]:
-    """Per observer, how long after the kill it declared the victim dead; and the false positives."""
+                    what: str, drain: Any = lambda: None) -> list[float]:
+    """Per observer, how long after the kill it declared the victim dead."""
     first: dict[str, float] = {}
 
     def done() -> bool:
@@ -414,10 +455,12 @@ async def detection(events: list[tuple[str, str, float]], victim: str, observers
         return observers <= set(first)
 
     await wait_for(done, 120, f"{what} failure detection")
-    await asyncio.sleep(0.5)
-    drain()
-    false_pos = sum(1 for subject, _, at in events if subject != victim and at > converged_at)
-    return list(first.values()), false_pos
+    return list(first.values())
+
+
+def false_positives(events: list[tuple[str, str, float]], killed: set[str], converged_at: float) -> int:
+    """Declarations, after convergence, that a node nobody killed is dead."""
+    return sum(1 for subject, _, at in events if subject not in killed and at > converged_at)
 
 
 async def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
@@ -442,12 +485,17 @@ async def measure_bytes(read: Any, seconds: float) -> float:
     return (read() - before) / (time.monotonic() - started)
 
 
-def result(system: str, n: int, loss: float, spreads: list[float], detect: list[float], false_pos: int,
-           idle: float, busy: float) -> dict[str, Any]:
+def result(system: str, n: int, loss: float, spreads: list[float], detect: list[list[float]], false_pos: int,
+           idle: float | None, busy: float | None) -> dict[str, Any]:
+    """One row. ``detect`` holds, per kill, every observer's detection time."""
     spread_med, spread_max = summary(spreads)
-    detect_med, detect_max = summary(detect)
+    kills = [(statistics.median(times), max(times)) for times in detect if times]
+    detect_med = statistics.median(k[0] for k in kills) if kills else None
+    detect_all_med = statistics.median(k[1] for k in kills) if kills else None
+    detect_max = max(k[1] for k in kills) if kills else None
     return {"system": system, "n": n, "loss": loss, "spread_median_s": spread_med, "spread_worst_s": spread_max,
-            "detect_median_s": detect_med, "detect_worst_s": detect_max, "false_positives": false_pos,
+            "detect_median_s": detect_med, "detect_all_median_s": detect_all_med, "detect_worst_s": detect_max,
+            "kills": [[round(a, 3), round(b, 3)] for a, b in kills], "false_positives": false_pos,
             "idle_bytes_per_s_per_node": idle, "update_bytes_per_s_per_node": busy}
 
 
@@ -469,9 +517,10 @@ def nft_loss(rate: float) -> None:
 
 
 def print_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    fields = ["spread_median_s", "spread_worst_s", "detect_median_s", "detect_worst_s", "false_positives",
-              "idle_bytes_per_s_per_node", "update_bytes_per_s_per_node"]
-    print(f"{'system':<7} {'N':>4} {'loss':>5} {'spread med/worst s':>19} {'dead med/worst s':>17} {'FP':>3} "
+    fields = ["spread_median_s", "spread_worst_s", "detect_median_s", "detect_all_median_s", "detect_worst_s",
+              "false_positives", "idle_bytes_per_s_per_node", "update_bytes_per_s_per_node"]
+    print("dead: median over kills of the median observer / median over kills of all-agree / worst kill all-agree")
+    print(f"{'system':<7} {'N':>4} {'loss':>5} {'spread med/worst s':>19} {'dead med/all/worst s':>22} {'FP':>3} "
           f"{'idle B/s':>9} {'upd B/s':>9}")
 
     def fmt(v: Any, spec: str) -> str:
@@ -480,7 +529,8 @@ def print_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for row in rows:
         print(f"{row['system']:<7} {row['n']:>4} {row['loss']:>5.2f} "
               f"{fmt(row['spread_median_s'], '.3f'):>9}/{fmt(row['spread_worst_s'], '.3f'):<9} "
-              f"{fmt(row['detect_median_s'], '.2f'):>8}/{fmt(row['detect_worst_s'], '.2f'):<8} "
+              f"{fmt(row['detect_median_s'], '.2f'):>7}/{fmt(row['detect_all_median_s'], '.2f')}/"
+              f"{fmt(row['detect_worst_s'], '.2f'):<7} "
               f"{row['false_positives']:>3} {fmt(row['idle_bytes_per_s_per_node'], '.0f'):>9} "
               f"{fmt(row['update_bytes_per_s_per_node'], '.0f'):>9}")
     ratios: dict[str, Any] = {}
@@ -499,7 +549,7 @@ def print_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return ratios
 
 
-async def run(netns: bool) -> None:
+async def run(netns: bool, plan: Plan) -> None:
     loop = asyncio.get_running_loop()
     statsd = Statsd()
     transport, _ = await loop.create_datagram_endpoint(lambda: statsd, local_addr=("127.0.0.1", STATSD_PORT))
@@ -507,13 +557,12 @@ async def run(netns: bool) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     key16 = base64.b64encode(os.urandom(16)).decode()
     rows = []
-    plan = [(n, 0.0) for n in SIZES] + [(n, LOSS) for n in LOSS_SIZES]
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as workdir:
-        for n, loss in plan:
-            phases = [("bessgw", lambda n=n, loss=loss: bess_phase(n, loss, netns))]
-            if shutil.which("serf") and (loss == 0 or netns):
-                phases.insert(0, ("serf", lambda n=n, loss=loss: serf_phase(n, loss, key16, workdir, statsd)))
+        for n, loss in plan.rows:
+            phases = [("bessgw", lambda n=n, loss=loss: bess_phase(n, loss, plan, netns))]
+            if plan.serf and shutil.which("serf") and (loss == 0 or netns):
+                phases.insert(0, ("serf", lambda n=n, loss=loss: serf_phase(n, loss, plan, key16, workdir, statsd)))
             for system, phase in phases:
                 try:
                     row = await phase()
@@ -527,10 +576,11 @@ async def run(netns: bool) -> None:
     print()
     ratios = print_table(rows)
     how = "nftables in a private netns" if netns else "transport fault injection"
-    print(f"\nbessgw: {NODES_PER_PROCESS} nodes per Python process (+ the kill victim alone); serf: one agent per "
-          f"process; serf version: {serf_version()}; loss via {how}")
+    print(f"\nbessgw: {NODES_PER_PROCESS} nodes per Python process (+ each kill victim alone); serf: one agent per "
+          f"process; serf version: {serf_version()}; loss via {how}; {plan.kills} kills and {plan.updates} "
+          f"updates per row")
     print(json.dumps({"bench": "gossip", "rows": rows, "ratios": ratios, "nodes_per_process": NODES_PER_PROCESS,
-                      "elapsed_s": round(time.monotonic() - started, 1)}))
+                      "kills": plan.kills, "updates": plan.updates, "elapsed_s": round(time.monotonic() - started, 1)}))
 
 
 def serf_version() -> str:
@@ -540,15 +590,50 @@ def serf_version() -> str:
     return out.splitlines()[0] if out else "?"
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What to run: rows of (N, loss share), kills and updates per row, whether to run Serf too."""
+
+    rows: tuple[tuple[int, float], ...]
+    kills: int
+    updates: int
+    serf: bool
+
+
+def parse_rows(text: str) -> tuple[tuple[int, float], ...]:
+    """``"100:0,50:10"`` -> ((100, 0.0), (50, 0.1)): N and loss in percent."""
+    rows = []
+    for part in text.split(","):
+        n, _, loss = part.partition(":")
+        rows.append((int(n), float(loss or 0) / 100))
+    return tuple(rows)
+
+
+def parse_plan(argv: list[str]) -> Plan:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=parse_rows, help="N:loss-percent,... (default: 10:0,50:0,100:0,50:5,50:10)")
+    parser.add_argument("--quick", action="store_true", help="N = 20 at 0, 5 and 10 %% loss")
+    parser.add_argument("--kills", type=int, default=KILLS, help="nodes killed one after the other per row")
+    parser.add_argument("--updates", type=int, default=UPDATES, help="updates spread per row")
+    parser.add_argument("--no-serf", dest="serf", action="store_false", help="bessgw only")
+    args = parser.parse_args(argv)
+    rows = args.rows or (QUICK_ROWS if args.quick else ROWS)
+    for n, loss in rows:
+        if n - args.kills < 3 or not 0 <= loss < 1:
+            parser.error(f"row {n}:{loss * 100:g}: N must exceed --kills by 3 or more and loss be 0..99 %")
+    return Plan(rows, args.kills, args.updates, args.serf)
+
+
 def main() -> None:
+    plan = parse_plan(sys.argv[1:])
     if os.environ.get(NETNS_ENV) is None and os.geteuid() == 0 and shutil.which("unshare") and shutil.which("nft"):
         env = dict(os.environ, **{NETNS_ENV: "1"})
-        os.execvpe("unshare", ["unshare", "-n", "--", sys.executable, os.path.abspath(__file__)], env)
+        os.execvpe("unshare", ["unshare", "-n", "--", sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
     netns = os.environ.get(NETNS_ENV) == "1"
     if netns:
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         _NFT_ACTIVE["enabled"] = True
-    asyncio.run(run(netns))
+    asyncio.run(run(netns, plan))
 
 
 if __name__ == "__main__":

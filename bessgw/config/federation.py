@@ -54,12 +54,19 @@ class FederationSection(StrictModel):
     probe_timeout_s: float = Field(0.5, gt=0, le=60, description="SWIM: wait this long for a direct ack")
     indirect_checks: int = Field(3, ge=0, le=16, description="SWIM: members asked to probe indirectly (k)")
     suspicion_mult: float = Field(
-        3.0, gt=0, le=100,
-        description="Suspicion timeout = mult * log10(members) * probe_interval_s (minimum); memberlist uses 4, "
-        "3 is safe here because suspects are re-probed at once by others and refute within a gossip round",
+        1.0, gt=0, le=100,
+        description="Suspicion timeout = mult * log10(members) * probe_interval_s (minimum), reached only once "
+        "suspicion_confirmations other members confirmed it; memberlist uses 4 with 2 confirmations, 1 is safe "
+        "here because suspects are re-probed at once by a few others (a live one refutes within a gossip round, "
+        "a dead one collects its confirmations within one probe interval)",
     )
     suspicion_max_mult: float = Field(
         6.0, ge=1, le=100, description="Lifeguard: suspicion starts at max_mult * minimum, shrinks with confirmations"
+    )
+    suspicion_confirmations: int = Field(
+        3, ge=0, le=16,
+        description="Lifeguard: independent confirmations that bring the suspicion timeout down to its minimum "
+        "(at most members - 2)",
     )
     awareness_max: int = Field(8, ge=0, le=64, description="Lifeguard: local health multiplier ceiling")
     gossip_interval_s: float = Field(0.2, gt=0, le=60, description="Piggybacked dissemination round")

@@ -51,6 +51,11 @@ class Suspicion:
     max_s: float
     expected: int
     confirmers: set[str] = field(default_factory=set)
+    rechecked: bool = False  #: this node probed the suspect itself before its unconfirmed timer ran out
+
+    def confirmed(self) -> bool:
+        """Whether the expected independent confirmations are in (the timer is at its minimum)."""
+        return len(self.confirmers) - 1 >= self.expected
 
     def deadline(self) -> float:
         confirmed = len(self.confirmers) - 1  # the first suspecter is not a confirmation
@@ -83,6 +88,7 @@ class Membership:
         suspicion_mult: float,
         suspicion_max_mult: float,
         awareness_max: int,
+        suspicion_confirmations: int = 2,
         retransmit_mult: int,
         dead_reap_s: float,
         clock: Callable[[], float],
@@ -94,6 +100,7 @@ class Membership:
         self.probe_interval_s = probe_interval_s
         self.suspicion_mult = suspicion_mult
         self.suspicion_max_mult = suspicion_max_mult
+        self.suspicion_confirmations = suspicion_confirmations
         self.awareness_max = awareness_max
         self.dead_reap_s = dead_reap_s
         self.clock = clock
@@ -126,6 +133,19 @@ class Membership:
     def adjust_awareness(self, delta: int) -> None:
         self.awareness = max(0, min(self.awareness_max, self.awareness + delta))
 
+    def probe_failed(self, helpers: int, nacks: int) -> None:
+        """Lifeguard local health after a probe that got no ack, directly or through ``helpers``.
+
+        Helpers answer a failed indirect probe with a nack, so silence from all of them says our own
+        links (or our event loop) are the problem: local health worsens. One nack is enough evidence
+        that we hear our peers: the target is the one not answering, and a nack lost on a lossy network
+        says nothing about us (counting each missed nack, as memberlist does, made every node on a
+        network with 5 % loss probe slower and so detect deaths later). With no helper to ask, a failed
+        probe is all the evidence there is.
+        """
+        if helpers == 0 or nacks == 0:
+            self.adjust_awareness(+1)
+
     # ------------------------------------------------------------------------------------ choice
 
     def next_probe_target(self) -> Member | None:
@@ -149,8 +169,23 @@ class Membership:
 
     # ------------------------------------------------------------------------------------ input
 
-    def broadcast(self, update: MemberUpdate) -> None:
-        self.queue.add(("member", update.node), update, packed_size(update.to_wire()))
+    def broadcast(self, update: MemberUpdate, *, confirmation: bool = False) -> None:
+        """Queue ``update`` for dissemination.
+
+        Claims about one member share a group. A suspicion *confirmation* gets its own slot per confirmer
+        and replaces nothing else, so no independent confirmation is lost to a later one before it was
+        sent; any other claim (alive, dead, left, or a suspicion at a new incarnation) supersedes
+        everything queued about that member.
+        """
+        group = ("member", update.node)
+        size = packed_size(update.to_wire())
+        if update.status == Status.SUSPECT:
+            if not confirmation:
+                self.queue.drop_group(group)
+            self.queue.add((*group, update.by), update, size, group=group)
+        else:
+            self.queue.drop_group(group)
+            self.queue.add(group, update, size, group=group)
 
     def apply(self, update: MemberUpdate, from_sync: bool = False) -> list[Change]:
         """Apply one claim (piggybacked, or from a full list when ``from_sync``); returns status changes.
@@ -208,12 +243,24 @@ class Membership:
             member = Member(update.node, update.host, update.port, update.incarnation, Status.ALIVE, self.clock(),
                             boot=update.boot)
             self.members[update.node] = member
+            self._probe_soon(update.node)
             self.broadcast(update)
             return [Change(update.node, None, Status.ALIVE, update.incarnation)]
         if update.incarnation <= member.incarnation:
             return []
         member.host, member.port = update.host, update.port
+        if member.status in (Status.DEAD, Status.LEFT):
+            self._probe_soon(member.node)  # back from the dead: the current round left it out
         return [self._set(member, Status.ALIVE, update.incarnation, update)]
+
+    def _probe_soon(self, node: str) -> None:
+        """Put a member (new, or alive again) at a random place in the current probe round.
+
+        Otherwise it would wait for every prober's next round — up to one probe interval per member — and
+        a gateway that joined (or restarted) and then died again went unprobed, so undetected, for that
+        long (memberlist inserts new members at a random offset for the same reason).
+        """
+        self._probe_order.insert(self.rng.randrange(len(self._probe_order) + 1), node)
 
     def _suspect(self, member: Member, update: MemberUpdate) -> list[Change]:
         if member.status in (Status.DEAD, Status.LEFT):
@@ -221,16 +268,19 @@ class Membership:
         by = update.by or "?"
         same = member.status == Status.SUSPECT and update.incarnation == member.incarnation
         if same and member.suspicion is not None:
-            if by not in member.suspicion.confirmers:
-                member.suspicion.confirmers.add(by)
-                self.broadcast(update)  # pass the confirmation on: others' timers shrink too
+            suspicion = member.suspicion
+            # pass a new confirmation on so others' timers shrink too, until the timer is at its floor
+            # (memberlist's rule: beyond the expected count a confirmation only costs bytes)
+            if by not in suspicion.confirmers and not suspicion.confirmed():
+                suspicion.confirmers.add(by)
+                self.broadcast(update, confirmation=True)
             return []
         change = self._set(member, Status.SUSPECT, update.incarnation, update)
         n = self.alive_count()
         min_s = self.suspicion_mult * max(1.0, math.log10(max(1, n))) * self.probe_interval_s
-        expected = int(self.suspicion_mult) - 2
-        if n - 2 < expected:
-            expected = 0
+        # Lifeguard's k, but never more than there are other members to confirm (memberlist drops to 0 then,
+        # so that in a small campus one failed probe reaches the minimum at once)
+        expected = max(0, min(self.suspicion_confirmations, n - 2))
         member.suspicion = Suspicion(self.clock(), min_s, min_s * self.suspicion_max_mult, expected, {by})
         return [change]
 

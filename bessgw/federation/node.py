@@ -73,6 +73,8 @@ _ENVELOPE_RESERVE = 208
 _MAX_RELAYS = 64
 #: senders whose last HELLO time is remembered (the rate limit's memory bound)
 _MAX_HELLO_SENDERS = 4096
+#: the shortest pause between two gossip rounds that sent something (news within it shares a round)
+_GOSSIP_FLOOR_S = 0.05
 
 
 class GossipNode:
@@ -125,6 +127,7 @@ class GossipNode:
         self._logged_drops: Counter[str] = Counter()
         self._tg: TaskGroup | None = None
         self.joined = asyncio.Event()
+        self._news = asyncio.Event()  #: something new was queued: gossip it now rather than at the next tick
         self.leave_on_stop = False  #: on cancellation of ``run``, say goodbye before closing the socket
 
     @property
@@ -146,9 +149,11 @@ class GossipNode:
             self.id, self.addr[0], self.addr[1],
             probe_interval_s=s.probe_interval_s, suspicion_mult=s.suspicion_mult,
             suspicion_max_mult=s.suspicion_max_mult, awareness_max=s.awareness_max,
+            suspicion_confirmations=s.suspicion_confirmations,
             retransmit_mult=s.retransmit_mult, dead_reap_s=s.dead_reap_s, clock=self.clock, rng=self.rng,
             boot=self.boot,
         )
+        self.membership.queue.on_add = self._news.set
         self.state = StateStore(self.id, self.boot, accept=self._accepts_owner)
         self.set(WIRE_KEY, self.wire.to_value())  # our range, replicated even through release-0.2.0 peers
         self.log.info("federation_listening", addr=f"{self.addr[0]}:{self.addr[1]}", seeds=s.seeds, boot=self.boot)
@@ -290,7 +295,8 @@ class GossipNode:
                 await self._probe(target, interval)
             await asyncio.sleep(max(0.0, interval - (self.clock() - started)))
 
-    async def _probe(self, target: Member, interval: float) -> None:
+    async def _probe(self, target: Member, interval: float) -> bool:
+        """Probe ``target`` (directly, then also through helpers); whether it answered within ``interval``."""
         m = self._members
         seq = self._next_probe_seq()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -301,20 +307,28 @@ class GossipNode:
             timeout = m.scaled(self.settings.probe_timeout_s)
             if await _wait(future, timeout):
                 m.adjust_awareness(-1)
-                return
+                return True
             helpers = m.random_peers(self.settings.indirect_checks, exclude=(target.node,), statuses=(Status.ALIVE,))
             self._nacks[seq] = 0
+            # a second direct ping along with the indirect ones (memberlist falls back to TCP here): on a
+            # lossy link the direct path gets another chance, which cuts false suspicions — and the
+            # suspicion and refutation traffic each one costs the whole campus — several times over
+            self._send(target.node, target.addr, Message(MsgType.PING, probe_seq=seq), piggyback=False)
             for helper in helpers:
                 self._send(helper.node, helper.addr, Message(MsgType.PING_REQ, probe_seq=seq, target=target.node,
                                                              addr=target.addr))
-            acked = await _wait(future, max(0.0, interval - timeout))
-            missed_nacks = len(helpers) - self._nacks.get(seq, 0)
+            rest = max(0.0, interval - timeout)
+            acked = await _wait(future, rest / 2)
+            if not acked:  # and a third, halfway: cheap (rarely sent), and each one divides the odds again
+                self._send(target.node, target.addr, Message(MsgType.PING, probe_seq=seq), piggyback=False)
+                acked = await _wait(future, rest / 2)
             if acked:
                 m.adjust_awareness(-1)
-                return
-            m.adjust_awareness(+1 if missed_nacks > 0 or not helpers else 0)
+                return True
+            m.probe_failed(len(helpers), self._nacks.get(seq, 0))
             if target.status != Status.DEAD and target.node in m.members:
                 self._report(m.suspect(target.node))
+            return False
         finally:
             self._acks.pop(seq, None)
             self._nacks.pop(seq, None)
@@ -332,7 +346,7 @@ class GossipNode:
         m = self._members
         if node in self._confirming or self._tg is None or node == self.id or self.incompatible(node):
             return
-        expected = max(1, int(self.settings.suspicion_mult) - 2)
+        expected = max(1, self.settings.suspicion_confirmations)
         if self.rng.random() >= min(1.0, 2 * (expected + 1) / max(1, m.alive_count() - 1)):
             return
         self._confirming.add(node)
@@ -363,17 +377,32 @@ class GossipNode:
             self._relays -= 1
 
     async def _gossip_loop(self) -> None:
+        """Every ``gossip_interval_s`` while anything is queued, and at once when news arrives.
+
+        Waiting for the next tick cost every hop of an epidemic half an interval on average. Rounds that
+        sent something stay ``_GOSSIP_FLOOR_S`` (at most a quarter interval) apart, so news arriving in a
+        burst still shares datagrams. The number of transmissions per update is the queue's budget either
+        way: only the timing changes.
+        """
+        interval = self.settings.gossip_interval_s
+        floor = min(interval / 4, _GOSSIP_FLOOR_S)
         while True:
-            await asyncio.sleep(self.settings.gossip_interval_s)
-            if not len(self._members.queue):
-                continue
-            for peer in self._members.random_peers(self.settings.gossip_fanout):
+            try:
+                async with timeout(interval - floor):
+                    await self._news.wait()
+            except asyncio.TimeoutError:
+                pass
+            self._news.clear()
+            sent = False
+            for peer in self._members.random_peers(self.settings.gossip_fanout) if len(self._members.queue) else ():
                 if self.incompatible(peer.node):
                     continue  # nothing would be sent: keep the queued updates for the others
                 msg = self._with_piggyback(Message(MsgType.GOSSIP))
                 if not msg.members and not msg.entries:
                     break
                 self._send(peer.node, peer.addr, msg, piggyback=False)
+                sent = True
+            await asyncio.sleep(floor if sent else 0)
 
     async def _push_pull_loop(self) -> None:
         while True:
@@ -420,6 +449,34 @@ class GossipNode:
             self._report(changes)
             for name in reaped:
                 self._state.drop(name)
+            self._recheck_unconfirmed()
+
+    def _recheck_unconfirmed(self) -> None:
+        """Before an unconfirmed suspicion runs out here, probe the suspect ourselves, once.
+
+        A suspicion nobody confirmed times out on its long timer; if the suspect's refutation never
+        reached us (every copy lost), we alone would declare a live member dead. A last probe settles it:
+        no answer adds our confirmation; an answer while we still hold it suspect means our view is stale,
+        and a push-pull with it fetches its refutation (and tells it, should it not know it is suspected).
+        """
+        m = self._members
+        if self._tg is None:
+            return
+        now = self.clock()
+        margin = 1.5 * m.scaled(self.settings.probe_interval_s)
+        for member in m.peers(Status.SUSPECT):
+            suspicion = member.suspicion
+            if suspicion is None or suspicion.rechecked or suspicion.confirmed():
+                continue
+            if suspicion.deadline() - now <= margin:
+                suspicion.rechecked = True
+                self._tg.create_task(self._recheck(member))
+
+    async def _recheck(self, member: Member) -> None:
+        incarnation = member.incarnation
+        answered = await self._probe(member, self._members.scaled(self.settings.probe_interval_s))
+        if answered and member.status == Status.SUSPECT and member.incarnation == incarnation:
+            self._sync(member.node, member.addr, join=False)
 
     # ------------------------------------------------------------------------------ push-pull
 

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from bessgw.federation.wire import MemberUpdate, Status
 from bessgw.testing import wait_until
 from tests.federation.conftest import Campus, new_key
 from tests.federation.run_node import unit
@@ -172,5 +173,56 @@ def test_member_states_are_consistent_under_loss() -> None:
                 any(u.summary.soc_pct == 33.0 for u in campus.services[n].campus_view().units) for n in names
             ), 15, "update through a lossy network")
             assert all(m.status == "alive" for n in names for m in campus.services[n].members())
+
+    asyncio.run(scenario())
+
+
+def test_news_is_gossiped_at_once_not_at_the_next_gossip_tick() -> None:
+    """With a 30 s gossip interval and probes (which also carry news) 20 s apart, an update still reaches
+    every member within seconds: a node gossips what it just learned without waiting for its tick."""
+    slow = {"gossip_interval_s": 30.0, "probe_interval_s": 20.0, "probe_timeout_s": 10.0,
+            "push_pull_interval_s": 60.0, "reconnect_interval_s": 60.0}
+
+    async def scenario() -> None:
+        async with Campus(new_key()) as campus:
+            for index in range(3):
+                await campus.add(f"gw{index}", **slow)
+            names = set(campus.services)
+            await wait_until(lambda: all(
+                {k for k, v in campus.statuses(n).items() if v == "alive"} == names for n in names
+            ), 10, "3 alive members (gw1 learns of gw2 only by gossip)")
+            campus.services["gw2"].node.set("news", {"x": 1})
+            await wait_until(lambda: all(
+                dict((k, v) for k, _, v in campus.services[n].node.state.items("gw2")).get("news") == {"x": 1}
+                for n in ("gw0", "gw1")
+            ), 10, "gw2's key everywhere")
+
+    asyncio.run(scenario())
+
+
+def test_an_unconfirmed_suspicion_is_rechecked_before_it_declares_a_live_member_dead() -> None:
+    """gw0 suspects gw2 but the suspicion never leaves gw0, so gw2 cannot refute it (as when every copy of
+    a refutation is lost): before its timer runs out gw0 probes gw2 itself and syncs instead of killing it."""
+
+    async def scenario() -> None:
+        async with Campus(new_key()) as campus:
+            for index in range(3):
+                await campus.add(f"gw{index}", push_pull_interval_s=60.0)
+            names = set(campus.services)
+            await wait_until(lambda: all(
+                {k for k, v in campus.statuses(n).items() if v == "alive"} == names for n in names
+            ), 10, "3 alive members")
+            node = campus.services["gw0"].node
+            declared_dead = []
+            node.changes.append(lambda c: declared_dead.append(c) if c.new == Status.DEAD else None)
+            m = node.membership
+            gw2 = m.members["gw2"]
+            m.apply(MemberUpdate("gw2", gw2.host, gw2.port, gw2.incarnation, Status.SUSPECT, "nobody", gw2.boot))
+            m.queue.drop_group(("member", "gw2"))  # never gossiped: nobody confirms, gw2 never hears of it
+            assert m.members["gw2"].status == Status.SUSPECT
+            deadline = m.members["gw2"].suspicion.deadline()
+            await wait_until(lambda: m.members["gw2"].status == Status.ALIVE, 10, "gw2 alive again at gw0")
+            assert node.clock() < deadline + 1.0  # settled by the recheck, not after a death and a rejoin
+            assert declared_dead == []
 
     asyncio.run(scenario())

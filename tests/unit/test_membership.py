@@ -72,7 +72,7 @@ def test_refutes_suspicion_and_death_about_itself() -> None:
 def test_members_boots_only_grow_whatever_the_claim_says_about_status() -> None:
     """Boots address datagrams: the newest one heard in any claim is kept, and our own claims carry it."""
     clock = Clock()
-    m = table(clock)
+    m = table(clock, 8)  # enough members that our confirmation is relayed (expected confirmations: 2)
     m.apply(MemberUpdate("p0", "127.0.0.1", 2000, 3, Status.ALIVE, "", 70))
     assert m.members["p0"].boot == 70
     m.apply(MemberUpdate("p0", "127.0.0.1", 2000, 0, Status.ALIVE, "", 90))  # restarted: inc 0, a newer boot
@@ -109,7 +109,7 @@ def test_suspicion_expires_to_dead_and_confirmations_shorten_it() -> None:
     lone, confirmed = table(clock, 8), table(clock, 8)
     lone.suspect("p0")
     confirmed.suspect("p0")
-    for helper in ("p1", "p2"):  # expected confirmations: suspicion_mult - 2 = 2
+    for helper in ("p1", "p2"):  # expected confirmations: 2 (the default)
         confirmed.apply(claim("p0", 0, Status.SUSPECT, helper))
     minimum = 4 * 1.0 * 1.0  # mult * log10(9 members) -> 1 * interval
     clock.now += minimum + 0.01
@@ -173,3 +173,45 @@ def test_broadcast_queue_retransmits_a_bounded_number_of_times() -> None:
     flat = [item for batch in sent for item in batch]
     assert sorted(flat) == ["A2"] * limit + ["B"] * limit
     assert len(queue) == 0
+
+
+@pytest.mark.parametrize(("helpers", "nacks", "expected"), [(3, 3, 0), (3, 2, 0), (3, 1, 0), (3, 0, 1), (0, 0, 1)])
+def test_lost_nacks_do_not_inflate_local_health(helpers: int, nacks: int, expected: int) -> None:
+    """A nack lost on a lossy network says nothing about us; silence from every helper does."""
+    m = table(Clock(), 5)
+    for _ in range(3):
+        m.probe_failed(helpers, nacks)
+    assert m.awareness == 3 * expected
+
+
+def test_a_member_joining_mid_round_is_probed_within_the_current_round() -> None:
+    m = table(Clock(), 20)
+    first = m.next_probe_target()  # builds this round's order over p0..p19
+    assert first is not None
+    m.apply(alive("late", 0, port=3000))
+    seen = [m.next_probe_target().node for _ in range(20)]  # the rest of the round, plus one
+    assert "late" in seen[:20]
+
+
+def test_a_member_back_from_the_dead_is_probed_within_the_current_round() -> None:
+    m = table(Clock(), 20)
+    m.apply(claim("p5", 0, Status.DEAD))
+    m.next_probe_target()  # this round's order leaves the dead p5 out
+    m.apply(alive("p5", 1))  # it restarted and refuted
+    seen = [m.next_probe_target().node for _ in range(20)]
+    assert "p5" in seen
+
+
+def test_a_small_campus_still_waits_for_the_confirmations_it_can_get() -> None:
+    """k is capped at members - 2 rather than dropped to 0: with three members the third must confirm."""
+    clock = Clock()
+    m = Membership("me", "127.0.0.1", 1000, probe_interval_s=1.0, suspicion_mult=1, suspicion_max_mult=6,
+                   awareness_max=8, retransmit_mult=4, dead_reap_s=60, clock=clock, suspicion_confirmations=3)
+    for peer in ("p0", "p1"):
+        m.apply(alive(peer, 0))
+    m.suspect("p0")
+    assert m.members["p0"].suspicion.expected == 1
+    clock.now += 1.01  # the minimum (1 * log10(3) -> 1 * 1 s) alone is not enough
+    assert m.tick()[0] == []
+    m.apply(claim("p0", 0, Status.SUSPECT, "p1"))  # p1 confirms: the minimum applies
+    assert m.tick()[0][0].new == Status.DEAD
