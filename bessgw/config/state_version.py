@@ -13,8 +13,9 @@ so that ``check-config`` can refuse a newer directory without opening anything.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from bessgw.durable import write_atomically
 
 #: the marker file inside the state directory
 STATE_VERSION_FILE = "state-version"
@@ -62,17 +63,4 @@ def read_state_version(state_dir: Path) -> int:
 
 def write_state_version(state_dir: Path, version: int = STATE_VERSION) -> None:
     """Record ``version`` durably: a temporary file fsync'd, renamed over the marker, the directory fsync'd."""
-    path = Path(state_dir) / STATE_VERSION_FILE
-    tmp = path.with_name(f".{STATE_VERSION_FILE}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-    try:
-        os.write(fd, f"{version}\n".encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(Path(state_dir) / STATE_VERSION_FILE, f"{version}\n", mode=0o640)

@@ -15,9 +15,9 @@ nodes) the clock alone decides.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from bessgw.durable import write_atomically
 from bessgw.errors import ConfigError
 
 #: boots are counted in tenths of a second since 2024-01-01 UTC
@@ -72,21 +72,9 @@ def _read_counter(path: Path) -> int | None:
 
 
 def _write_counter(path: Path, boot: int) -> None:
-    tmp = path.with_name(f".{BOOT_FILE}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, f"{boot}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(path, f"{boot}\n", mode=0o600)
     except OSError as err:
         raise ConfigError(str(path), [f"{path}: gateway.state_dir: cannot record the federation boot number "
                                       f"({err.strerror or err})"]) from err
