@@ -332,14 +332,21 @@ def test_one_campus_command_is_one_trace_from_the_accept_span_to_every_gateways_
     assert revision > 0 and duplicate is False
     traces = campus.traces
 
+    def linked_writes(spans: list[dict]) -> list[dict]:
+        """Unit writes whose step and the step's parent have arrived too (a parent ends after its children,
+        so the exporter may send it in a later batch)."""
+        ids = {span["span_id"] for span in spans}
+        parents = {span["span_id"]: span["parent"] for span in spans}
+        return [s for s in spans if s["name"] == "unit.write" and s["parent"] in ids and parents[s["parent"]] in ids]
+
     def the_trace() -> list[dict] | None:
-        """The SetPower's trace, once it holds successful unit writes of all three gateways' units."""
+        """The SetPower's trace, once it holds linked, successful unit writes of all three gateways' units."""
         with traces.lock:
             roots = [s for s in traces.spans if s["name"] == "opcua.Campus.SetPower"
                      and s["attributes"]["command.id"].string_value == "opcua-traced-450"]
             spans = [s for s in traces.spans if roots and s["trace_id"] == roots[0]["trace_id"]]
-        written = {s["attributes"]["unit"].string_value for s in spans if s["name"] == "unit.write"
-                   and s["attributes"]["result"].string_value == "ok"}
+        written = {s["attributes"]["unit"].string_value for s in linked_writes(spans)
+                   if s["attributes"]["result"].string_value == "ok"}
         return spans if written >= {f"{gw.id}-m{n}" for gw in campus.gateways for n in (1, 2)} else None
 
     spans: list[dict] = []
@@ -354,7 +361,7 @@ def test_one_campus_command_is_one_trace_from_the_accept_span_to_every_gateways_
     assert root["attributes"]["command.id"].string_value == "opcua-traced-450"
     assert root["service"] == "gw1" and root["parent"] == ""
     for gateway in ("gw2", "gw3"):  # on the other gateways: share → control step → write, under the root
-        writes = [s for s in spans if s["name"] == "unit.write" and s["service"] == gateway]
+        writes = [s for s in linked_writes(spans) if s["service"] == gateway]
         # every unit was written successfully under this trace (on a loaded machine a first write may time
         # out or pass its decision's deadline; the next step writes again, in the same trace)
         delivered = {w["attributes"]["unit"].string_value for w in writes
