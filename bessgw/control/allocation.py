@@ -253,7 +253,7 @@ class Allocator:
             weight = np.subtract(soc, fleet.soc_min_pct, out=work.f[5])
         else:
             weight = np.subtract(fleet.soc_max_pct, soc, out=work.f[5])
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # clipped just below
             weight /= span
         np.clip(weight, _MIN_WEIGHT, 1.0, out=weight)  # NaN stays NaN; water_fill gives those units 0
         if self.soc_balance_gain == 2.0:
