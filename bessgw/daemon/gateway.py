@@ -476,10 +476,9 @@ def freeze_startup_heap() -> None:
     it a full collection walks the whole heap, a pause of tens of milliseconds in the event loop at random
     moments (a scrape, a control step) on a 200-unit gateway.
 
-    Once, at start-up only. Not after a reload (which would also free what a replaced config left in
-    reference cycles, now frozen for good: a few objects per reload): the collection's pause right after a
-    reload made tests/chaos/test_failsafe_restart.py see a dropped setpoint come back (a plain 0.3 s stall
-    there does the same: a timing bug of the reload path, left to its owner)."""
+    Once, at start-up only. Not after a reload: what a replaced config left in reference cycles would be
+    frozen for good, a few objects per reload. (Units added by a reload are frozen by the OPC UA server,
+    which holds most of their objects.)"""
     gc.collect()
     gc.freeze()
 
