@@ -35,6 +35,7 @@ Run: ``.venv/bin/python bench/modbus_poll.py`` (no arguments, about 5 minutes).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import itertools
 import json
@@ -43,6 +44,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 SIZES = (50, 200, 500)
@@ -127,6 +129,55 @@ async def stop(tasks: list[asyncio.Task[None]]) -> None:
             print(f"  WARNING: {len(stuck)} tasks ignored cancellation", file=sys.stderr)
 
 
+@dataclasses.dataclass
+class PacedRun:
+    """What :func:`run_paced` measured over its window (latencies of the requests inside it)."""
+
+    polls: int
+    errors: int
+    cpu_s: float
+    wall_s: float
+    latencies: list[float]
+
+
+async def run_paced(requests: Sequence[Callable[[], Awaitable[bool]]], warmup_s: float = WARMUP_S,
+                    measure_s: float = MEASURE_S) -> PacedRun:
+    """One poller per request callable at ``RATE_HZ``, their starts spread over one period; measured after
+    ``warmup_s`` for ``measure_s`` (CPU of this process). A request returns False for an error (it catches
+    whatever it counts as one itself). Pollers stop on a flag, not by cancellation: pymodbus' ``wait_for`` can
+    swallow a cancellation (3.11). A poll that falls behind skips the missed periods rather than bursting."""
+    loop = asyncio.get_running_loop()
+    interval = 1.0 / RATE_HZ
+    run = PacedRun(0, 0, 0.0, 0.0, [])
+    measuring = False
+    running = True
+
+    async def poll(request: Callable[[], Awaitable[bool]], offset: float) -> None:
+        next_at = loop.time() + offset
+        while running:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            t0 = time.perf_counter()
+            if not await request():
+                run.errors += 1
+            if measuring:
+                run.latencies.append(time.perf_counter() - t0)
+                run.polls += 1
+            next_at += interval
+            now = loop.time()
+            if next_at < now:
+                next_at = now + interval - ((now - next_at) % interval)
+
+    tasks = [asyncio.create_task(poll(r, i / len(requests) / RATE_HZ)) for i, r in enumerate(requests)]
+    await asyncio.sleep(warmup_s)
+    measuring = True
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.sleep(measure_s)
+    run.cpu_s, run.wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
+    measuring = running = False
+    await stop(tasks)
+    return run
+
+
 # ------------------------------------------------------------------------------------------ bare
 
 
@@ -141,42 +192,16 @@ async def bare(ports: list[int]) -> dict[str, Any]:
                for p in ports]
     for client in clients:
         assert await client.connect()
-    latencies: list[float] = []
-    polls = errors = 0
-    measuring = False
-    running = True
 
-    async def poll(client: AsyncModbusTcpClient, offset: float) -> None:
-        nonlocal polls, errors
-        loop = asyncio.get_running_loop()
-        interval = 1.0 / RATE_HZ
-        next_at = loop.time() + offset
-        # stopped by a flag, not by cancellation: pymodbus' wait_for can swallow a cancellation (3.11)
-        while running:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            t0 = time.perf_counter()
-            response = await client.read_holding_registers(start, count=count, device_id=1)
-            if response.isError():
-                errors += 1
-            if measuring:
-                latencies.append(time.perf_counter() - t0)
-                polls += 1
-            next_at += interval
-            now = loop.time()
-            if next_at < now:
-                next_at = now + interval - ((now - next_at) % interval)
+    def request(client: AsyncModbusTcpClient) -> Callable[[], Awaitable[bool]]:
+        async def read() -> bool:
+            return not (await client.read_holding_registers(start, count=count, device_id=1)).isError()
+        return read
 
-    tasks = [asyncio.create_task(poll(c, i / len(clients) / RATE_HZ)) for i, c in enumerate(clients)]
-    await asyncio.sleep(WARMUP_S)
-    measuring = True
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await asyncio.sleep(MEASURE_S)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    measuring = running = False
-    await stop(tasks)
+    run = await run_paced([request(client) for client in clients])
     for client in clients:
         client.close()
-    return summarise("bare", len(ports), polls, cpu, wall, latencies, errors)
+    return summarise("bare", len(ports), run.polls, run.cpu_s, run.wall_s, run.latencies, run.errors)
 
 
 
@@ -198,41 +223,19 @@ async def transport_only(ports: list[int]) -> dict[str, Any]:
         {"id": f"u{i}", "driver": "vendor_a", "modbus": {"port": p}} for i, p in enumerate(ports)]})
     transport = ModbusTransport(config, structlog.get_logger())
     links = [transport.link_for(unit) for unit in config.units]
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    polls = errors = 0
-    measuring = False
-    running = True
 
-    async def poll(link: Any, offset: float) -> None:
-        nonlocal polls, errors
-        interval = 1.0 / RATE_HZ
-        next_at = loop.time() + offset
-        while running:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            t0 = time.perf_counter()
+    def request(link: Any) -> Callable[[], Awaitable[bool]]:
+        async def read() -> bool:
             try:
                 await link.read_blocks(spans)
             except Exception:  # a device error: counted, as bare counts error responses
-                errors += 1
-            if measuring:
-                latencies.append(time.perf_counter() - t0)
-                polls += 1
-            next_at += interval
-            now = loop.time()
-            if next_at < now:
-                next_at = now + interval - ((now - next_at) % interval)
+                return False
+            return True
+        return read
 
-    tasks = [asyncio.create_task(poll(link, i / len(links) / RATE_HZ)) for i, link in enumerate(links)]
-    await asyncio.sleep(WARMUP_S)
-    measuring = True
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await asyncio.sleep(MEASURE_S)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    measuring = running = False
-    await stop(tasks)
+    run = await run_paced([request(link) for link in links])
     await transport.close()
-    return summarise("transport only", len(ports), polls, cpu, wall, latencies, errors)
+    return summarise("transport only", len(ports), run.polls, run.cpu_s, run.wall_s, run.latencies, run.errors)
 
 
 # ----------------------------------------------------------------------------------- raw asyncio
@@ -247,7 +250,7 @@ async def raw_asyncio(ports: list[int]) -> dict[str, Any]:
     spans = load_map(FIRMWARE).spans()
     start = min(s.address for s in spans)
     count = max(s.end for s in spans) - start
-    request = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, start, count)
+    request_bytes = struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, start, count)
     registers = struct.Struct(f">{count}H")
     loop = asyncio.get_running_loop()
 
@@ -259,45 +262,22 @@ async def raw_asyncio(ports: list[int]) -> dict[str, Any]:
                 self.waiter.set_result(data)
 
     connections = [await loop.create_connection(Raw, "127.0.0.1", p) for p in ports]
-    latencies: list[float] = []
-    polls = errors = 0
-    measuring = False
-    running = True
 
-    async def poll(transport: asyncio.Transport, protocol: Raw, offset: float) -> None:
-        nonlocal polls, errors
-        interval = 1.0 / RATE_HZ
-        next_at = loop.time() + offset
-        while running:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            t0 = time.perf_counter()
+    def request(transport: asyncio.Transport, protocol: Raw) -> Callable[[], Awaitable[bool]]:
+        async def read() -> bool:
             protocol.waiter = loop.create_future()
-            transport.write(request)
+            transport.write(request_bytes)
             data = await protocol.waiter
             if len(data) != 9 + 2 * count:
-                errors += 1
-            else:
-                registers.unpack_from(data, 9)
-            if measuring:
-                latencies.append(time.perf_counter() - t0)
-                polls += 1
-            next_at += interval
-            now = loop.time()
-            if next_at < now:
-                next_at = now + interval - ((now - next_at) % interval)
+                return False
+            registers.unpack_from(data, 9)
+            return True
+        return read
 
-    tasks = [asyncio.create_task(poll(t, p, i / len(connections) / RATE_HZ))  # type: ignore[arg-type]
-             for i, (t, p) in enumerate(connections)]
-    await asyncio.sleep(WARMUP_S)
-    measuring = True
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await asyncio.sleep(MEASURE_S)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    measuring = running = False
-    await stop(tasks)
+    run = await run_paced([request(t, p) for t, p in connections])  # type: ignore[arg-type]
     for transport, _protocol in connections:
         transport.close()
-    return summarise("raw asyncio", len(ports), polls, cpu, wall, latencies, errors)
+    return summarise("raw asyncio", len(ports), run.polls, run.cpu_s, run.wall_s, run.latencies, run.errors)
 
 
 # -------------------------------------------------------------------------------- bare lockstep

@@ -60,11 +60,12 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-RATE_HZ = 10.0
-FIRMWARE = "v2"
+from modbus_poll import FIRMWARE, RATE_HZ, run_paced  # this directory: the poll bench's paced pollers
+
 TICK_S = os.sysconf("SC_CLK_TCK")
 
 _SIM_CHILD = r"""
@@ -247,41 +248,20 @@ async def bare(ports: list[int], warmup_s: float, measure_s: float) -> dict[str,
     clients = [AsyncModbusTcpClient("127.0.0.1", port=p, timeout=1.0, retries=0, reconnect_delay=0) for p in ports]
     for client in clients:
         assert await client.connect()
-    polls = errors = 0
-    measuring, running = False, True
 
-    async def poll(client: AsyncModbusTcpClient, offset: float) -> None:
-        nonlocal polls, errors
-        loop = asyncio.get_running_loop()
-        interval = 1.0 / RATE_HZ
-        next_at = loop.time() + offset
-        while running:  # stopped by a flag: pymodbus' wait_for can swallow a cancellation (3.11)
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
+    def request(client: AsyncModbusTcpClient) -> Callable[[], Awaitable[bool]]:
+        async def read() -> bool:
             try:
-                response = await client.read_holding_registers(start, count=count, device_id=1)
-                errors += response.isError()
+                return not (await client.read_holding_registers(start, count=count, device_id=1)).isError()
             except Exception:  # a timeout under overload is a figure, not a crash
-                errors += 1
-            polls += measuring
-            next_at += interval
-            now = loop.time()
-            if next_at < now:
-                next_at = now + interval - ((now - next_at) % interval)
+                return False
+        return read
 
-    tasks = [asyncio.create_task(poll(c, i / len(clients) / RATE_HZ)) for i, c in enumerate(clients)]
-    await asyncio.sleep(warmup_s)
-    measuring = True
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    await asyncio.sleep(measure_s)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    measuring = running = False
-    await asyncio.wait(tasks, timeout=5.0)
-    for task in tasks:
-        task.cancel()
+    run = await run_paced([request(client) for client in clients], warmup_s, measure_s)
     for client in clients:
         client.close()
-    return {"poll_rate_hz": round(polls / wall, 1), "cpu_cores": round(cpu / wall, 3),
-            "cpu_us_per_poll": round(cpu / max(polls, 1) * 1e6, 1), "errors": errors}
+    return {"poll_rate_hz": round(run.polls / run.wall_s, 1), "cpu_cores": round(run.cpu_s / run.wall_s, 3),
+            "cpu_us_per_poll": round(run.cpu_s / max(run.polls, 1) * 1e6, 1), "errors": run.errors}
 
 
 # --------------------------------------------------------------------------------------- gateway
