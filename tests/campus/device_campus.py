@@ -214,9 +214,15 @@ class DeviceSampler:
             for client in clients.values():
                 client.close()
 
+    #: registers read per sample, from STATE (a subclass that inspects more registers reads further)
+    READ_COUNT = P_SETPOINT + 2 - STATE
+
+    def _inspect(self, device: str, words: list[int]) -> None:
+        """Hook for a subclass: every sample's registers of ``device`` (``words[0]`` is STATE)."""
+
     async def _read(self, device: str, client: AsyncModbusTcpClient) -> tuple[str, float, float, bool] | None:
         try:
-            reply = await client.read_holding_registers(STATE, count=P_SETPOINT + 2 - STATE, device_id=1)
+            reply = await client.read_holding_registers(STATE, count=self.READ_COUNT, device_id=1)
         except Exception as err:  # a read that fails is recorded (the test fails on it), never a crash
             self.read_errors.append(f"{device}: {err}")
             if not client.connected:
@@ -226,6 +232,7 @@ class DeviceSampler:
             self.read_errors.append(f"{device}: {reply}")
             return None
         words = list(reply.registers)
+        self._inspect(device, words)
         measured, setpoint = P_MEASURED - STATE, P_SETPOINT - STATE
         return (device, decode_kw(words[measured], words[measured + 1]),
                 decode_kw(words[setpoint], words[setpoint + 1]), words[0] == RUNNING)

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pymodbus.client import AsyncModbusTcpClient
-
 from bessgw import __version__
 from bessgw.campus.protocol import Keys
 from bessgw.daemon.admin import request, socket_path
@@ -38,14 +36,10 @@ from tests.campus.device_campus import (
     ELECTION_TIMEOUT_S,
     GATEWAY,
     LEASE_TTL_S,
-    P_MEASURED,
-    P_SETPOINT,
-    RUNNING,
     STATE,
     UNIT,
     DeviceSample,
     DeviceSampler,
-    decode_kw,
     free_tcp_port_run,
 )
 from tests.campus.etcd_cluster import EtcdCluster
@@ -71,6 +65,8 @@ def _heartbeat_lost_bit() -> int:
 class HeartbeatSampler(DeviceSampler):
     """:class:`DeviceSampler` that also reads each device's heartbeat register and warning bits."""
 
+    READ_COUNT = HEARTBEAT + 1 - STATE  #: through the heartbeat register (warnings are in between)
+
     def __init__(self, devices: dict[str, int], etcd_endpoints: list[str], keys: Keys) -> None:
         super().__init__(devices, etcd_endpoints, keys)
         self.heartbeat_changes: dict[str, list[float]] = {d: [] for d in devices}  #: monotonic times seen changed
@@ -78,28 +74,14 @@ class HeartbeatSampler(DeviceSampler):
         self._last_heartbeat: dict[str, int] = {}
         self._lost_bit = _heartbeat_lost_bit()
 
-    async def _read(self, device: str, client: AsyncModbusTcpClient) -> tuple[str, float, float, bool] | None:
-        try:
-            reply = await client.read_holding_registers(STATE, count=HEARTBEAT + 1 - STATE, device_id=1)
-        except Exception as err:  # a read that fails is recorded (the test fails on it), never a crash
-            self.read_errors.append(f"{device}: {err}")
-            if not client.connected:
-                await client.connect()
-            return None
-        if reply.isError():
-            self.read_errors.append(f"{device}: {reply}")
-            return None
+    def _inspect(self, device: str, words: list[int]) -> None:
         now = time.monotonic()
-        words = list(reply.registers)
         heartbeat = words[HEARTBEAT - STATE]
         if self._last_heartbeat.get(device, heartbeat) != heartbeat:
             self.heartbeat_changes[device].append(now)
         self._last_heartbeat[device] = heartbeat
         if words[WARNINGS - STATE] & self._lost_bit:
             self.heartbeat_lost.append((now, device))
-        measured, setpoint = P_MEASURED - STATE, P_SETPOINT - STATE
-        return (device, decode_kw(words[measured], words[measured + 1]),
-                decode_kw(words[setpoint], words[setpoint + 1]), words[0] == RUNNING)
 
     def silence_around(self, device: str, at_s: float) -> tuple[float, float]:
         """(last heartbeat change seen before ``at_s``, first one after it) of ``device``."""
