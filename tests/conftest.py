@@ -55,9 +55,9 @@ def subprocess_env(plugin_path: list[str]) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def previous_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The source tree of the newest release tag, exported once per session, to run with ``PYTHONPATH`` next to
+    """The source tree of the newest release, exported once per session, to run with ``PYTHONPATH`` next to
     the working tree (its ``bessgw`` shadows ours; the plugins installed in the test venv still load). Fails,
-    never skips, when the clone has no release tag (see :func:`tests.upgrade.release.latest_release_tag`)."""
+    never skips, when no release is found (see :func:`tests.upgrade.release.latest_release_tag`)."""
     from tests.upgrade.release import export_release, latest_release_tag
 
     tag = latest_release_tag()

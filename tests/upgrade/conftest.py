@@ -14,7 +14,7 @@ from tests.upgrade.release import Release, install_release, latest_release_tag
 
 @pytest.fixture(scope="session")
 def installed_release(tmp_path_factory: pytest.TempPathFactory) -> Release:
-    """The newest release tag of this repository, installed once per session (every test reuses it)."""
+    """The newest release of this repository, installed once per session (every test reuses it)."""
     release = install_release(latest_release_tag(), tmp_path_factory.getbasetemp() / "releases")
     print(f"\nprevious release {release.tag} ({release.version}) in {release.venv}, "
           f"installed in {release.install_s:.1f} s")

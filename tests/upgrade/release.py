@@ -1,4 +1,7 @@
-"""Install a released bessgw (a git tag of this repository) into a venv of its own, for upgrade tests.
+"""Install a released bessgw (a release commit of this repository) into a venv of its own, for upgrade tests.
+
+A release is a ``vX.Y.Z`` tag; each is also recorded with its commit in ``releases.toml`` beside this module,
+so that a clone without tags (a single-branch clone, as CI makes) still finds them in its history.
 
 The release is exported with ``git archive`` (the tag's tree exactly, not the working tree), and bessgw
 plus the plugin packages its ``requirements-dev.txt`` installs editable (``-e plugins/<name>``) are
@@ -30,8 +33,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 #: the repository whose tags are the releases
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: the releases of REPO_ROOT with their commits (for clones without tags)
+RECORDED_RELEASES = Path(__file__).with_name("releases.toml")
 #: ``-e plugins/<name>`` lines of a release's requirements-dev.txt: its first-party plugin packages
 _PLUGIN_LINE = re.compile(r"^-e\s+(plugins/[A-Za-z0-9_.-]+)\s*$", re.M)
 _RELEASE_TAG = re.compile(r"^v\d+\.\d+\.\d+$")
@@ -53,17 +63,56 @@ def release_tags(repo: Path = REPO_ROOT) -> list[str]:
     return [t for t in _git("tag", "--list", "v*", "--sort=-v:refname", repo=repo).split() if _RELEASE_TAG.match(t)]
 
 
-def latest_release_tag(repo: Path = REPO_ROOT) -> str:
-    """The newest release tag; fetches tags once if the clone has none, and fails clearly if still none."""
-    tags = release_tags(repo)
-    if not tags and _git("remote", repo=repo).strip():
-        subprocess.run(["git", "-C", str(repo), "fetch", "--tags", "--quiet"], capture_output=True, timeout=120)
-        tags = release_tags(repo)
+def recorded_releases(path: Path = RECORDED_RELEASES) -> dict[str, str]:
+    """Release tag → commit as recorded in ``releases.toml`` (a malformed entry fails, naming it)."""
+    releases: dict[str, str] = {}
+    for index, entry in enumerate(tomllib.loads(path.read_text(encoding="utf-8")).get("release", [])):
+        tag, commit = entry.get("tag", ""), entry.get("commit", "")
+        if not _RELEASE_TAG.match(tag) or not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise ReleaseInstallError(f"{path.name}: release[{index}] needs tag = \"vX.Y.Z\" and a full 40-hex "
+                                      f"commit, got {entry!r}")
+        releases[tag] = commit
+    return releases
+
+
+def _version_key(tag: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in tag[1:].split("."))
+
+
+def _default_record(repo: Path) -> dict[str, str]:
+    return recorded_releases() if repo.resolve() == REPO_ROOT else {}
+
+
+def latest_release_tag(repo: Path = REPO_ROOT, recorded: dict[str, str] | None = None) -> str:
+    """The newest release: of the clone's ``vX.Y.Z`` tags and the recorded releases (``recorded``, by default
+    ``releases.toml`` for this repository); fails clearly when there is none."""
+    recorded = _default_record(repo) if recorded is None else recorded
+    tags = set(release_tags(repo)) | set(recorded)
     if not tags:
         raise ReleaseInstallError(
-            f"{repo} has no release tag (vX.Y.Z), even after `git fetch --tags`: the upgrade test needs the "
-            "previous release; clone with tags (`git fetch --tags`)")
-    return tags[0]
+            f"{repo} has no release: no vX.Y.Z tag and none recorded in {RECORDED_RELEASES.name}; the upgrade "
+            "tests need the previous release")
+    return max(tags, key=_version_key)
+
+
+def release_commit(tag: str, repo: Path = REPO_ROOT, recorded: dict[str, str] | None = None) -> str:
+    """The commit of release ``tag`` in ``repo``: the tag's if the clone has it (it must agree with the record),
+    else the recorded one, which must be in the clone's history (a shallow clone may lack it)."""
+    recorded = _default_record(repo) if recorded is None else recorded
+    tagged = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"],
+                            capture_output=True, text=True, timeout=60).stdout.strip()
+    if tagged and tag in recorded and recorded[tag] != tagged:
+        raise ReleaseInstallError(f"tag {tag} points at {tagged} but {RECORDED_RELEASES.name} records "
+                                  f"{recorded[tag]}: one of them is wrong")
+    commit = tagged or recorded.get(tag, "")
+    if not commit:
+        raise ReleaseInstallError(f"release {tag} is neither a tag of {repo} nor recorded in {RECORDED_RELEASES.name}")
+    present = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{commit}^{{commit}}"],
+                             capture_output=True, timeout=60)
+    if present.returncode != 0:
+        raise ReleaseInstallError(f"commit {commit} of release {tag} is not in {repo} (a shallow clone? "
+                                  "`git fetch --unshallow`)")
+    return commit
 
 
 @dataclass(frozen=True)
@@ -122,12 +171,13 @@ print(json.dumps({"version": bessgw.__version__, "bessgw": bessgw.__file__, "plu
 """
 
 
-def export_release(tag: str, dest: Path, repo: Path = REPO_ROOT) -> Path:
+def export_release(tag: str, dest: Path, repo: Path = REPO_ROOT, recorded: dict[str, str] | None = None) -> Path:
     """The source tree of release ``tag`` exactly (``git archive``, nothing in the checkout changes) in ``dest``."""
+    commit = release_commit(tag, repo, recorded)
     dest.mkdir(parents=True, exist_ok=True)
     archive = dest.parent / f"{dest.name}.tar"
     with archive.open("wb") as out:
-        result = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", tag], stdout=out,
+        result = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit], stdout=out,
                                 stderr=subprocess.PIPE, timeout=120)
     if result.returncode != 0:
         raise ReleaseInstallError(f"git archive {tag} failed: {result.stderr.decode(errors='replace').strip()}")
