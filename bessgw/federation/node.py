@@ -29,7 +29,7 @@ import random
 import socket
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -349,8 +349,21 @@ class GossipNode:
         expected = max(1, self.settings.suspicion_confirmations)
         if self.rng.random() >= min(1.0, 2 * (expected + 1) / max(1, m.alive_count() - 1)):
             return
-        self._confirming.add(node)
-        self._tg.create_task(self._confirm(node))
+        if self._spawn(self._confirm(node)):
+            self._confirming.add(node)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` in the node's task group; False (and ``work`` closed, never left un-awaited) when the
+        group is gone or shutting down — a datagram handled while the node stops must not start anything."""
+        tg = self._tg
+        try:
+            if tg is not None:
+                tg.create_task(work)
+                return True
+        except RuntimeError:  # the task group is shutting down
+            pass
+        work.close()
+        return False
 
     async def _confirm(self, node: str) -> None:
         try:
@@ -469,8 +482,7 @@ class GossipNode:
             if suspicion is None or suspicion.rechecked or suspicion.confirmed():
                 continue
             if suspicion.deadline() - now <= margin:
-                suspicion.rechecked = True
-                self._tg.create_task(self._recheck(member))
+                suspicion.rechecked = self._spawn(self._recheck(member))
 
     async def _recheck(self, member: Member) -> None:
         incarnation = member.incarnation
@@ -618,8 +630,8 @@ class GossipNode:
                 raise DatagramError("invalid", "ping-req without target")
             if self._relays >= _MAX_RELAYS or self._tg is None:
                 raise DatagramError("busy", "too many indirect probes in flight")
-            self._relays += 1
-            self._tg.create_task(self._relay_probe(header.sender, source, msg.probe_seq, msg.target, msg.addr))
+            if self._spawn(self._relay_probe(header.sender, source, msg.probe_seq, msg.target, msg.addr)):
+                self._relays += 1
         elif kind == MsgType.SYNC:
             if msg.join or msg.member_hash != self.member_hash():
                 self._send_members(header.sender, source, reply=False)

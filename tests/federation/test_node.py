@@ -226,3 +226,37 @@ def test_an_unconfirmed_suspicion_is_rechecked_before_it_declares_a_live_member_
             assert declared_dead == []
 
     asyncio.run(scenario())
+
+
+def test_a_stopping_node_starts_no_probe_work_and_leaves_no_coroutine_unawaited() -> None:
+    """A ping-req or a suspicion handled while the node's task group shuts down used to create a coroutine
+    that was never run ("coroutine '_relay_probe' was never awaited" at every shutdown under load)."""
+    import inspect
+
+    from bessgw.compat import TaskGroup
+
+    async def scenario() -> None:
+        async with Campus(new_key()) as campus:
+            node = (await campus.add("gw0")).node
+            marker: list[str] = []
+
+            async def work() -> None:
+                marker.append("ran")
+
+            async def cancelled_group() -> None:
+                async with TaskGroup() as tg:
+                    node._tg = tg
+                    raise RuntimeError("the node stops")
+
+            with pytest.raises(BaseException):  # noqa: B017 - the group re-raises our error (grouped or not)
+                await cancelled_group()
+            late = work()
+            assert node._spawn(late) is False  # the group has exited: create_task refuses
+            assert inspect.getcoroutinestate(late) == inspect.CORO_CLOSED
+            node._tg = None
+            gone = work()
+            assert node._spawn(gone) is False
+            assert inspect.getcoroutinestate(gone) == inspect.CORO_CLOSED
+            assert marker == []
+
+    asyncio.run(scenario())
