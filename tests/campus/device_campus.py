@@ -22,7 +22,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -39,8 +38,8 @@ from bessgw.campus.records import Share
 from bessgw.errors import BessgwError
 from tests.campus.etcd_cluster import EtcdCluster
 from tests.campus.test_campus_gateways import Gateway, poll
-from tests.federation.test_gateways import free_udp_ports
 from tests.integration.daemon_harness import GatewayProcess, bessgw_command
+from tests.ports import free_tcp_port_run, free_udp_ports
 
 #: the sampler reads every device this often (the issue asks for ≤ 100 ms)
 SAMPLE_PERIOD_S = 0.05
@@ -104,28 +103,6 @@ unit_id = 1
 """
 
 
-def free_tcp_port_run(count: int) -> int:
-    """The first of ``count`` consecutive free TCP ports on 127.0.0.1 (a simulator's containers listen on
-    PORT + i); bounded retries."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + count > 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(first, first + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free TCP ports")
 
 
 def decode_kw(low: int, high: int) -> float:

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.daemon_harness import free_tcp_port
+from tests.ports import free_tcp_port
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 

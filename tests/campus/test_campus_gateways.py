@@ -31,9 +31,9 @@ from bessgw.campus.protocol import Keys
 from bessgw.daemon.admin import request, socket_path
 from bessgw.northbound.passwords import hash_password
 from tests.campus.etcd_cluster import EtcdCluster
-from tests.federation.test_gateways import free_udp_ports
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command, free_tcp_port
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command
 from tests.integration.test_tracing import OtlpReceiver
+from tests.ports import free_tcp_port, free_udp_ports
 
 pytestmark = [pytest.mark.campus, pytest.mark.daemon, pytest.mark.federation, pytest.mark.timeout(300)]
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command, free_tcp_port
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command
+from tests.ports import free_tcp_port
 
 pytestmark = [pytest.mark.chaos, pytest.mark.daemon]
 

@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from bessgw.testing import wait_until_sync
 from tests.integration.daemon_harness import GatewayProcess, bessgw_command
+from tests.ports import free_udp_ports
 
 pytestmark = pytest.mark.federation
 
@@ -43,15 +43,6 @@ driver = "in_memory"
 """
 
 
-def free_udp_ports(count: int) -> list[int]:
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def members(config: Path, env: dict[str, str]) -> list[dict]:

@@ -17,11 +17,6 @@ def bessgw_command() -> list[str]:
     return [sys.executable, "-m", "bessgw.cli"]
 
 
-def free_tcp_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (tests run in parallel with others)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def gateway_status(config: Path, env: dict[str, str]) -> dict:
@@ -83,7 +78,9 @@ class GatewayProcess:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no {key} notification within {timeout_s} s; got {self.messages[-10:]}")
+                events = [line.get("event") for line in self.log_lines[-25:]]
+                raise AssertionError(f"no {key} notification within {timeout_s} s; got {self.messages[-10:]}; "
+                                     f"last log events {events}; last log lines {self.log_lines[-3:]}")
             self.sock.settimeout(remaining)
             try:
                 data = self.sock.recv(65536).decode()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon_harness import GatewayProcess
+from tests.ports import free_tcp_port_run as _free_run
 
 pytestmark = pytest.mark.daemon
 
@@ -35,27 +36,6 @@ unit_id = 1
 """
 
 
-def _free_run(count: int) -> int:
-    """The first of ``count`` consecutive free TCP ports on 127.0.0.1 (the simulator uses port..port+n-1)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count >= 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sock.bind(("127.0.0.1", port))
-                socks.append(sock)
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise AssertionError("no run of free ports found")
 
 
 def demo_config(tmp_path: Path) -> tuple[Path, int, float]:

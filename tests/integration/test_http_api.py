@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bessgw.northbound.passwords import hash_password
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command, free_tcp_port
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command
 from tests.integration.http_client import get_json, http
+from tests.ports import free_tcp_port
 
 pytestmark = pytest.mark.daemon
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bessgw.testing.wait import wait_until_sync
-from tests.integration.daemon_harness import GatewayProcess, free_tcp_port
+from tests.integration.daemon_harness import GatewayProcess
 from tests.integration.http_client import get_json
+from tests.ports import free_tcp_port
 
 pytestmark = pytest.mark.daemon
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from bessgw.testing.wait import wait_until_sync
-from tests.integration.daemon_harness import GatewayProcess, free_tcp_port
+from tests.integration.daemon_harness import GatewayProcess
 from tests.integration.http_client import http
 from tests.integration.test_daemon_demo import SILENT_UNIT, demo_config
+from tests.ports import free_tcp_port
 
 pytestmark = [pytest.mark.daemon, pytest.mark.integration]
 

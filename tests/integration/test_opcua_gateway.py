@@ -15,7 +15,8 @@ import pytest
 from asyncua import Client, ua
 
 from bessgw.northbound.passwords import hash_password
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command, free_tcp_port, gateway_status
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command, gateway_status
+from tests.ports import free_tcp_port
 
 pytestmark = pytest.mark.daemon
 

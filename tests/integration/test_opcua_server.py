@@ -35,7 +35,7 @@ from bessgw.plugin import DriverContext
 from bessgw.plugin.manager import build_plugin_manager
 from bessgw.unit.directory import UnitDirectory
 from bessgw.unit.supervisor import UnitSupervisor
-from tests.integration.daemon_harness import free_tcp_port
+from tests.ports import free_tcp_port
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 
 from bessgw.config import load_config
 from bessgw.config.preflight import preflight, timing_problems
-from tests.integration.daemon_harness import free_tcp_port
+from tests.ports import free_tcp_port
 
 pytestmark = pytest.mark.integration
 

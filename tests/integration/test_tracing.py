@@ -22,8 +22,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from bessgw.northbound.passwords import hash_password
 from bessgw.testing.wait import wait_until_sync
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command, free_tcp_port, gateway_status
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command, gateway_status
 from tests.integration.http_client import get_json, http
+from tests.ports import free_tcp_port
 
 pytestmark = pytest.mark.daemon
 

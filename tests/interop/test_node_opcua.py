@@ -29,7 +29,8 @@ import pytest
 
 from bessgw.northbound.certificates import CertificateFiles, ensure_certificate
 from bessgw.northbound.passwords import hash_password
-from tests.integration.daemon_harness import GatewayProcess, free_tcp_port, gateway_status
+from tests.integration.daemon_harness import GatewayProcess, gateway_status
+from tests.ports import free_tcp_port
 
 pytestmark = [pytest.mark.interop, pytest.mark.daemon]
 

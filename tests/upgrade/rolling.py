@@ -40,12 +40,11 @@ from tests.campus.device_campus import (
     UNIT,
     DeviceSample,
     DeviceSampler,
-    free_tcp_port_run,
 )
 from tests.campus.etcd_cluster import EtcdCluster
 from tests.campus.test_campus_gateways import poll
-from tests.federation.test_gateways import free_udp_ports
 from tests.integration.daemon_harness import GatewayProcess, bessgw_command
+from tests.ports import free_tcp_port_run, free_udp_ports
 from tests.upgrade.release import REPO_ROOT, Release
 
 #: the demo's vendor_a containers: the simulator's default watchdog (``bessgw sim vendor_a --watchdog-s``)

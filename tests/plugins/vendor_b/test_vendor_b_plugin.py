@@ -17,8 +17,8 @@ from bessgw_vendor_b.driver import FEATURES, VendorBUnitOptions
 
 from bessgw.plugin import BessgwError, Quality
 from bessgw.testing import DeviceUnderTest, DriverConformance, check_config, opcua_unit
-from tests.integration.daemon_harness import free_tcp_port
 from tests.plugins.vendor_b.harness import SimulatorThread, registry
+from tests.ports import free_tcp_port
 
 pytestmark = pytest.mark.integration  # asyncua servers on loopback and the simulator as a process
 
