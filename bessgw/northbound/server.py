@@ -29,6 +29,7 @@ from bessgw.compat import TaskGroup
 from bessgw.config import OpcUaSettings
 from bessgw.errors import BessgwError, ConfigError
 from bessgw.northbound import information_model as model
+from bessgw.northbound import standard_nodes
 from bessgw.northbound.access import (
     RolePermissions,
     UserDirectory,
@@ -152,6 +153,7 @@ class OpcUaServer:
         users = UserDirectory(settings.users, settings.anonymous,
                               on_failure=lambda who: self.log.warning("opcua_login_refused", user=who))
         server = Server(user_manager=users)
+        self._serve_standard_nodes_from_shelf(server)
         await server.init()
         server.set_endpoint(settings.endpoint)
         server.set_server_name(f"bessgw {self.gateway_id}")
@@ -200,6 +202,30 @@ class OpcUaServer:
         self._compactor = Compactor(server.iserver.aspace)
         self._compactor.compact()  # the standard address space and our types: ~40 % of their memory
         return server
+
+    def _serve_standard_nodes_from_shelf(self, server: Server) -> None:
+        """Have ``server.init()`` read the standard address space lazily from a shelf in the state dir.
+
+        ~2.5 s and ~40 MB less per start (:mod:`standard_nodes`); with no usable shelf (read-only state
+        dir, full disk) the standard nodes are built in memory as asyncua does, after one warning.
+        """
+        iserver = server.iserver
+        build_in_memory = iserver.load_standard_address_space
+        state_dir = self.state_dir
+        log = self.log
+
+        async def load_standard_address_space(shelf_file: Path | None = None) -> None:
+            try:
+                key = standard_nodes.ShelfKey.installed()
+                path = await asyncio.to_thread(
+                    standard_nodes.ensure_shelf, state_dir, key, standard_nodes.fill_standard_address_space,
+                    lambda reason: log.info("opcua_standard_nodes_building", reason=reason))
+                standard_nodes.load(iserver.aspace, path)
+            except Exception as err:  # any failure of the cache: serve from memory instead
+                log.warning("opcua_standard_nodes_cache_unusable", error=repr(err), state_dir=str(state_dir))
+                await build_in_memory()
+
+        iserver.load_standard_address_space = load_standard_address_space  # type: ignore[method-assign]
 
     async def _load_certificate(self, server: Server, application_uri: str) -> None:
         settings = self.settings
