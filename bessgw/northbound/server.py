@@ -217,9 +217,8 @@ class OpcUaServer:
         async def load_standard_address_space(shelf_file: Path | None = None) -> None:
             try:
                 key = standard_nodes.ShelfKey.installed()
-                path = await asyncio.to_thread(
-                    standard_nodes.ensure_shelf, state_dir, key, standard_nodes.fill_standard_address_space,
-                    lambda reason: log.info("opcua_standard_nodes_building", reason=reason))
+                path = await standard_nodes.ensure_shelf(
+                    state_dir, key, lambda reason: log.info("opcua_standard_nodes_building", reason=reason))
                 standard_nodes.load(iserver.aspace, path)
             except Exception as err:  # any failure of the cache: serve from memory instead
                 log.warning("opcua_standard_nodes_cache_unusable", error=repr(err), state_dir=str(state_dir))

@@ -22,6 +22,7 @@ The shelf is a file the daemon writes, so it is handled like one:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -29,13 +30,15 @@ import pickle
 import shelve
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import version as distribution_version
 from pathlib import Path
 from typing import Any
 
 from asyncua.server.address_space import AddressSpace, NodeManagementService
+
+from bessgw.compat import timeout
 
 #: the shelf directories' parent, under the state dir
 CACHE_DIR_NAME = "opcua-standard-nodes"
@@ -71,23 +74,56 @@ def shelf_path(state_dir: Path, key: ShelfKey) -> Path:
     return state_dir / CACHE_DIR_NAME / key.dir_name / SHELF_NAME
 
 
-def ensure_shelf(state_dir: Path, key: ShelfKey, fill: Callable[[NodeManagementService], None],
-                 on_rebuild: Callable[[str], None] = lambda reason: None) -> Path:
+#: bound on building a shelf in the child process (~3-5 s on a quiet machine)
+BUILD_TIMEOUT_S = 120.0
+
+Build = Callable[[Path, ShelfKey], Awaitable[None]]
+
+
+async def ensure_shelf(state_dir: Path, key: ShelfKey, on_rebuild: Callable[[str], None] = lambda reason: None,
+                       build: Build | None = None) -> Path:
     """A valid shelf of the standard address space for ``key``, built now if there is none; its base path.
 
-    ``fill`` populates an empty address space (asyncua's ``standard_address_space.fill_address_space``).
-    ``on_rebuild(reason)`` is told why a shelf is (re)built. Raises ``OSError`` (or another error of
-    the build) when no shelf can be written; blocking: call it in a worker thread.
+    ``on_rebuild(reason)`` is told why a shelf is (re)built. ``build`` defaults to
+    :func:`build_in_subprocess`. Raises :class:`StandardNodesCacheError` (or ``OSError``) when no valid
+    shelf can be had; the caller then builds the standard nodes in memory.
     """
     path = shelf_path(state_dir, key)
     try:
-        check_shelf(path.parent, key)
+        await asyncio.to_thread(check_shelf, path.parent, key)
         return path
     except StandardNodesCacheError as err:
         on_rebuild(str(err))
-    _build(path.parent, key, fill)
-    check_shelf(path.parent, key)  # what was just written reads back, or the caller falls back
+    await (build or build_in_subprocess)(state_dir, key)
+    await asyncio.to_thread(check_shelf, path.parent, key)  # it reads back, or the caller falls back
     return path
+
+
+async def build_in_subprocess(state_dir: Path, key: ShelfKey, timeout_s: float = BUILD_TIMEOUT_S) -> None:
+    """Build the shelf in a child Python process, so the daemon never holds the whole standard address space.
+
+    Built in the daemon itself the shelf would leave ~15 MB of the build's garbage in its heap for good
+    (glibc rarely returns it). The child is killed if this is cancelled or takes over ``timeout_s``.
+    """
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", __name__, str(state_dir), key.asyncua, key.python, str(key.protocol),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with timeout(timeout_s):
+            _, stderr = await process.communicate()
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
+    if process.returncode != 0:
+        tail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+        raise StandardNodesCacheError(f"building the shelf failed (exit {process.returncode}): {tail[0]}")
+
+
+async def build_here(state_dir: Path, key: ShelfKey) -> None:
+    """Build the shelf in this process (in a worker thread)."""
+    await asyncio.to_thread(build_shelf, state_dir, key)
 
 
 def check_shelf(directory: Path, key: ShelfKey) -> None:
@@ -121,8 +157,13 @@ def check_shelf(directory: Path, key: ShelfKey) -> None:
         raise StandardNodesCacheError(f"shelf in {directory} holds {count} nodes, its manifest says {nodes}")
 
 
-def _build(directory: Path, key: ShelfKey, fill: Callable[[NodeManagementService], None]) -> None:
-    """Fill a scratch address space and write it as a shelf, atomically replacing ``directory``."""
+def build_shelf(state_dir: Path, key: ShelfKey,
+                fill: Callable[[NodeManagementService], None] | None = None) -> None:
+    """Fill a scratch address space and write it as the shelf for ``key``, atomically replacing any other.
+
+    ``fill`` populates an empty address space (default: asyncua's standard address space). Blocking.
+    """
+    directory = shelf_path(state_dir, key).parent
     root = directory.parent
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.iterdir():  # other versions' shelves and interrupted builds
@@ -133,7 +174,7 @@ def _build(directory: Path, key: ShelfKey, fill: Callable[[NodeManagementService
     scratch.mkdir()
     try:
         aspace = AddressSpace()
-        fill(NodeManagementService(aspace))
+        (fill or fill_standard_address_space)(NodeManagementService(aspace))
         nodes = len(aspace.keys())
         aspace.make_aspace_shelf(scratch / SHELF_NAME)
         del aspace
@@ -185,3 +226,18 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m bessgw.northbound.standard_nodes STATE_DIR ASYNCUA PYTHON PROTOCOL``: build one shelf."""
+    state_dir, asyncua_version, python, protocol = argv
+    key = ShelfKey(asyncua=asyncua_version, python=python, protocol=int(protocol))
+    if key != ShelfKey.installed():
+        print(f"this interpreter would write a shelf for {ShelfKey.installed()}, not {key}", file=sys.stderr)
+        return 2
+    build_shelf(Path(state_dir), key)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

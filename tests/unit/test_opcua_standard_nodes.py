@@ -22,8 +22,9 @@ KEY = ShelfKey(asyncua="2.1.0-test")
 
 
 def build(state_dir: Path, key: ShelfKey = KEY, reasons: list[str] | None = None) -> Path:
+    """ensure_shelf, building in this process (the child-process build is tested once, below)."""
     said = reasons if reasons is not None else []
-    return ensure_shelf(state_dir, key, standard_nodes.fill_standard_address_space, said.append)
+    return asyncio.run(ensure_shelf(state_dir, key, said.append, build=standard_nodes.build_here))
 
 
 async def server_on(path: Path | None) -> Server:
@@ -38,8 +39,9 @@ async def server_on(path: Path | None) -> Server:
 
 
 def test_a_shelf_reads_like_the_standard_address_space_and_keeps_writes(tmp_path: Path) -> None:
+    path = build(tmp_path)
+
     async def scenario() -> None:
-        path = build(tmp_path)
         plain, shelved = await server_on(None), await server_on(path)
         assert len(shelved.iserver.aspace.keys()) < len(plain.iserver.aspace.keys()) // 4  # lazily read
         for nodeid in (ua.NodeId(ua.ObjectIds.AnalogItemType), ua.NodeId(ua.ObjectIds.Server_ServerArray),
@@ -129,11 +131,31 @@ def test_an_interrupted_build_leaves_no_shelf_and_is_cleaned_up_by_the_next(tmp_
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        ensure_shelf(tmp_path, KEY, fails)
+        standard_nodes.build_shelf(tmp_path, KEY, fails)
     assert not standard_nodes.shelf_path(tmp_path, KEY).parent.exists()
     (tmp_path / CACHE_DIR_NAME / ".build-999999").mkdir()  # one left by a killed process
     path = build(tmp_path)
     assert [p.name for p in (tmp_path / CACHE_DIR_NAME).iterdir()] == [path.parent.name]
+
+
+def test_the_daemon_builds_its_shelf_in_a_child_process_and_serves_from_it(tmp_path: Path) -> None:
+    key = ShelfKey.installed()
+    reasons: list[str] = []
+    path = asyncio.run(ensure_shelf(tmp_path, key, reasons.append))  # the default: a child process
+    assert reasons and path == standard_nodes.shelf_path(tmp_path, key)
+    standard_nodes.check_shelf(path.parent, key)
+
+    async def serves() -> None:
+        server = await server_on(path)
+        assert await server.get_node(ua.NodeId(ua.ObjectIds.Server_NamespaceArray)).read_value()
+
+    asyncio.run(serves())
+
+
+def test_a_child_that_cannot_build_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    foreign = ShelfKey(asyncua="0.0.1")  # the child refuses to write a shelf for another asyncua version
+    with pytest.raises(standard_nodes.StandardNodesCacheError, match="exit 2"):
+        asyncio.run(ensure_shelf(tmp_path, foreign))
 
 
 def test_the_server_starts_without_a_writable_state_dir(tmp_path: Path) -> None:
