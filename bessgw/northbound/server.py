@@ -18,13 +18,12 @@ import math
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from asyncua import Node, Server, ua
 from asyncua.common.utils import ServiceError
 
-from bessgw.campus.commands import CampusCommands
 from bessgw.compat import TaskGroup
 from bessgw.config import OpcUaSettings
 from bessgw.errors import BessgwError, ConfigError
@@ -39,7 +38,6 @@ from bessgw.northbound.access import (
     user_may_write,
 )
 from bessgw.northbound.campus import CampusMirror, CampusProvider
-from bessgw.northbound.campus_methods import CampusDispatchNodes
 from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_certificate
 from bessgw.northbound.compaction import Compactor
 from bessgw.northbound.connections import ConnectionGuard, ConnectionLimits, current_channel_unsecured
@@ -49,6 +47,10 @@ from bessgw.northbound.publisher import DEADBAND_NAMES, Publisher
 from bessgw.plugin.roles import Logger
 from bessgw.unit.directory import UnitDirectory
 from bessgw.unit.supervisor import UnitSupervisor
+
+if TYPE_CHECKING:  # campus dispatch pulls in the etcd client (grpc, protobuf: ~17 MB): only when configured
+    from bessgw.campus.commands import CampusCommands
+    from bessgw.northbound.campus_methods import CampusDispatchNodes
 
 #: bound on asyncua's shutdown (it closes every client connection)
 STOP_TIMEOUT_S = 3.0
@@ -192,6 +194,8 @@ class OpcUaServer:
         self.publisher.set_gateway(self._gateway, self.gateway_id)
         self.campus_dispatch = None
         if self.campus_commands is not None:
+            from bessgw.northbound.campus_methods import CampusDispatchNodes
+
             self.campus_dispatch = await CampusDispatchNodes.create(server, self._types, self.campus_commands,
                                                                     settings.sampling_interval_s, self.log)
         self.campus_mirror = None
