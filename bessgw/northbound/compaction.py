@@ -108,9 +108,9 @@ def unshare_before_changes(aspace: Any) -> None:
                 node.attributes[attribute_id] = SlimAttribute(attribute.value)
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
-        def changing(nodeid: ua.NodeId, attribute_id: ua.AttributeIds, *args: Any, **kwargs: Any) -> Any:
-            unshare(nodeid, attribute_id)
-            return original(nodeid, attribute_id, *args, **kwargs)
+        def changing(nodeid: ua.NodeId, attr: ua.AttributeIds, *args: Any, **kwargs: Any) -> Any:
+            unshare(nodeid, attr)  # asyncua's own parameter names: keyword callers work too
+            return original(nodeid, attr, *args, **kwargs)
         return changing
 
     for name in _CHANGES:

@@ -425,8 +425,11 @@ async def _instance(server: Server, types: Types, parent: Node, nodeid: ua.NodeI
             values[template.path] = item.RequestedNewNodeId
     for result in await server.iserver.isession.add_nodes(items):
         result.StatusCode.check()
-    types.prototypes[type_id] = Prototype(server.iserver.aspace, nodeid, parent.nodeid,
-                                          [item.RequestedNewNodeId for item in items])
+    try:
+        types.prototypes[type_id] = Prototype(server.iserver.aspace, nodeid, parent.nodeid,
+                                              [item.RequestedNewNodeId for item in items])
+    except ValueError:  # not a shape stamping knows (it says why): every instance made by asyncua, as before
+        pass
     return Instance(node=server.get_node(nodeid), values=values)
 
 

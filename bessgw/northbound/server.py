@@ -54,6 +54,10 @@ if TYPE_CHECKING:  # campus dispatch pulls in the etcd client (grpc, protobuf: ~
 
 #: bound on asyncua's shutdown (it closes every client connection)
 STOP_TIMEOUT_S = 3.0
+#: units are added to the address space in slices of about this long, yielding to the event loop between
+#: them: a unit takes ~1-3 ms (stamped), while one turn of a busy loop (1,000 units polled at 10 Hz) takes
+#: tens of ms, so yielding after every unit made the start last units × turn (~50 s at 1,000 units)
+ADD_UNITS_SLICE_S = 0.01
 
 _POLICIES = {
     "Basic256Sha256_SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
@@ -125,9 +129,13 @@ class OpcUaServer:
         self._running = True
         try:
             self._resolve_endpoint(server)
+            loop = asyncio.get_running_loop()
+            turn_ends = loop.time() + ADD_UNITS_SLICE_S
             for supervisor in self.directory:
                 await self._add_unit(supervisor)
-                await asyncio.sleep(0)  # ~50 ms of node creation per unit: let the poll loops run between
+                if loop.time() >= turn_ends:  # let the poll loops run between slices of node creation
+                    await asyncio.sleep(0)
+                    turn_ends = loop.time() + ADD_UNITS_SLICE_S
             assert self.publisher is not None
             await self.publisher.publish_once()  # "started" means serving with the values known now
             _freeze_built_objects()

@@ -98,8 +98,9 @@ def test_a_change_to_a_shared_attribute_stays_on_its_own_node_and_reaches_its_su
         assert aspace.read_attribute_value(mine, name).Value.Value == ua.LocalizedText("Charge")
         assert aspace.read_attribute_value(other, name).Value.Value == ua.LocalizedText("Other")
         assert aspace.read_attribute_value(UNITS_FIRST_SOC, name).Value.Value == ua.LocalizedText("SocPct")
-        aspace.set_attribute_value_callback(other, ua.AttributeIds.Description,
-                                            lambda nodeid, attr: ua.DataValue(ua.Variant(ua.LocalizedText("c"))))
+        aspace.set_attribute_value_callback(  # keyword arguments, as a caller may pass them
+            nodeid=other, attr=ua.AttributeIds.Description,
+            callback=lambda nodeid, attr: ua.DataValue(ua.Variant(ua.LocalizedText("c"))))
         assert aspace.read_attribute_value(other, ua.AttributeIds.Description).Value.Value == ua.LocalizedText("c")
         assert aspace.read_attribute_value(mine, ua.AttributeIds.Description).Value.Value.Text == "State of charge"
         Compactor(aspace).compact()  # compaction leaves shared and computed attributes alone
