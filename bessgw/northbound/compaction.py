@@ -99,6 +99,7 @@ def unshare_before_changes(aspace: Any) -> None:
     if getattr(aspace, "_bessgw_unshares", False):
         return
     get = aspace.get
+    value = ua.AttributeIds.Value
 
     def unshare(nodeid: ua.NodeId, attribute_id: ua.AttributeIds) -> None:
         node = get(nodeid)
@@ -109,7 +110,8 @@ def unshare_before_changes(aspace: Any) -> None:
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def changing(nodeid: ua.NodeId, attr: ua.AttributeIds, *args: Any, **kwargs: Any) -> Any:
-            unshare(nodeid, attr)  # asyncua's own parameter names: keyword callers work too
+            if attr is not value:  # never shared; the hot path (every published value) pays one comparison
+                unshare(nodeid, attr)  # asyncua's own parameter names: keyword callers work too
             return original(nodeid, attr, *args, **kwargs)
         return changing
 
