@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,19 @@ def build(state_dir: Path, key: ShelfKey = KEY, reasons: list[str] | None = None
     return asyncio.run(ensure_shelf(state_dir, key, said.append, build=standard_nodes.build_here))
 
 
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One state dir with a shelf for KEY, built once; tests work on copies of it."""
+    state_dir = tmp_path_factory.mktemp("pristine")
+    build(state_dir)
+    return state_dir
+
+
+def copy_of(pristine: Path, tmp_path: Path) -> Path:
+    shutil.copytree(pristine / CACHE_DIR_NAME, tmp_path / CACHE_DIR_NAME)
+    return standard_nodes.shelf_path(tmp_path, KEY)
+
+
 async def server_on(path: Path | None) -> Server:
     server = Server()
     if path is not None:
@@ -38,8 +52,8 @@ async def server_on(path: Path | None) -> Server:
     return server
 
 
-def test_a_shelf_reads_like_the_standard_address_space_and_keeps_writes(tmp_path: Path) -> None:
-    path = build(tmp_path)
+def test_a_shelf_reads_like_the_standard_address_space_and_keeps_writes(pristine: Path, tmp_path: Path) -> None:
+    path = copy_of(pristine, tmp_path)
 
     async def scenario() -> None:
         plain, shelved = await server_on(None), await server_on(path)
@@ -90,8 +104,8 @@ def test_the_installed_asyncua_version_names_the_shelf() -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "manifest", "foreign_key", "no_manifest", "extra_node"])
-def test_a_damaged_shelf_is_rebuilt_and_then_serves(tmp_path: Path, damage: str) -> None:
-    path = build(tmp_path)
+def test_a_damaged_shelf_is_rebuilt_and_then_serves(pristine: Path, tmp_path: Path, damage: str) -> None:
+    path = copy_of(pristine, tmp_path)
     directory = path.parent
     data = max((f for f in directory.iterdir() if f.name != MANIFEST_NAME), key=lambda f: f.stat().st_size)
     manifest = directory / MANIFEST_NAME
