@@ -76,6 +76,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def gateway_main(conn: Any, tmp: str) -> None:
     """Entry point of the gateway subprocess: serve, and answer the client's measurement requests."""
+    from bessgw.daemon.heap import fix_malloc_thresholds
+
+    fix_malloc_thresholds()  # as the daemon does at start (run_gateway)
     asyncio.run(_gateway(conn, Path(tmp)))
 
 

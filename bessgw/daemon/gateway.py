@@ -41,6 +41,7 @@ from bessgw.compat import BaseExceptionGroup, TaskGroup
 from bessgw.config import Config, UnitSection, load_config, plugin_options, unit_options
 from bessgw.config.preflight import timing_problems
 from bessgw.control.journal import STATE_DIR_MODE
+from bessgw.daemon.heap import fix_malloc_thresholds
 from bessgw.daemon.logsetup import configure_logging, shutting_down
 from bessgw.daemon.sdnotify import Notifier
 from bessgw.daemon.services import SERVICES, RunningService, Service, Services
@@ -540,6 +541,7 @@ def _finish_loop(loop: asyncio.AbstractEventLoop) -> bool:
 
 def run_gateway(config_path: Path, config: Config, pm: PluginManager, registry: PluginRegistry) -> int:
     """Run the gateway in a fresh event loop; returns the exit code (raises ``ConfigError`` at start-up)."""
+    fix_malloc_thresholds()  # before the big buffers: see heap.py
     notifier = Notifier()
     loop = asyncio.new_event_loop()
     clean = False

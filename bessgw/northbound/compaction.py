@@ -18,7 +18,8 @@ compares a compacted address space with an untouched one attribute by attribute.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from types import MappingProxyType
 from typing import Any
 
 from asyncua import ua
@@ -48,6 +49,77 @@ class SlimAttribute:
         return f"SlimAttribute({self.value})"
 
 
+class SharedAttribute:
+    """A static attribute shared by the same node of every stamped instance (:mod:`prototype`); read-only.
+
+    Nothing can change it in place: it has no callbacks and refuses assignment. Every asyncua entry point
+    that changes an attribute (a write, a subscription, a value callback or setter) first replaces it by a
+    private :class:`SlimAttribute` of its node (:func:`unshare_before_changes`), so a change to one unit
+    never shows on another.
+    """
+
+    __slots__ = ("_value",)
+
+    _NO_CALLBACKS: MappingProxyType[int, Any] = MappingProxyType({})
+
+    def __init__(self, value: ua.DataValue | None) -> None:
+        self._value = value
+
+    @property
+    def value(self) -> ua.DataValue | None:
+        return self._value
+
+    @property
+    def value_callback(self) -> None:
+        return None
+
+    @property
+    def value_setter(self) -> None:
+        return None
+
+    @property
+    def datachange_callbacks(self) -> MappingProxyType[int, Any]:
+        return self._NO_CALLBACKS
+
+    def __repr__(self) -> str:
+        return f"SharedAttribute({self._value})"
+
+
+_CHANGES = ("write_attribute_value", "add_datachange_callback", "set_attribute_value_callback",
+            "set_attribute_value_setter")
+
+
+def unshare_before_changes(aspace: Any) -> None:
+    """Make ``aspace`` give a node its own copy of a :class:`SharedAttribute` before changing it (idempotent).
+
+    Wraps, on this address space object only, the four methods through which asyncua (and we) change an
+    attribute: every one takes ``(nodeid, attribute_id, ...)``. The wrappers are plain functions that
+    return the original's result (for the write, its coroutine): no extra await on the write path.
+    """
+    if getattr(aspace, "_bessgw_unshares", False):
+        return
+    get = aspace.get
+    value = ua.AttributeIds.Value
+
+    def unshare(nodeid: ua.NodeId, attribute_id: ua.AttributeIds) -> None:
+        node = get(nodeid)
+        if node is not None:
+            attribute = node.attributes.get(attribute_id)
+            if type(attribute) is SharedAttribute:
+                node.attributes[attribute_id] = SlimAttribute(attribute.value)
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def changing(nodeid: ua.NodeId, attr: ua.AttributeIds, *args: Any, **kwargs: Any) -> Any:
+            if attr is not value:  # never shared; the hot path (every published value) pays one comparison
+                unshare(nodeid, attr)  # asyncua's own parameter names: keyword callers work too
+            return original(nodeid, attr, *args, **kwargs)
+        return changing
+
+    for name in _CHANGES:
+        setattr(aspace, name, wrap(getattr(aspace, name)))
+    aspace._bessgw_unshares = True
+
+
 class Compactor:
     """Compacts nodes of one server's address space, sharing equal static values across calls."""
 
@@ -70,7 +142,7 @@ class Compactor:
     def _compact_node(self, node: Any) -> None:
         attributes = node.attributes
         for attribute_id, attribute in attributes.items():
-            if type(attribute) is SlimAttribute:
+            if type(attribute) is SlimAttribute or type(attribute) is SharedAttribute:
                 continue
             if attribute.value_callback is not None or attribute.value_setter is not None \
                     or attribute.datachange_callbacks:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from asyncua import Node, Server, ua
 
 from bessgw.model import UnitState
+from bessgw.northbound.prototype import Prototype
 
 NAMESPACE_URI = "urn:bessgw:opcua"
 
@@ -194,6 +195,7 @@ class Types:
     battery_unit: ua.NodeId
     gateway: ua.NodeId
     templates: dict[ua.NodeId, list[_TemplateNode]] = field(default_factory=dict)
+    prototypes: dict[ua.NodeId, Prototype] = field(default_factory=dict)  #: the first instance of each type
     peer_gateway: ua.NodeId | None = None  #: set by :func:`create_campus_types` (federation only)
     peer_unit: ua.NodeId | None = None
 
@@ -389,7 +391,17 @@ def _template(server: Server, types: Types, type_id: ua.NodeId) -> list[_Templat
 
 async def _instance(server: Server, types: Types, parent: Node, nodeid: ua.NodeId, name: str,
                     type_id: ua.NodeId) -> Instance:
-    """Create an object of ``type_id`` with copies of the type's Mandatory children, in one call."""
+    """Create an object of ``type_id`` with copies of the type's Mandatory children.
+
+    The first instance of a type is created by asyncua (``add_nodes``, one call); later ones are stamped
+    from it (:mod:`prototype`), ~20× faster.
+    """
+    templates = _template(server, types, type_id)
+    prototype = types.prototypes.get(type_id)
+    if prototype is not None:
+        nodeids = prototype.stamp(server.iserver.aspace, nodeid, parent.nodeid, name)
+        return Instance(node=server.get_node(nodeid),
+                        values={t.path: nodeids[t.path] for t in templates if not t.parent})
     root = ua.AddNodesItem()
     root.RequestedNewNodeId = nodeid
     root.BrowseName = _qname(types.ns, name)
@@ -403,7 +415,7 @@ async def _instance(server: Server, types: Types, parent: Node, nodeid: ua.NodeI
     items = [root]
     values: dict[str, ua.NodeId] = {}
     created = {"": nodeid}  # one NodeId object per node: the references to a parent share it (memory)
-    for template in _template(server, types, type_id):
+    for template in templates:
         item = copy.copy(template.item)
         item.RequestedNewNodeId = created[template.path] = ua.NodeId(f"{nodeid.Identifier}.{template.path}",
                                                                      nodeid.NamespaceIndex)
@@ -413,6 +425,11 @@ async def _instance(server: Server, types: Types, parent: Node, nodeid: ua.NodeI
             values[template.path] = item.RequestedNewNodeId
     for result in await server.iserver.isession.add_nodes(items):
         result.StatusCode.check()
+    try:
+        types.prototypes[type_id] = Prototype(server.iserver.aspace, nodeid, parent.nodeid,
+                                              [item.RequestedNewNodeId for item in items])
+    except ValueError:  # not a shape stamping knows (it says why): every instance made by asyncua, as before
+        pass
     return Instance(node=server.get_node(nodeid), values=values)
 
 
