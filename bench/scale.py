@@ -145,7 +145,8 @@ async def main(count):
                     return all(w > since and r != m for w, r, m in zip(written_at, raw, marked))
                 while not done() and loop.time() < deadline:
                     await asyncio.sleep(0.002)
-                reply = {"latency_s": float(written_at.max() - since) if done() else None}
+                reply = {"latency_s": float(written_at.max() - since) if done() else None,
+                         "first_s": float(written_at.min() - since) if done() else None}
             print(json.dumps(reply), flush=True)
 
 asyncio.run(main(int(sys.argv[1])))
@@ -157,7 +158,7 @@ _GC_TIMED_GATEWAY = r"""
 import gc, sys, time
 from bessgw.cli import main
 
-log = open(sys.argv[1], "a", buffering=1)
+log = open(sys.argv[1].split("@")[0], "a", buffering=1)
 started = [0.0]
 
 def timed(phase, info):
@@ -167,9 +168,9 @@ def timed(phase, info):
         log.write(f"{time.time():.6f} {info['generation']} {(time.perf_counter() - started[0]) * 1e3:.3f}\n")
 
 gc.callbacks.append(timed)
-import os
-if os.environ.get("SCALE_GC_THRESHOLD"):
-    gc.set_threshold(*map(int, os.environ["SCALE_GC_THRESHOLD"].split(",")))
+if len(sys.argv[1].split("@")) == 2:  # log@thresholds: the daemon's collector thresholds replaced (A/B runs)
+    import bessgw.daemon.gateway as gateway
+    gateway.GC_THRESHOLDS = tuple(int(n) for n in sys.argv[1].split("@")[1].split(","))
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -318,7 +319,9 @@ class Simulator:
             return {key: sum(reply[key] for reply in replies) for key in ("reads", "polls")}
         if request["cmd"] == "wait":
             latencies = [reply["latency_s"] for reply in replies]
-            return {"latency_s": None if None in latencies else max(latencies)}
+            firsts = [reply["first_s"] for reply in replies]
+            return {"latency_s": None if None in latencies else max(latencies),
+                    "first_s": None if None in firsts else min(firsts)}
         return replies[0]
 
     def reads(self) -> int:
@@ -401,6 +404,7 @@ async def bare_writes(sim: Simulator, changes: int) -> dict[str, Any]:
             return False
 
     latencies: list[float] = []
+    spreads: list[float] = []  # first register written -> last
     missed = errors = 0
     try:
         for change in range(changes):
@@ -413,12 +417,14 @@ async def bare_writes(sim: Simulator, changes: int) -> dict[str, Any]:
                 missed += 1
             else:
                 latencies.append(answer["latency_s"])
+                spreads.append(answer["latency_s"] - answer["first_s"])
     finally:
         for client in clients:
             client.close()
     return {"p50_ms": round(percentile(latencies, 50) * 1e3, 1), "p99_ms": round(percentile(latencies, 99) * 1e3, 1),
             "max_ms": round(max(latencies, default=float("nan")) * 1e3, 1), "changes": changes, "missed": missed,
-            "errors": errors}
+            "errors": errors, "spread_p50_ms": round(percentile(spreads, 50) * 1e3, 1),
+            "spread_p99_ms": round(percentile(spreads, 99) * 1e3, 1)}
 
 
 # --------------------------------------------------------------------------------------- gateway
@@ -457,7 +463,7 @@ def gateway_config(state_dir: Path, ports: list[int], http_port: int, *, opcua_p
 class Gateway:
     """A real ``bessgw run`` process."""
 
-    def __init__(self, workdir: Path, config_text: str) -> None:
+    def __init__(self, workdir: Path, config_text: str, gc_thresholds: str = "") -> None:
         self.state_dir = workdir / "state"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "bessgw.toml"
@@ -466,7 +472,8 @@ class Gateway:
         self.started = time.perf_counter()
         #: the gateway's garbage-collector pauses, one ``wall_time generation ms`` line each (bench only)
         self.gc_log = workdir / "gc-pauses.txt"
-        self.proc = subprocess.Popen([sys.executable, "-c", _GC_TIMED_GATEWAY, str(self.gc_log), "run", "--config",
+        wrapper_arg = f"{self.gc_log}@{gc_thresholds}" if gc_thresholds else str(self.gc_log)
+        self.proc = subprocess.Popen([sys.executable, "-c", _GC_TIMED_GATEWAY, wrapper_arg, "run", "--config",
                                       str(self.config)], stdout=self.log, stderr=subprocess.STDOUT, text=True)
 
     def gc_log_entries(self) -> list[tuple[float, int, float]]:
@@ -734,6 +741,7 @@ def measure_gateway(gateway: Gateway, sim: Simulator, count: int, http_port: int
 
     latencies: list[float] = []
     windows: list[tuple[float, float]] = []  # each command's [sent, last register written], wall clock
+    firsts: list[float] = []  # each command's sent -> first register written
     read_rtts: list[float] = []
     missed = 0
     metrics2, polls2, wall2 = scrape(http_port), sim.polls(), time.perf_counter()
@@ -750,6 +758,7 @@ def measure_gateway(gateway: Gateway, sim: Simulator, count: int, http_port: int
             missed += 1
         else:
             latencies.append(answer["latency_s"])
+            firsts.append(answer["first_s"])
             windows.append((since, since + answer["latency_s"]))
         if client is not None:  # between commands: the OPC UA channel's own round trip, for comparison
             read_rtts.append(client.read_rtt())
@@ -771,6 +780,7 @@ def measure_gateway(gateway: Gateway, sim: Simulator, count: int, http_port: int
     step_p99 = histogram_quantile(0.99, metrics0["buckets"], metrics1["buckets"])
     timeouts = (None if metrics3["write_timeouts"] is None or metrics0["write_timeouts"] is None
                 else int(metrics3["write_timeouts"] - metrics0["write_timeouts"]))
+    spreads = [last - first for last, first in zip(latencies, firsts, strict=True)]
     row = {
         "poll_rate_hz": round(polls / wall, 1),
         "nominal_rate_hz": count * RATE_HZ,
@@ -799,6 +809,11 @@ def measure_gateway(gateway: Gateway, sim: Simulator, count: int, http_port: int
         "setpower_sim_cpu_cores": round((sim_cpu3 - sim_cpu2) / (wall3 - wall2), 3),
         "setpower_step_p99_ms": round(histogram_quantile(0.99, metrics2["buckets"], metrics3["buckets"]) * 1e3, 2),
         # where a command's time goes: acknowledged (OPC UA or admin round trip, journal fsync included) ...
+        # ... the first register written (the command path before the fan-out), the fan-out itself ...
+        "setpower_first_write_p50_ms": round(percentile(firsts, 50) * 1e3, 1),
+        "setpower_first_write_p99_ms": round(percentile(firsts, 99) * 1e3, 1),
+        "setpower_spread_p50_ms": round(percentile(spreads, 50) * 1e3, 1),
+        "setpower_spread_p99_ms": round(percentile(spreads, 99) * 1e3, 1),
         "setpower_ack_p50_ms": round(percentile(returned, 50) * 1e3, 1),
         "setpower_ack_p99_ms": round(percentile(returned, 99) * 1e3, 1),
         "gc_window": window_gc,  # the gateway's collector pauses during the measured window ...
@@ -840,7 +855,8 @@ def run_size(count: int, args: argparse.Namespace, workdir: Path) -> dict[str, A
             OpcUaClient.trust(workdir / f"gw{count}" / "state" / "pki")
         gateway = Gateway(workdir / f"gw{count}", gateway_config(workdir / f"gw{count}" / "state", sim.ports,
                                                                  http_port, opcua_port=opcua_port,
-                                                                 operator_hash=operator_hash))
+                                                                 operator_hash=operator_hash),
+                          args.gateway_gc_thresholds)
         client: OpcUaClient | None = None
         try:
             try:
@@ -959,6 +975,8 @@ def main() -> None:
     parser.add_argument("--setpower-interval-s", type=float, default=None,
                         help="pause between SetPower commands, as a SCADA's setpoint cadence (default: 0.5 with "
                              "--opcua-subscriber, else none)")
+    parser.add_argument("--gateway-gc-thresholds", default="", metavar="G0,G1,G2",
+                        help="replace the daemon's collector thresholds (e.g. 700,10,10, CPython's defaults) for A/B")
     parser.add_argument("--profile", metavar="PATH",
                         help="py-spy the gateway during the SetPower phase: collapsed stacks to PATH.<units>.txt")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare pymodbus baselines (polls and writes)")
@@ -983,6 +1001,7 @@ def main() -> None:
     figures: dict[str, Any] = {"bench": "scale", "rate_hz": RATE_HZ, "measure_s": args.measure_s,
                                "opcua": opcua, "setpower_path": path, "opcua_subscriber": args.opcua_subscriber,
                                "sim_processes": args.sim_processes,
+                               "gateway_gc_thresholds": args.gateway_gc_thresholds or "daemon's",
                                "cpus": os.cpu_count(), "loadavg_start": round(os.getloadavg()[0], 2), "sizes": {}}
     workdir = Path(tempfile.mkdtemp(prefix="bessgw-scale-"))
     try:
