@@ -834,6 +834,12 @@ def measure_gateway(gateway: Gateway, sim: Simulator, count: int, http_port: int
         row["bare_writes"] = baseline
         row["setpower_p99_ratio_vs_bare_writes"] = round(
             row["setpower_p99_ms"] / max(baseline["p99_ms"], 1e-9), 2)
+        row["setpower_p50_ratio_vs_bare_writes"] = round(
+            row["setpower_p50_ms"] / max(baseline["p50_ms"], 1e-9), 2)
+    if client is not None:  # issue 16, goal 3, as measured in this run
+        row["goal3"] = {"setpower_p99_below_50_ms": row["setpower_p99_ms"] < 50.0,
+                        "no_write_timeouts": timeouts == 0,
+                        "poll_rate_at_least_99_5_pct": min(row["poll_rate_pct"], row["setpower_poll_rate_pct"]) >= 99.5}
     return row
 
 
@@ -1034,6 +1040,9 @@ def main() -> None:
                   f"{g['setpower_sim_cpu_cores'] * 100:.1f} % during SetPower"
                   + (f"; {g['monitored_items']} monitored items, {g['notifications_per_s']} notifications/s"
                      if "monitored_items" in g else ""), flush=True)
+            if "goal3" in g:
+                print(f"         goal 3 in this run (load {g['loadavg']}): "
+                      + ", ".join(f"{name} {'yes' if met else 'NO'}" for name, met in g["goal3"].items()), flush=True)
         if args.campus_peers > 0:
             try:
                 figures["campus"] = run_campus(args, workdir)
