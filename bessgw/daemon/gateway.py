@@ -485,8 +485,10 @@ def freeze_startup_heap() -> None:
     Then raise the collection thresholds (:data:`GC_THRESHOLDS`). The gateway's objects die by reference
     counting; with the default young threshold a 200-unit gateway (10 Hz polling, a client subscribed to
     everything, two OPC UA SetPower a second) ran ~32 young, 3 middle and 0.25 full collections a second,
-    10-14 % of a command's time to its last register write, full-collection pauses of 30-120 ms
-    (``bench/scale.py --opcua-subscriber``). Only cyclic garbage waits longer, bounded by the threshold.
+    10-15 % of a command's time to its last register write, full-collection pauses of 14 ms on a quiet
+    machine and up to 120 ms on a loaded one (``bench/scale.py --opcua-subscriber``; with these thresholds
+    SetPower p99 26 ms instead of 34 ms in alternating quiet runs). Only cyclic garbage waits longer,
+    bounded by the threshold.
 
     Once, at start-up only. Not after a reload: what a replaced config left in reference cycles would be
     frozen for good, a few objects per reload. (Units added by a reload are frozen by the OPC UA server,
