@@ -271,6 +271,51 @@ class Counter:
         print(f"subscription status change: {self.status_changes[-1]}", file=sys.stderr, flush=True)
 
 
+async def connect_operator(endpoint: str, cert: Path, key: Path, uri: str, password: str) -> Any:
+    """An asyncua client over Basic256Sha256 SignAndEncrypt, logged in as ``operator`` (its certificate is
+    trusted by the gateway before it starts)."""
+    from asyncua import Client, ua
+    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+    # the bench client shares 2 cores with the gateway and other work: its 1 s default watchdog would
+    # disconnect on a starved second of its own, which is not what is measured here
+    client = Client(endpoint, timeout=30, watchdog_intervall=10.0)
+    client.application_uri = uri
+    await client.set_security(SecurityPolicyBasic256Sha256, certificate=str(cert), private_key=str(key),
+                              mode=ua.MessageSecurityMode.SignAndEncrypt)
+    client.set_user("operator")
+    client.set_password(password)
+    await asyncio.wait_for(client.connect(), 30)
+    return client
+
+
+async def subscribe_everything(client: Any, ns: int, gateway_id: str, unit_ids: list[str],
+                               counter: Counter) -> tuple[Any, int, float]:
+    """Subscribe to every variable of every unit (what a SCADA client showing everything does) and wait
+    for the initial values (one notification per item, bounded).
+
+    Returns the subscription, the number of monitored items and the seconds the subscribe calls took.
+    """
+    from asyncua import ua
+
+    nodes = [client.get_node(ua.NodeId(f"Unit/{gateway_id}/{unit}.{name}", ns))
+             for unit in unit_ids for name in UNIT_VARIABLES]
+    subscription = await client.create_subscription(
+        ua.CreateSubscriptionParameters(RequestedPublishingInterval=100, RequestedLifetimeCount=3000,
+                                        RequestedMaxKeepAliveCount=100, MaxNotificationsPerPublish=0,
+                                        PublishingEnabled=True, Priority=0), counter)
+    started = time.monotonic()
+    for start in range(0, len(nodes), 1000):
+        handles = await asyncio.wait_for(subscription.subscribe_data_change(nodes[start:start + 1000]), 60)
+        bad = [h for h in handles if not isinstance(h, int)]
+        assert not bad, f"monitored items refused: {bad[:3]}"
+    subscribe_s = time.monotonic() - started
+    initial_deadline = time.monotonic() + 30  # initial values: one notification per item
+    while counter.notifications < len(nodes) and time.monotonic() < initial_deadline:
+        await asyncio.sleep(0.1)
+    return subscription, len(nodes), subscribe_s
+
+
 async def set_power_everywhere(client: Any, ns: int, ask: Any, tag: str) -> dict[str, Any]:
     """SetPower on every unit in turn; call → driver write_setpoint latency (one monotonic clock, two processes)."""
     from asyncua import ua
@@ -301,9 +346,6 @@ async def set_power_everywhere(client: Any, ns: int, ask: Any, tag: str) -> dict
 
 
 async def client_side(conn: Any, endpoint: str, cert: Path, key: Path, uri: str) -> dict[str, Any]:
-    from asyncua import Client, ua
-    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-
     loop = asyncio.get_running_loop()
 
     async def ask(*request: Any) -> Any:
@@ -314,36 +356,15 @@ async def client_side(conn: Any, endpoint: str, cert: Path, key: Path, uri: str)
     figures["no_subscriber"] = await ask("measure", PHASE_S)
     figures["bare_write_attribute_value"] = await ask("bare", BARE_ROUNDS)
 
-    # the bench client shares 2 cores with the gateway and other work: its 1 s default watchdog would
-    # disconnect on a starved second of its own, which is not what is measured here
-    client = Client(endpoint, timeout=30, watchdog_intervall=10.0)
-    client.application_uri = uri
-    await client.set_security(SecurityPolicyBasic256Sha256, certificate=str(cert), private_key=str(key),
-                              mode=ua.MessageSecurityMode.SignAndEncrypt)
-    client.set_user("operator")
-    client.set_password(PASSWORD)
-    await asyncio.wait_for(client.connect(), 30)
+    client = await connect_operator(endpoint, cert, key, uri, PASSWORD)
     try:
         ns = await client.get_namespace_index(NAMESPACE_URI)
         figures["setpower_no_subscriber"] = await set_power_everywhere(client, ns, ask, "nosub")
-        unit_ids = [f"u{index:03d}" for index in range(UNITS)]
-        nodes = [client.get_node(ua.NodeId(f"Unit/{GATEWAY_ID}/{unit}.{name}", ns))
-                 for unit in unit_ids for name in UNIT_VARIABLES]
         counter = Counter()
-        subscription = await client.create_subscription(
-            ua.CreateSubscriptionParameters(RequestedPublishingInterval=100, RequestedLifetimeCount=3000,
-                                            RequestedMaxKeepAliveCount=100, MaxNotificationsPerPublish=0,
-                                            PublishingEnabled=True, Priority=0), counter)
-        subscribe_started = time.monotonic()
-        for start in range(0, len(nodes), 1000):
-            handles = await asyncio.wait_for(subscription.subscribe_data_change(nodes[start:start + 1000]), 60)
-            bad = [h for h in handles if not isinstance(h, int)]
-            assert not bad, f"monitored items refused: {bad[:3]}"
-        figures["monitored_items"] = len(nodes)
-        figures["subscribe_s"] = round(time.monotonic() - subscribe_started, 1)
-        initial_deadline = time.monotonic() + 30  # initial values: one notification per item
-        while counter.notifications < len(nodes) and time.monotonic() < initial_deadline:
-            await asyncio.sleep(0.1)
+        subscription, items, subscribe_s = await subscribe_everything(
+            client, ns, GATEWAY_ID, [f"u{index:03d}" for index in range(UNITS)], counter)
+        figures["monitored_items"] = items
+        figures["subscribe_s"] = round(subscribe_s, 1)
         before, started = counter.notifications, time.monotonic()
         with_subscriber = await ask("measure", PHASE_S)
         delivered = counter.notifications - before

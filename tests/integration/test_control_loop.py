@@ -257,6 +257,7 @@ def test_a_hung_unit_does_not_delay_the_others(plugin_path) -> None:
             state = await r.step()
             assert [r.drivers[1].p_kw, r.drivers[2].p_kw] == pytest.approx([100.0, 100.0], rel=1e-3)
             assert "timed out" in state.write_errors["u0"]
+            assert r.loop.write_timeouts == 1  # counted (bessgw_control_write_timeouts_total)
             assert time.monotonic() - started < 5.0  # bounded by the write timeout, not hung
             r.drivers[0].hang_writes = False
             await r.step()  # the failed write is retried next period

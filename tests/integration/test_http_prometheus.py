@@ -152,7 +152,7 @@ def test_promtool_check_metrics_reports_nothing_on_a_scrape(gateway_with_silent_
     assert status == 200
     for family in (b"bessgw_unit_state_of_charge_ratio", b"bessgw_transport_request_duration_seconds_bucket",
                    b"bessgw_can_frames_total", b"bessgw_control_step_duration_seconds_bucket",
-                   b"bessgw_journal_appends_total", b"bessgw_opcua_sessions"):
+                   b"bessgw_journal_appends_total", b"bessgw_opcua_sessions", b"bessgw_control_write_timeouts_total"):
         assert family in scrape, family
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=scrape, capture_output=True, timeout=30)
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")

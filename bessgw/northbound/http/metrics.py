@@ -155,6 +155,8 @@ class ControlCollector:
                       [((), loop.envelope_clamps)])
         yield counter("bessgw_control_decisions_expired", "Writes dropped because their decision was too old", [],
                       [((), loop.decisions_expired)])
+        yield counter("bessgw_control_write_timeouts", "Unit writes that did not finish within write_timeout_s", [],
+                      [((), loop.write_timeouts)])
         yield gauge("bessgw_control_write_errors", "Units whose write failed in the last period", [],
                     [((), len(state.write_errors))])
         journal = service.journal
