@@ -169,8 +169,8 @@ def timed(phase, info):
 
 gc.callbacks.append(timed)
 if len(sys.argv[1].split("@")) == 2:  # log@thresholds: the daemon's collector thresholds replaced (A/B runs)
-    import bessgw.daemon.gateway as gateway
-    gateway.GC_THRESHOLDS = tuple(int(n) for n in sys.argv[1].split("@")[1].split(","))
+    import bessgw.daemon.heap as heap
+    heap.GC_THRESHOLDS = tuple(int(n) for n in sys.argv[1].split("@")[1].split(","))
 sys.exit(main(sys.argv[2:]))
 """
 

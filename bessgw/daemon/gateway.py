@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -41,7 +40,7 @@ from bessgw.compat import BaseExceptionGroup, TaskGroup
 from bessgw.config import Config, UnitSection, load_config, plugin_options, unit_options
 from bessgw.config.preflight import timing_problems
 from bessgw.control.journal import STATE_DIR_MODE
-from bessgw.daemon.heap import fix_malloc_thresholds
+from bessgw.daemon.heap import fix_malloc_thresholds, freeze_startup_heap
 from bessgw.daemon.logsetup import configure_logging, shutting_down
 from bessgw.daemon.sdnotify import Notifier
 from bessgw.daemon.services import SERVICES, RunningService, Service, Services
@@ -469,34 +468,6 @@ def _endpoint_name(section: UnitSection) -> str:
     if section.opcua is not None:
         return section.opcua.endpoint
     return ""
-
-
-#: collector thresholds once started: a young collection only after this many net container allocations
-#: (CPython's default, 700, is reached inside every control step that writes 200 units, whose in-flight
-#: requests then get walked and promoted until a full collection), then CPython's ratios between generations
-GC_THRESHOLDS = (50_000, 20, 20)
-
-
-def freeze_startup_heap() -> None:
-    """Move everything start-up allocated (modules, plugins, config, the address space: most of the heap) out
-    of the garbage collector's reach: its full collections then scan only what was allocated since. Without
-    it a full collection walks the whole heap, a pause of tens of milliseconds in the event loop at random
-    moments (a scrape, a control step) on a 200-unit gateway.
-
-    Then raise the collection thresholds (:data:`GC_THRESHOLDS`). The gateway's objects die by reference
-    counting; with the default young threshold a 200-unit gateway (10 Hz polling, a client subscribed to
-    everything, two OPC UA SetPower a second) ran ~32 young, 3 middle and 0.25 full collections a second,
-    10-15 % of a command's time to its last register write, full-collection pauses of 14 ms on a quiet
-    machine and up to 120 ms on a loaded one (``bench/scale.py --opcua-subscriber``; with these thresholds
-    SetPower p99 26 ms instead of 34 ms in alternating quiet runs). Only cyclic garbage waits longer,
-    bounded by the threshold.
-
-    Once, at start-up only. Not after a reload: what a replaced config left in reference cycles would be
-    frozen for good, a few objects per reload. (Units added by a reload are frozen by the OPC UA server,
-    which holds most of their objects.)"""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _started(service: Service) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bessgw.daemon.gateway import GC_THRESHOLDS, freeze_startup_heap
+from bessgw.daemon.heap import GC_THRESHOLDS, freeze_startup_heap
 
 
 class _Node:
