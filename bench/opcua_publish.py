@@ -114,6 +114,7 @@ async def _measure(units: int, rounds: int, profile: bool) -> dict[str, Any]:
     write = server.write_attribute_value
     good = ua.StatusCode(ua.StatusCodes.Good)
     ours: list[float] = []
+    written = 0
     bare: list[float] = []
     built: list[float] = []
     profiler = cProfile.Profile() if profile else None
@@ -128,6 +129,7 @@ async def _measure(units: int, rounds: int, profile: bool) -> dict[str, Any]:
         spent = time.thread_time() - started
         if profiler is not None:
             profiler.disable()
+        written += publisher.values_written - written0
         ours.append(spent / max(1, publisher.values_written - written0) * 1e6)
 
         now = dt.datetime.now(dt.timezone.utc)
@@ -151,7 +153,7 @@ async def _measure(units: int, rounds: int, profile: bool) -> dict[str, Any]:
         stats.sort_stats("cumulative").print_stats(12)
     ratios = [a / b for a, b in zip(ours, bare, strict=True)]
     return {
-        "units": units, "rounds": rounds, "values_per_round": round(publisher.values_written / (rounds + 1)),
+        "units": units, "rounds": rounds, "values_per_round": round(written / rounds),
         "publisher_us_per_value": round(statistics.median(ours), 3),
         "bare_us_per_value": round(statistics.median(bare), 3),
         "bare_built_us_per_value": round(statistics.median(built), 3),
