@@ -90,10 +90,14 @@ DEADBAND_NAMES = frozenset(
 )
 
 
+#: the qualities as module constants: ``Quality.GOOD`` goes through the Enum metaclass (~50 ns a lookup)
+_Q_GOOD, _Q_STALE = Quality.GOOD, Quality.STALE
+
+
 def quality_status(quality: Quality, connected: bool) -> ua.StatusCode:
-    if quality is Quality.GOOD:
+    if quality is _Q_GOOD:
         return _GOOD
-    if quality is Quality.STALE:
+    if quality is _Q_STALE:
         return _UNCERTAIN
     return _BAD_DEVICE if connected else _BAD_NO_COMMUNICATION
 
@@ -351,9 +355,9 @@ class Publisher:
             snap = supervisor.snapshot()
             telemetry = snap.telemetry
             quality = telemetry.quality
-            if quality is Quality.GOOD:
+            if quality is _Q_GOOD:
                 good += 1
-            elif quality is Quality.STALE:
+            elif quality is _Q_STALE:
                 stale += 1
             else:
                 bad += 1
