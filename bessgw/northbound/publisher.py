@@ -6,12 +6,17 @@ Northbound cost must not starve the poll loops (200 units × ~20 variables). So:
   object is looked up once per variable, the DataValue is built without asyncua's per-call type guessing
   (we know each variable's type), and the subscriptions' data-change callbacks are called exactly as
   ``write_attribute_value`` calls them. That path's own checks (node exists, type matches, Bad means a
-  null value) hold by construction here; the result costs about what a bare ``write_attribute_value``
-  with a prebuilt DataValue costs (``bench/opcua_north.py`` prints the ratio);
+  null value) hold by construction here;
 * a unit whose telemetry, limits and capability objects are the same as last cycle costs one identity
   comparison; otherwise only values that moved beyond their absolute deadband, or whose status changed,
   are written — the number of notifications a subscribe-to-everything client causes is bounded by
-  ``units × variables / sampling_interval_s`` and in practice far below it;
+  ``units × variables / sampling_interval_s`` and in practice far below it. The ~14 values of each new
+  telemetry are checked in one loop over the unit's variables in a fixed order (no call, no name lookup
+  per value), so an unchanged value costs two comparisons; everything else goes through :meth:`_put`
+  (the same rules, one value at a time). All told, a changed value, its share of the unchanged ones
+  checked beside it included, costs about what a bare ``write_attribute_value`` of a prebuilt DataValue
+  called at the same pace costs, or less (``bench/opcua_north.py`` prints the ratio,
+  ``bench/opcua_publish.py`` the inner loop alone);
 * the sampling interval is configured separately from the poll interval, and the loop yields to the
   event loop between slices of units, so a command or a poll waits at most one slice.
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import operator
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,11 +60,13 @@ _PART_S = 0.1
 _SLICE_S = 0.002
 
 _GOOD = ua.StatusCode(ua.StatusCodes.Good)
+_GOOD_CODE = _GOOD.value
 _DOUBLE = ua.VariantType.Double
 _UNCERTAIN = ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)
 _BAD_NO_COMMUNICATION = ua.StatusCode(ua.StatusCodes.BadNoCommunication)
 _BAD_DEVICE = ua.StatusCode(ua.StatusCodes.BadDeviceFailure)
 _NO_VALUE = ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
+_NO_VALUE_CODE = _NO_VALUE.value
 _NOT_NEGOTIATED = ua.StatusCode(ua.StatusCodes.BadInvalidState)
 
 _TELEMETRY_FIELDS = {
@@ -66,6 +74,10 @@ _TELEMETRY_FIELDS = {
     "DcVoltageV": "dc_v", "DcCurrentA": "dc_a", "CellTempMinC": "cell_temp_min_c",
     "CellTempMaxC": "cell_temp_max_c", "CellVoltageMinV": "cell_v_min", "CellVoltageMaxV": "cell_v_max",
 }
+#: the unit variables written from one telemetry with its status and source time, checked in one loop
+_TELEMETRY_NAMES = (*_TELEMETRY_FIELDS, "State", "AlarmActive", "Alarms", "Warnings")
+#: the numeric telemetry fields of :data:`_TELEMETRY_FIELDS` in one C call (a getattr each costs more)
+_telemetry_numbers = operator.attrgetter(*_TELEMETRY_FIELDS.values())
 _LIMIT_FIELDS = {"MaxChargeKw": "max_charge_kw", "MaxDischargeKw": "max_discharge_kw",
                  "MaxReactiveKvar": "max_q_kvar"}
 #: a StatusCode's severity bits: 0b10 Bad, 0b01 Uncertain, 0b00 Good (OPC UA Part 4, 7.39)
@@ -79,10 +91,14 @@ DEADBAND_NAMES = frozenset(
 )
 
 
+#: the qualities as module constants: ``Quality.GOOD`` goes through the Enum metaclass (~50 ns a lookup)
+_Q_GOOD, _Q_STALE = Quality.GOOD, Quality.STALE
+
+
 def quality_status(quality: Quality, connected: bool) -> ua.StatusCode:
-    if quality is Quality.GOOD:
+    if quality is _Q_GOOD:
         return _GOOD
-    if quality is Quality.STALE:
+    if quality is _Q_STALE:
         return _UNCERTAIN
     return _BAD_DEVICE if connected else _BAD_NO_COMMUNICATION
 
@@ -122,30 +138,7 @@ class _Sample(ua.DataValue):
 
 _new = object.__new__
 _NULL = ua.VariantType.Null
-
-
-def _datavalue(value: Any, variant: ua.VariantType, status: ua.StatusCode, source_ts: dt.datetime,
-               server_ts: dt.datetime) -> ua.DataValue:
-    """The DataValue ``ua.DataValue(ua.Variant(value, variant), ...)`` builds, without its type checks.
-
-    asyncua's constructors guess and check the type of every value (~3 µs, most of a write's cost); the
-    variant here is the variable's declared type and the value the publisher's own. A Bad status carries
-    a null value, as Part 4 (7.7.1) and asyncua's write path require.
-    """
-    wrapped = _new(ua.Variant)
-    if status.value & _BAD_MASK:
-        wrapped.Value, wrapped.VariantType, wrapped.is_array = None, _NULL, False
-    else:
-        wrapped.Value, wrapped.VariantType, wrapped.is_array = value, variant, isinstance(value, list)
-    wrapped.Dimensions = None
-    datavalue = _new(_Sample)
-    datavalue.Encoding = 0
-    datavalue.Value = wrapped
-    datavalue.StatusCode = status
-    datavalue.SourceTimestamp = source_ts
-    datavalue.ServerTimestamp = server_ts
-    datavalue.SourcePicoseconds = datavalue.ServerPicoseconds = None
-    return datavalue
+_Variant = ua.Variant
 
 
 @dataclass
@@ -161,6 +154,8 @@ class Published:
     connected: bool | None = None
     refused_reason: str | None = None
     alarm_names: frozenset[str] = frozenset()
+    #: the :class:`_Shown` of :data:`_TELEMETRY_NAMES`, in that order (the same objects as in ``values``)
+    rows: tuple[_Shown, ...] = ()
 
 
 class Publisher:
@@ -172,6 +167,8 @@ class Publisher:
         self.interval_s = interval_s
         self.deadbands = dict(deadbands)
         self.default_deadband = default_deadband
+        #: the deadband of each of :data:`_TELEMETRY_NAMES` (applied to float values only, as in :meth:`_moved`)
+        self._telemetry_deadbands = tuple(self.deadbands.get(name, default_deadband) for name in _TELEMETRY_NAMES)
         self._server_time = dt.datetime.now(_UTC)
         self.on_alarms = on_alarms
         self.units: dict[str, tuple[UnitSupervisor, Published]] = {}
@@ -253,8 +250,10 @@ class Publisher:
             wrote += self._write_limits(published, limits, now)
         if capability is not published.capability and capability is not None:
             wrote += await self._write_capability(published, capability, now)
-        wrote += self._put(published, "Connected", connected, _GOOD, now)
-        wrote += self._put(published, "RefusedReason", refused, _GOOD, now)
+        if connected != published.connected:
+            wrote += self._put(published, "Connected", connected, _GOOD, now)
+        if refused != published.refused_reason:
+            wrote += self._put(published, "RefusedReason", refused, _GOOD, now)
         published.telemetry, published.limits, published.capability = telemetry, limits, capability
         published.connected, published.refused_reason = connected, refused
         if self._changed:
@@ -269,22 +268,48 @@ class Publisher:
 
     def _write_telemetry(self, published: Published, telemetry: Telemetry, connected: bool,
                          now: dt.datetime) -> int:
+        """Write what moved of one telemetry; the unchanged values cost two comparisons each.
+
+        The same rules as :meth:`_put` (deadbands on floats, a Good NaN shown as "no value yet", a status
+        change always written), inlined for the ~14 values every poll brings: a call per value was most of
+        the publisher's cost per unit.
+        """
         status = quality_status(telemetry.quality, connected)
+        code = status.value
         source = dt.datetime.fromtimestamp(telemetry.timestamp, _UTC)
-        put = self._put
+        rows = published.rows or self._rows(published)
+        alarms = telemetry.alarms
+        values = (*_telemetry_numbers(telemetry), telemetry.state._value_, alarms != 0, alarms, telemetry.warnings)
+        store = self._store
         wrote = 0
-        for name, attribute in _TELEMETRY_FIELDS.items():
-            wrote += put(published, name, getattr(telemetry, attribute), status, source)
-        wrote += put(published, "State", telemetry.state.value, status, source)
-        wrote += put(published, "AlarmActive", telemetry.alarms != 0, status, source)
-        wrote += put(published, "Alarms", telemetry.alarms, status, source)
-        wrote += put(published, "Warnings", telemetry.warnings, status, source)
-        if telemetry.alarm_names != published.alarm_names or "AlarmNames" not in published.values:
-            wrote += put(published, "AlarmNames", sorted(telemetry.alarm_names), status, source)
-        else:  # same names: only a status change is news (sorting the set each poll is not free)
-            wrote += put(published, "AlarmNames", published.values["AlarmNames"].value, status, source)
-        wrote += put(published, "QualityReason", telemetry.quality_reason, _GOOD, now)
+        for shown, value, deadband, name in zip(rows, values, self._telemetry_deadbands, _TELEMETRY_NAMES, strict=True):
+            if value == value:
+                if shown.code == code:
+                    old = shown.value
+                    if value == old or (isinstance(value, float) and isinstance(old, float)
+                                        and abs(value - old) <= deadband):
+                        continue
+                wrote += store(published, name, shown, value, status, source)
+            elif code & _SEVERITY_MASK:  # NaN with Uncertain or Bad: shown as such
+                if shown.code != code or shown.value == shown.value:
+                    wrote += store(published, name, shown, value, status, source)
+            elif shown.code != _NO_VALUE_CODE or shown.value == shown.value:  # Good NaN: nothing measured
+                wrote += store(published, name, shown, value, _NO_VALUE, source)
+        names = telemetry.alarm_names
+        shown = published.values.get("AlarmNames")
+        if shown is None or names != published.alarm_names:
+            wrote += self._put(published, "AlarmNames", sorted(names), status, source)
+        elif shown.code != code:  # same names: only a status change is news (sorting the set is not free)
+            wrote += store(published, "AlarmNames", shown, shown.value, status, source)
+        reason = telemetry.quality_reason
+        shown = published.values.get("QualityReason") or self._shown(published, "QualityReason")
+        if shown.code != _GOOD_CODE or reason != shown.value:  # why the quality is what it is: always Good
+            wrote += store(published, "QualityReason", shown, reason, _GOOD, now)
         return wrote
+
+    def _rows(self, published: Published) -> tuple[_Shown, ...]:
+        published.rows = tuple(self._shown(published, name) for name in _TELEMETRY_NAMES)
+        return published.rows
 
     def _write_limits(self, published: Published, limits: EffectiveLimits | None, now: dt.datetime) -> int:
         wrote = 0
@@ -325,22 +350,29 @@ class Publisher:
     # -------------------------------------------------------------------------------- gateway
 
     async def _publish_gateway(self, published: Published, now: dt.datetime) -> None:
-        supervisors = [entry[0] for entry in self.units.values()]
-        counts = {quality: 0 for quality in Quality}
+        good = stale = bad = 0  # counted by identity: hashing an Enum member is a Python-level call
         charge = discharge = energy = stored = 0.0
-        for supervisor in supervisors:
+        for supervisor, _ in self.units.values():
             snap = supervisor.snapshot()
             telemetry = snap.telemetry
-            counts[telemetry.quality] += 1
-            if snap.limits is not None and snap.connected:
-                charge += snap.limits.max_charge_kw
-                discharge += snap.limits.max_discharge_kw
-            if snap.capability is not None and not math.isnan(telemetry.soc_pct):
+            quality = telemetry.quality
+            if quality is _Q_GOOD:
+                good += 1
+            elif quality is _Q_STALE:
+                stale += 1
+            else:
+                bad += 1
+            limits = snap.limits
+            if limits is not None and snap.connected:
+                charge += limits.max_charge_kw
+                discharge += limits.max_discharge_kw
+            soc_pct = telemetry.soc_pct
+            if snap.capability is not None and soc_pct == soc_pct:  # not NaN
                 energy += snap.capability.energy_kwh
-                stored += snap.capability.energy_kwh * telemetry.soc_pct / 100.0
+                stored += snap.capability.energy_kwh * soc_pct / 100.0
         values: dict[str, Any] = {
-            "GatewayId": self.gateway_id, "SoftwareVersion": __version__, "UnitCount": len(supervisors),
-            "UnitsGood": counts[Quality.GOOD], "UnitsStale": counts[Quality.STALE], "UnitsBad": counts[Quality.BAD],
+            "GatewayId": self.gateway_id, "SoftwareVersion": __version__, "UnitCount": good + stale + bad,
+            "UnitsGood": good, "UnitsStale": stale, "UnitsBad": bad,
             "AvailableChargeKw": charge, "AvailableDischargeKw": discharge, "EnergyKwh": energy,
             "SocPct": stored / energy * 100.0 if energy else math.nan,
         }
@@ -366,21 +398,52 @@ class Publisher:
 
         The subscriptions hear of it at the next :meth:`_notify` (after the unit: no await per value).
         """
-        variant = _VARIANTS[name]
         code = status.value
-        if variant is _DOUBLE and value != value and not code & _SEVERITY_MASK:  # Good NaN: nothing measured
-            status, code = _NO_VALUE, _NO_VALUE.value
+        if _VARIANTS[name] is _DOUBLE and value != value and not code & _SEVERITY_MASK:  # Good NaN: nothing measured
+            status, code = _NO_VALUE, _NO_VALUE_CODE
+        shown = published.values.get(name)
+        if shown is None:
+            shown = self._shown(published, name)
+        elif shown.code == code and not self._moved(name, shown.value, value):
+            return 0
+        return self._store(published, name, shown, value, status, source_ts)
+
+    def _shown(self, published: Published, name: str) -> _Shown:
+        """The :class:`_Shown` of one of the unit's variables, created (nothing shown yet) on first use."""
         shown = published.values.get(name)
         if shown is None:
             node = self._aspace.get(published.instance.child(name))
             shown = published.values[name] = _Shown(node.attributes[ua.AttributeIds.Value] if node else None)
-        elif shown.code == code and not self._moved(name, shown.value, value):
-            return 0
+        return shown
+
+    def _store(self, published: Published, name: str, shown: _Shown, value: Any, status: ua.StatusCode,
+               source_ts: dt.datetime) -> int:
+        """Show ``value`` with ``status`` (the caller decided it is news); returns 1 if the node still exists.
+
+        The DataValue is the one ``ua.DataValue(ua.Variant(value, variant), ...)`` builds, without asyncua's
+        constructors: they guess and check the type of every value (~3 µs, more than the rest of a write);
+        the variant here is the variable's declared type and the value the publisher's own. A Bad status
+        carries a null value, as Part 4 (7.7.1) and asyncua's write path require. Built here rather than in a
+        helper: one call less per written value.
+        """
+        code = status.value
         shown.value, shown.code = value, code
         attribute = shown.attribute
         if attribute is None:  # the node was deleted under us (its unit is being removed)
             return 0
-        datavalue = _datavalue(value, variant, status, source_ts, self._server_time)
+        wrapped = _new(_Variant)
+        if code & _BAD_MASK:
+            wrapped.Value, wrapped.VariantType, wrapped.is_array = None, _NULL, False
+        else:
+            wrapped.Value, wrapped.VariantType, wrapped.is_array = value, _VARIANTS[name], isinstance(value, list)
+        wrapped.Dimensions = None
+        datavalue = _new(_Sample)
+        datavalue.Encoding = 0
+        datavalue.Value = wrapped
+        datavalue.StatusCode = status
+        datavalue.SourceTimestamp = source_ts
+        datavalue.ServerTimestamp = self._server_time
+        datavalue.SourcePicoseconds = datavalue.ServerPicoseconds = None
         if attribute.value_setter is not None:  # not ours (nothing sets one on our variables): asyncua's path
             attribute.value_setter(self._aspace[published.instance.child(name)], ua.AttributeIds.Value, datavalue)
         else:
