@@ -98,14 +98,18 @@ def _wait_total(campus: RollingCampus, p_kw: float, timeout_s: float, what: str)
          f"{what} (Σ now {campus.latest().total():.1f} kW)")
 
 
-def _over(campus: RollingCampus, bound_kw: Callable[[float], float], since_s: float) -> list[tuple[float, float, str]]:
+def _over(campus: RollingCampus, bound_kw: Callable[[float], float],
+          since_s: float) -> list[tuple[float, float, str, str]]:
     bad = []
     for sample in campus.sampler.since(since_s):
         # a sweep spans [at_s, done_s]: the larger bound of the two ends is in force for part of it
         limit = max(bound_kw(sample.at_s), bound_kw(sample.done_s))
         for which, total in (("measured", sample.total()), ("commanded", sample.commanded_total())):
             if total > limit + SAMPLING_TOLERANCE_KW:
-                bad.append((round(sample.at_s - since_s, 3), round(total, 2), which))
+                bad.append((round(sample.at_s - since_s, 3), round(total, 2), which,
+                            f"sweep {(sample.done_s - sample.at_s) * 1e3:.0f} ms; measured/commanded by device "
+                            + ", ".join(f"{d} {sample.measured[d]:g}/{sample.commanded[d]:g}"
+                                        for d in sorted(sample.measured))))
     return bad
 
 
