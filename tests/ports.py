@@ -17,6 +17,9 @@ from pathlib import Path
 #: the lowest port handed out (above the well-known and commonly registered service ports)
 _LOWEST = 10000
 _TRIES = 400
+#: every port this process handed out: never twice (a test's ports are not held between the draws, and a
+#: random draw, unlike the kernel's port 0, may repeat itself)
+_HANDED_OUT: set[int] = set()
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -47,7 +50,9 @@ def free_port_run(count: int, kind: int = socket.SOCK_STREAM) -> int:
     rng = random.SystemRandom()  # two test processes must not walk the same sequence
     for _ in range(_TRIES):
         first = rng.randint(_LOWEST, highest_first)
-        if all(_bindable(port, kind) for port in range(first, first + count)):
+        ports = range(first, first + count)
+        if _HANDED_OUT.isdisjoint(ports) and all(_bindable(port, kind) for port in ports):
+            _HANDED_OUT.update(ports)
             return first
     raise RuntimeError(f"no {count} consecutive free ports between {_LOWEST} and {low} after {_TRIES} tries")
 

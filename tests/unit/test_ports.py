@@ -32,3 +32,10 @@ def test_a_port_in_use_is_never_handed_out() -> None:
     finally:
         for sock in held:
             sock.close()
+
+
+def test_no_port_is_handed_out_twice_by_one_process() -> None:
+    ports = [free_tcp_port() for _ in range(300)]
+    runs = [free_tcp_port_run(4) for _ in range(50)]
+    every = ports + [first + i for first in runs for i in range(4)]
+    assert len(set(every)) == len(every)
