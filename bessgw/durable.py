@@ -2,8 +2,9 @@
 
 The state directory holds a few one-line files (the federation boot counter, the state-directory
 version) whose loss or truncation would be unsafe: a boot counter that went back lets captured gossip be
-replayed; a half-written version marker would refuse a good state directory. Journal data lives in
-SQLite, which has its own durability.
+replayed; a half-written version marker would refuse a good state directory. Larger files written as a
+whole directory (the OPC UA standard-nodes shelf) use :func:`fsync_path` before their rename. Journal data
+lives in SQLite, which has its own durability.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_path(path.parent)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush ``path`` (a file, or a directory after entries in it were created or renamed) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)

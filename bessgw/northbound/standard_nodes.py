@@ -39,6 +39,7 @@ from typing import Any
 from asyncua.server.address_space import AddressSpace, NodeManagementService
 
 from bessgw.compat import timeout
+from bessgw.durable import fsync_path
 
 #: the shelf directories' parent, under the state dir
 CACHE_DIR_NAME = "opcua-standard-nodes"
@@ -180,14 +181,14 @@ def build_shelf(state_dir: Path, key: ShelfKey,
         del aspace
         files = {}
         for file in sorted(scratch.iterdir()):
-            _fsync(file)
+            fsync_path(file)
             files[file.name] = _sha256(file)
         manifest = {"key": _key_fields(key), "nodes": nodes, "files": files}
         (scratch / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        _fsync(scratch / MANIFEST_NAME)
+        fsync_path(scratch / MANIFEST_NAME)
         shutil.rmtree(directory, ignore_errors=True)  # an invalid one: replaced, never patched
         scratch.rename(directory)
-        _fsync(root)
+        fsync_path(root)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -218,14 +219,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def main(argv: list[str]) -> int:
