@@ -10,8 +10,11 @@ Each period (:meth:`ControlLoop.step`):
 3. split it with :func:`~bessgw.control.allocation.allocate` over the available units;
 4. pass every value through the safety envelope (:func:`~bessgw.control.envelope.gate_arrays`) — the
    last gate, whatever computed the value;
-5. write the changed values to the units in parallel, each write bounded by ``write_timeout_s``: a slow
-   or hung unit costs only its own write, never another unit's.
+5. write the changed values to the units, each write bounded by ``write_timeout_s``: first every
+   decrease of ``|P|``/``|Q|`` in parallel, then every increase in parallel — only once the decreases are
+   confirmed, so a share moving between units never adds up to more than the target on the way
+   (:meth:`ControlLoop._write_in_order`). A slow or hung unit costs only its own write, except that a
+   decrease it fails holds back that step's increases: the safe state wins.
 
 The ramp of each unit starts from the last value *successfully* written to it. The loop does not own the
 device-side heartbeats (the unit supervisors do); :meth:`ControlLoop.healthy` tells the daemon whether
@@ -52,6 +55,8 @@ TRACER = trace.get_tracer("bessgw.control")
 
 #: values closer than this to the last written one are not written again
 _WRITE_EPSILON = 1e-6
+#: the outcome of an increase not written because a decrease of its step was not confirmed
+_HELD = "held: a decrease of the same step was not confirmed"
 
 
 def _is_decrease(present_p_kw: float, present_q_kvar: float, p_kw: float, q_kvar: float) -> bool:
@@ -153,6 +158,8 @@ class ControlLoop:
         self.fence: Callable[[str], float | None] | None = None
         self.decisions_expired = 0  # writes dropped at the device door because their decision was too old
         self.write_timeouts = 0  # unit writes that did not finish within write_timeout_s (benches, metrics)
+        self.increases_held = 0  # unit increases not written because a decrease of their step failed (metrics)
+        self._holding = False  # the last step with increases held them (logged once per run)
         self._overridden = np.zeros(len(self.units), dtype=bool)
 
     @property
@@ -303,13 +310,12 @@ class ControlLoop:
                                 command_id=decision.command_id, source=decision.source or decision.mode.value,
                                 issued_at=now)
             writes.append((index, unit, setpoint))
-        deadline = self._deadline(decided_at, decision.source)
-        outcomes = await asyncio.gather(*(
-            self._write(unit, setpoint, None if _is_decrease(self._present[index], self._present_q[index],
-                                                             setpoint.p_kw, setpoint.q_kvar) else deadline)
-            for index, unit, setpoint in writes))
+        outcomes = await self._write_in_order(writes, self._deadline(decided_at, decision.source))
         errors: dict[str, str] = {}
         for (index, unit, _setpoint), (written, error) in zip(writes, outcomes, strict=True):
+            if error is _HELD:  # not written: the unit keeps its last command, the next period decides again
+                p[index], q[index] = self._present[index], self._present_q[index]
+                continue
             if written is not None:
                 self._present[index] = written.p_kw
                 self._present_q[index] = written.q_kvar
@@ -343,6 +349,47 @@ class ControlLoop:
         self.stepped = asyncio.Event()
         self.step_duration.observe(time.monotonic() - decided_at)
         return self._state
+
+    async def _write_in_order(self, writes: list[tuple[int, UnitSupervisor, Setpoint]],
+                              deadline: float) -> list[tuple[Setpoint | None, str]]:
+        """Write the decreases, then — once every decrease is confirmed — the increases; outcomes in order.
+
+        Within one gateway, a share moving from one unit to another (SOC balancing, a unit excluded, an
+        override) is a decrease on one and an increase on the other: written at the same time, the increase
+        may reach its device first and the gateway delivers more than its target for a moment. So the
+        increases wait for the decreases, and are not written at all (:data:`_HELD`, counted in
+        ``increases_held``) if a decrease failed or timed out: that unit may still run at its higher value.
+        The next period decides again. Decreases are never held and never expire.
+        """
+        kinds = [_is_decrease(self._present[index], self._present_q[index], setpoint.p_kw, setpoint.q_kvar)
+                 for index, _unit, setpoint in writes]
+        outcomes: list[tuple[Setpoint | None, str]] = [(None, _HELD)] * len(writes)
+        decreases = [position for position, decrease in enumerate(kinds) if decrease]
+        increases = [position for position, decrease in enumerate(kinds) if not decrease]
+        await self._write_group(writes, decreases, None, outcomes)
+        unconfirmed = sorted(writes[position][1].unit_id for position in decreases if outcomes[position][0] is None)
+        if unconfirmed and increases:
+            self.increases_held += len(increases)
+            if not self._holding and self.log is not None:  # logged once per run of held steps
+                self.log.warning("control_increases_held", units=len(increases), decreases_failed=unconfirmed)
+            self._holding = True
+            return outcomes
+        if self._holding and increases:
+            self._holding = False
+            if self.log is not None:
+                self.log.info("control_increases_resumed")
+        await self._write_group(writes, increases, deadline, outcomes)
+        return outcomes
+
+    async def _write_group(self, writes: list[tuple[int, UnitSupervisor, Setpoint]], positions: list[int],
+                           not_after: float | None, outcomes: list[tuple[Setpoint | None, str]]) -> None:
+        """Write ``writes[positions]`` in parallel (one unit's trouble is its own) into ``outcomes``."""
+        if not positions:
+            return
+        results = await asyncio.gather(*(self._write(writes[position][1], writes[position][2], not_after)
+                                         for position in positions))
+        for position, outcome in zip(positions, results, strict=True):
+            outcomes[position] = outcome
 
     async def _write(self, unit: UnitSupervisor, setpoint: Setpoint,
                      not_after: float | None) -> tuple[Setpoint | None, str]:

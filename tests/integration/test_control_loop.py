@@ -79,6 +79,9 @@ async def rig(count: int = 3, control: ControlSection | None = None, soc: list[f
         fail_reads = False
         lag_s = 0.0
         hang_writes = False
+        fail_writes = False
+        write_latency_s = 0.0  # a device slow to take a setpoint
+        events: list[tuple[str, str, float]] = []  # (begin|done, unit, p_kw) of every write, shared by all units
 
         async def read(self):
             if self.fail_reads:
@@ -89,10 +92,17 @@ async def rig(count: int = 3, control: ControlSection | None = None, soc: list[f
             return telemetry
 
         async def write_setpoint(self, setpoint):
+            self.events.append(("begin", self.context.unit_id, setpoint.p_kw))
             if self.hang_writes:
                 await asyncio.Event().wait()
+            if self.fail_writes:
+                raise DeviceTimeoutError("setpoint refused (test)")
+            if self.write_latency_s:
+                await asyncio.sleep(self.write_latency_s)  # the device's own latency, not synchronisation
             await super().write_setpoint(setpoint)
+            self.events.append(("done", self.context.unit_id, setpoint.p_kw))
 
+    FlakyBattery.events = []
     registry = build_plugin_manager(modules=["bessgw_example"]).collect()
     spec = registry.drivers["in_memory"]
     clock = FakeClock()
@@ -417,5 +427,71 @@ def test_a_write_past_its_decisions_deadline_is_not_made_but_a_decrease_is(plugi
             with pytest.raises(DecisionExpiredError):
                 await r.units[0].apply(Setpoint(p_kw=50.0, q_kvar=0.0), not_after=time.monotonic() - 0.001)
             assert r.device_p() == pytest.approx([100.0])
+
+    asyncio.run(scenario())
+
+
+def test_a_share_moving_between_units_is_decreased_before_it_is_increased(plugin_path) -> None:
+    """Within one step, no increase reaches a device before every decrease of that step was written."""
+    async def scenario() -> None:
+        async with rig() as r:
+            r.loop.arbiter.submit("local", 600.0, 0.0, now=r.clock())
+            await r.step()
+            assert r.device_p() == pytest.approx([200.0, 200.0, 200.0], rel=1e-3)
+            r.drivers[2].write_latency_s = 0.05  # the decreasing unit is the slow one
+            r.drivers[2].lag_s = TIMING.stale_after_s + 1.0  # u2 goes stale: its 200 kW move to u0 and u1
+            await wait_for_quality(r.units[2], Quality.STALE)
+            r.drivers[0].events.clear()
+            state = await r.step()
+            assert r.device_p() == pytest.approx([300.0, 300.0, 0.0], rel=1e-3) and not state.write_errors
+            events = [(kind, unit) for kind, unit, _p in r.drivers[0].events]
+            decrease_done = events.index(("done", "u2"))
+            increases_begun = [events.index(("begin", unit)) for unit in ("u0", "u1")]
+            assert all(begun > decrease_done for begun in increases_begun), events
+            assert r.loop.increases_held == 0
+
+    asyncio.run(scenario())
+
+
+def test_increases_are_held_while_a_decrease_of_their_step_fails(plugin_path) -> None:
+    """A unit that did not take its decrease may still run at the higher value: the others do not rise."""
+    async def scenario() -> None:
+        async with rig() as r:
+            r.loop.arbiter.submit("local", 600.0, 0.0, now=r.clock())
+            await r.step()
+            r.drivers[2].fail_writes = True
+            r.drivers[2].lag_s = TIMING.stale_after_s + 1.0
+            await wait_for_quality(r.units[2], Quality.STALE)
+            for expected_held in (2, 4):  # held in every period while the decrease keeps failing
+                state = await r.step()
+                assert r.device_p() == pytest.approx([200.0, 200.0, 200.0], rel=1e-3)
+                assert "refused" in state.write_errors["u2"] and set(state.write_errors) == {"u2"}
+                assert r.loop.increases_held == expected_held
+                assert state.setpoints["u0"][0] == pytest.approx(200.0, rel=1e-3)  # what the unit was last told
+                assert state.delivered_p_kw == pytest.approx(400.0, rel=1e-3)
+            r.drivers[2].fail_writes = False
+            state = await r.step()
+            assert r.device_p() == pytest.approx([300.0, 300.0, 0.0], rel=1e-3) and not state.write_errors
+            assert r.loop.increases_held == 4
+
+    asyncio.run(scenario())
+
+
+def test_a_hung_decrease_holds_the_increases_only_for_its_write_timeout(plugin_path) -> None:
+    async def scenario() -> None:
+        async with rig(control=settings(write_timeout_s=0.2)) as r:
+            r.loop.arbiter.submit("local", 600.0, 0.0, now=r.clock())
+            await r.step()
+            r.drivers[2].hang_writes = True
+            r.drivers[2].lag_s = TIMING.stale_after_s + 1.0
+            await wait_for_quality(r.units[2], Quality.STALE)
+            started = time.monotonic()
+            state = await r.step()
+            assert time.monotonic() - started < 5.0  # bounded by the write timeout
+            assert "timed out" in state.write_errors["u2"] and r.loop.increases_held == 2
+            assert [r.drivers[0].p_kw, r.drivers[1].p_kw] == pytest.approx([200.0, 200.0], rel=1e-3)
+            r.drivers[2].hang_writes = False
+            await r.step()
+            assert r.device_p() == pytest.approx([300.0, 300.0, 0.0], rel=1e-3)
 
     asyncio.run(scenario())

@@ -157,6 +157,8 @@ class ControlCollector:
                       [((), loop.decisions_expired)])
         yield counter("bessgw_control_write_timeouts", "Unit writes that did not finish within write_timeout_s", [],
                       [((), loop.write_timeouts)])
+        yield counter("bessgw_control_increases_held", "Unit increases not written because a decrease of their "
+                      "control step was not confirmed", [], [((), loop.increases_held)])
         yield gauge("bessgw_control_write_errors", "Units whose write failed in the last period", [],
                     [((), len(state.write_errors))])
         journal = service.journal
