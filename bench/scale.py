@@ -903,7 +903,9 @@ def run_campus(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     children: list[subprocess.Popen[str]] = []
     try:
         http_port = free_port()
+        # with --opcua the campus view is mirrored into the address space too (Objects/Campus): its cost counts
         config = gateway_config(workdir / "campus" / "state", sim.ports, http_port,
+                                opcua_port=free_port() if args.opcua or args.opcua_subscriber else None,
                                 federation={"id": "scale-gw", "port": gossip_port, "seeds": [], "key": key})
         gateway = Gateway(workdir / "campus", config)
         try:
