@@ -53,6 +53,8 @@ peers' start until the gateway's campus view (asked over the admin socket) holds
 what had arrived), then the same figures as a size row, measured with the view, the RSS the view costs
 over the same gateway alone, and the peers' membership states as the gateway sees them at the end (100
 peers share a few processes here: on a loaded machine a starved peer misses probes and is suspected).
+With ``--opcua`` (or ``--opcua-subscriber``) the campus gateway serves OPC UA too, so the view mirrored
+into ``Objects/Campus`` (a node tree per peer gateway and unit) is part of what the row measures.
 
 Prints the growth curve as a table (with the same-run ratio gateway / bare CPU per poll at each size) and
 ends with one JSON line. On a 2-core machine: about 40 s for each size up to 200, 1-3 minutes for 500 and
