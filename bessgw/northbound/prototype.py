@@ -12,7 +12,8 @@ are copies of the snapshot:
   subscription) first gives that node its own copy (:func:`compaction.unshare_before_changes`);
 * ``Value`` attributes are each node's own :class:`SlimAttribute` (the publisher writes them in place),
   holding the snapshot's DataValue until the first write;
-* the NodeId attribute, the root's name, and every reference between nodes of the instance (or to its
+* the NodeId attribute is a :class:`NodeIdAttribute` (its DataValue built when read);
+* the root's name, and every reference between nodes of the instance (or to its
   parent) are the new instance's; references out of the instance (type definitions, modelling rules)
   are the snapshot's objects, which nothing changes in place;
 * ``Value`` attributes get the creation time as asyncua gives it.
@@ -31,7 +32,7 @@ from typing import Any
 from asyncua import ua
 from asyncua.server.address_space import NodeData
 
-from bessgw.northbound.compaction import SharedAttribute, SlimAttribute, unshare_before_changes
+from bessgw.northbound.compaction import NodeIdAttribute, SharedAttribute, SlimAttribute, unshare_before_changes
 
 _NODE_ID = ua.AttributeIds.NodeId
 _VALUE = ua.AttributeIds.Value
@@ -121,8 +122,9 @@ class Prototype:
                     attributes[attribute_id] = shared
                     continue
                 if attribute_id == _NODE_ID:
-                    value = ua.DataValue(ua.Variant(nodeid, ua.VariantType.NodeId))
-                elif value is not None and attribute_id == _VALUE and value.SourceTimestamp is not None:
+                    attributes[attribute_id] = NodeIdAttribute(nodeid)
+                    continue
+                if value is not None and attribute_id == _VALUE and value.SourceTimestamp is not None:
                     value = replace(value, SourceTimestamp=now,
                                     ServerTimestamp=now if value.ServerTimestamp is not None else None)
                 elif not node.path and attribute_id == _BROWSE_NAME:

@@ -13,7 +13,7 @@ import pytest
 from asyncua import Server, ua
 
 from bessgw.northbound import information_model as model
-from bessgw.northbound.compaction import Compactor, SharedAttribute, SlimAttribute
+from bessgw.northbound.compaction import Compactor, NodeIdAttribute, SharedAttribute, SlimAttribute
 
 UNITS = ("u1", "u2", "u3")
 
@@ -148,5 +148,29 @@ def test_a_stamped_unit_can_be_deleted_and_created_again_and_duplicates_are_refu
             await model.create_unit(server, types, gateway, "gw", "u3", lambda method, unit: None)
         assert aspace[folder].references == references  # nothing half-added
         assert all(nodeid in aspace for nodeid in model.instance_nodeids(server, third))
+
+    asyncio.run(scenario())
+
+
+def test_the_node_id_attribute_is_built_when_read_and_a_write_to_it_stays_on_its_node() -> None:
+    async def scenario() -> None:
+        server, _, (_, second, third) = await build(stamped=True)
+        aspace = server.iserver.aspace
+        mine, other = second.child("SocPct"), third.child("SocPct")
+        name = ua.AttributeIds.NodeId
+        assert isinstance(aspace[mine].attributes[name], NodeIdAttribute)  # no DataValue kept per node
+        first = aspace.read_attribute_value(mine, name)
+        assert first.Value == ua.Variant(mine, ua.VariantType.NodeId) and first.StatusCode.is_good()
+        assert aspace.read_attribute_value(mine, name) is not first  # built on each read, never stored
+        heard: list[ua.DataValue] = []
+
+        async def callback(handle: int, value: ua.DataValue) -> None:
+            heard.append(value)
+
+        assert aspace.add_datachange_callback(mine, name, callback)[0].is_good()
+        written = ua.DataValue(ua.Variant(ua.NodeId("elsewhere", 1), ua.VariantType.NodeId))
+        await server.write_attribute_value(mine, written, name)
+        assert heard == [written] and aspace.read_attribute_value(mine, name) == written
+        assert aspace.read_attribute_value(other, name).Value.Value == other  # the other node is untouched
 
     asyncio.run(scenario())
