@@ -23,7 +23,14 @@ is never given away before the key is gone: until then it is in the read.
 
 **Gateway side** (:class:`GatewaySide`): act on the newest share bound to the current lease until the
 fencing deadline (:mod:`bessgw.campus.fencing`), or its expiry; stop at once on a deletion, a corrupt
-value, or a lost lease; acknowledge the revision it acts on.
+value, or a lost lease; acknowledge the revision it acts on. A share that asks for *more* than the gateway
+acts on is not trusted on its word: it is acted on only once a linearizable read of the prefix shows that
+the campus setpoint explains it (:func:`share_explained`: a setpoint is in force, the share was computed
+from it or an earlier one, and the shares of every gateway together stay within it). Anyone holding etcd
+credentials, or an allocator with a bug, could otherwise make a gateway deliver more than the campus
+setpoint; such a share is refused (counted once, not acknowledged) and checked again whenever the prefix
+changes, until it is explained — a benign race with a newer setpoint resolves so — or the allocator's next
+step overwrites it. Less power never waits.
 """
 
 from __future__ import annotations
@@ -269,6 +276,54 @@ def allocator_step(state: CampusState, keys: Keys, availability: Availability, n
     return AllocatorStep(step, split, Txn(tuple(guards), tuple(puts)))
 
 
+#: slack when the shares' sum is compared with the setpoint (floating-point sums of the allocator's split)
+_SUM_SLACK_KW = 1e-3
+
+
+def asks_for_more(acted: Share | None, share: Share | None) -> bool:
+    """Whether acting on ``share`` instead of ``acted`` could mean more |P| or |Q| (or the other side)."""
+    if share is None:
+        return False
+
+    def more(before: float, after: float) -> bool:
+        return after != 0.0 and (before * after <= 0.0 or abs(after) > abs(before))
+
+    before_p, before_q = (acted.p_kw, acted.q_kvar) if acted is not None else (0.0, 0.0)
+    return more(before_p, share.p_kw) or more(before_q, share.q_kvar)
+
+
+def share_explained(state: CampusState, gateway_id: str, share: Share, mod_revision: int,
+                    now_wall_s: float) -> str:
+    """Why ``share`` (our share key at ``mod_revision``) is not explained by the campus state; "" if it is.
+
+    ``state`` is a linearizable read at a revision at least ``mod_revision``. Explained: the key still holds
+    that version; a setpoint is in force (not expired) and the share names it or an earlier one (a share
+    naming a later revision than the setpoint's was written by no allocator); every share is on the
+    setpoint's side; and every gateway's share together stays within the setpoint, in P and in Q.
+    """
+    entry = state.shares.get(gateway_id)
+    if entry is None or entry.mod_revision != mod_revision:
+        return "superseded"
+    setpoint = state.setpoint
+    if setpoint is None or setpoint.expired(now_wall_s):
+        return "no campus setpoint in force"
+    if share.setpoint_revision > state.setpoint_mod_revision:
+        return (f"it names setpoint revision {share.setpoint_revision}, later than the setpoint in force "
+                f"(revision {state.setpoint_mod_revision})")
+    total_p = total_q = 0.0
+    for gateway, other in state.shares.items():
+        if other.share is None:
+            return f"the share of {gateway} is corrupt"
+        if other.share.p_kw * setpoint.p_kw < 0.0 or other.share.q_kvar * setpoint.q_kvar < 0.0:
+            return f"the share of {gateway} is on the other side of the setpoint"
+        total_p += abs(other.share.p_kw)
+        total_q += abs(other.share.q_kvar)
+    if total_p > abs(setpoint.p_kw) + _SUM_SLACK_KW or total_q > abs(setpoint.q_kvar) + _SUM_SLACK_KW:
+        return (f"the shares add up to {total_p:.3f} kW / {total_q:.3f} kvar, the setpoint is "
+                f"{setpoint.p_kw:.3f} kW / {setpoint.q_kvar:.3f} kvar")
+    return ""
+
+
 class GatewaySide:
     """What one gateway acts on (module docstring). Times: ``now_s`` monotonic, ``now_wall_s`` Unix."""
 
@@ -281,30 +336,40 @@ class GatewaySide:
         self.share_revision = 0
         self.acknowledged_revision = 0
         self.corrupt_count = 0
+        #: a share asking for more than we act on, and its mod revision: acted on once :meth:`verify` agrees
+        self.pending: tuple[Share, int] | None = None
+        self.refused_revision = 0  #: the last share revision :meth:`verify` refused (counted once)
+        self.refused_count = 0  #: share versions refused at least once
+        self.last_refusal = ""  #: why (for the log)
 
     def new_lease(self, lease_id: int, granted_sent_at_s: float) -> None:
         """A new lease: whatever was bound to the old one is gone; the grant counts as a keepalive."""
         self.lease_id = lease_id
         self.share = None
+        self.pending = None
         self.fence.lost()
         self.fence.keepalive_ok(granted_sent_at_s)
 
     def lease_lost(self) -> None:
         self.lease_id = 0
         self.share = None
+        self.pending = None
         self.fence.lost()
 
     def share_seen(self, value: bytes | None, mod_revision: int, lease_id: int) -> bool:
-        """The share key at ``mod_revision`` (``value=None``: deleted). Returns whether the share changed."""
+        """The share key at ``mod_revision`` (``value=None``: deleted). Returns whether the share changed.
+
+        A share asking for more than the one acted on is only noted (:attr:`pending`): it is acted on once
+        :meth:`verify` found it explained by the campus setpoint. Anything else takes effect at once.
+        """
         if mod_revision <= self.share_revision:
             return False  # older than what we act on
+        if self.pending is not None and mod_revision <= self.pending[1]:
+            return False  # being verified already (or refused so far)
         if value is not None and (self.lease_id == 0 or lease_id != self.lease_id):
             return False  # bound to a lease that is not ours (any more): never act on it
-        before = self.share
-        self.share_revision = mod_revision
-        if value is None:
-            self.share = None
-        else:
+        share = None
+        if value is not None:
             try:
                 share = Share.decode(value, f"shares/{self.gateway_id}")
                 if share.gateway_id != self.gateway_id:
@@ -312,7 +377,44 @@ class GatewaySide:
             except CorruptRecordError:
                 self.corrupt_count += 1
                 share = None
-            self.share = share
+        if share is not None and asks_for_more(self.share, share):
+            self.pending = (share, mod_revision)
+            return False
+        self.pending = None  # a newer version that asks for no more supersedes one being verified
+        return self._act_on(share, mod_revision)
+
+    def verify(self, state: CampusState, now_wall_s: float) -> bool:
+        """Act on the pending share if ``state`` (a linearizable read) explains it; else it stays pending.
+
+        Returns whether the share acted on changed. A read older than the pending version decides nothing.
+        A refused share is counted once and checked again at the next read (the caller reads again when the
+        prefix changes): a share written just before a newer, lower setpoint is explained again once the
+        allocator has moved the other shares down; a hostile one stays refused until it is overwritten.
+        """
+        if self.pending is None or state.revision < self.pending[1]:
+            return False
+        share, mod_revision = self.pending
+        why = share_explained(state, self.gateway_id, share, mod_revision, now_wall_s)
+        if why == "superseded":
+            self.pending = None  # the key moved on: its newer version comes by the watch or the fencing read
+            return False
+        if why:
+            if self.refused_revision != mod_revision:
+                self.refused_revision = mod_revision
+                self.refused_count += 1
+                self.last_refusal = why
+            return False
+        self.pending = None
+        return self._act_on(share, mod_revision)
+
+    def refused(self) -> bool:
+        """Whether the pending share was refused at its last check (it is checked again on changes)."""
+        return self.pending is not None and self.refused_revision == self.pending[1]
+
+    def _act_on(self, share: Share | None, mod_revision: int) -> bool:
+        before = self.share
+        self.share_revision = mod_revision
+        self.share = share
         return self.share != before
 
     def share_absent(self, read_revision: int) -> bool:

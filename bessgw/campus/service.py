@@ -109,6 +109,7 @@ class CampusStatus:
     corrupt_records: int
     own_fence_left_s: float
     endpoint: str
+    shares_refused: int = 0  #: versions of this gateway's share it refused: the setpoint did not explain them
 
 
 class CampusService:
@@ -134,6 +135,7 @@ class CampusService:
         self._corrupt_seen: set[tuple[str, int]] = set()
         self._changed = asyncio.Event()
         self._allocate_now = asyncio.Event()
+        self._verify_now = asyncio.Event()  #: a share asking for more waits for a read that explains it
         self._delivered: tuple[Share | None, float] | None = None
         self._delivered_at = -math.inf
         self.sink_failures = 0  #: deliveries the sink refused or failed (not acknowledged, delivered again)
@@ -218,6 +220,7 @@ class CampusService:
             gateways=tuple(rows), shortfall_p_kw=shortfall[0], shortfall_q_kvar=shortfall[1],
             revision=state.revision, corrupt_records=self.corrupt_records,
             own_fence_left_s=self.side.fence.time_left(now), endpoint=self.client.endpoint,
+            shares_refused=self.side.refused_count,
         )
 
     def _delivered_by_gateway(self) -> dict[str, float]:
@@ -242,6 +245,7 @@ class CampusService:
                 group.create_task(self._watch_loop(), name="campus-watch")
                 group.create_task(self._fence_loop(), name="campus-fence")
                 group.create_task(self._allocator_loop(), name="campus-allocator")
+                group.create_task(self._verify_loop(), name="campus-verify")
                 group.create_task(self._sink_loop(), name="campus-sink")
         finally:
             with contextlib.suppress(TimeoutError):  # stop acting first, then let the share go
@@ -306,6 +310,8 @@ class CampusService:
         self.side.share_seen(kv.value, kv.mod_revision, kv.lease_id)
         if self.side.corrupt_count != before:
             self._corrupt(kv.key, kv.mod_revision)
+        if self.side.pending is not None:
+            self._verify_now.set()
 
     def _corrupt(self, key: str, revision: int) -> None:
         if (key, revision) not in self._corrupt_seen:
@@ -328,9 +334,42 @@ class CampusService:
                         self._changed.set()
                     else:
                         self._allocate_now.set()
+                        if self.side.pending is not None:
+                            self._verify_now.set()  # the setpoint or another share moved: check again
             except CoordinationError as err:
                 log.warning("campus watch interrupted", error=str(err))
                 await asyncio.sleep(self.settings.request_timeout_s)
+
+    async def _verify_loop(self) -> None:
+        """Check a share that asks for more against a linearizable read of the prefix (protocol docstring).
+
+        Runs when such a share arrives, again whenever the prefix changes while it is refused, and at least
+        every ``allocation_interval_s`` while one waits; nothing is read while none waits.
+        """
+        interval_s = self.settings.allocation_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval_s if self.side.pending is not None else None):
+                    await self._verify_now.wait()
+            self._verify_now.clear()
+            if self.side.pending is None:
+                continue
+            try:
+                revision, kvs = await self.client.get_prefix(self.keys.prefix)
+            except CoordinationError as err:
+                log.debug("campus share check failed", error=str(err))
+                await asyncio.sleep(min(interval_s, self.settings.request_timeout_s))
+                continue
+            state = decode_state(revision, kvs, self.keys)
+            refused_before = self.side.refused_count
+            if self.side.verify(state, time.time()):
+                self._changed.set()
+            if self.side.refused_count != refused_before:
+                pending = self.side.pending
+                log.warning("campus share refused: the campus setpoint does not explain it",
+                            revision=self.side.refused_revision, reason=self.side.last_refusal,
+                            p_kw=pending[0].p_kw if pending is not None else None)
+            await asyncio.sleep(0.02)  # coalesce a burst of watch events into one read
 
     async def _sink_loop(self) -> None:
         """Deliver the share to the control loop on every change and when the deadline passes; then ack."""

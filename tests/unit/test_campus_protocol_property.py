@@ -46,7 +46,7 @@ from bessgw.campus.protocol import (
     decode_state,
     election_txn,
 )
-from bessgw.campus.records import AllocatorClaim, Applied, CampusSetpoint, Presence
+from bessgw.campus.records import AllocatorClaim, Applied, CampusSetpoint, Presence, Share
 
 TTL_S = 5.0
 ELECTION_S = 1.0
@@ -137,16 +137,29 @@ class Gateway:
     lease_pending: bool = False
 
 
+class TrustingSide(GatewaySide):
+    """A gateway side that acts on every share it is given, unchecked (what GatewaySide did before it
+    checked a share asking for more against the campus setpoint): the checker must catch it."""
+
+    def verify(self, state, now_wall_s: float) -> bool:
+        if self.pending is None:
+            return False
+        share, mod_revision = self.pending
+        self.pending = None
+        return self._act_on(share, mod_revision)
+
+
 class Simulation:
     """One history: random delays and losses from ``seed``, faults and setpoints from the schedule."""
 
     def __init__(self, seed: int, gateways: int, loss: float, max_delay_s: float, *,
-                 wait_for_acknowledgements: bool = True, fenced: bool = True) -> None:
+                 wait_for_acknowledgements: bool = True, fenced: bool = True, checked: bool = True) -> None:
         self.rng = random.Random(seed)
         self.loss = loss
         self.max_delay_s = max_delay_s
         self.wait = wait_for_acknowledgements
         self.fenced = fenced
+        self.checked = checked
         self.now = 0.0
         self.events: list[tuple[float, int, Callable[[], None]]] = []
         self.seq = itertools.count()
@@ -159,9 +172,9 @@ class Simulation:
         for gateway in self.gateways.values():
             self.at(self.rng.uniform(0, 0.5), lambda g=gateway: self.start(g))
 
-    @staticmethod
-    def _side(gateway_id: str) -> GatewaySide:
-        return GatewaySide(gateway_id, FenceClock(TTL_S, ELECTION_S, HOLD_S))
+    def _side(self, gateway_id: str) -> GatewaySide:
+        side = GatewaySide if self.checked else TrustingSide
+        return side(gateway_id, FenceClock(TTL_S, ELECTION_S, HOLD_S))
 
     # -- event loop and network
     def at(self, when: float, action: Callable[[], None]) -> None:
@@ -273,9 +286,21 @@ class Simulation:
                 side.share_seen(kvs[0].value, kvs[0].mod_revision, kvs[0].lease_id)
             else:
                 side.share_absent(revision)
+            if side.pending is not None:  # a share asking for more: acted on once a read explains it
+                self.verify(gateway)
             self.acknowledge(gateway)
 
         self.request(gateway, lambda: self.store.read(key), answered)
+
+    def verify(self, gateway: Gateway) -> None:
+        side = gateway.side
+
+        def answered(result: object) -> None:
+            revision, kvs = result  # type: ignore[misc]
+            side.verify(decode_state(revision, kvs, KEYS), 0.0)
+            self.acknowledge(gateway)
+
+        self.request(gateway, lambda: self.store.read(KEYS.prefix), answered)
 
     def acknowledge(self, gateway: Gateway) -> None:
         side = gateway.side
@@ -341,6 +366,19 @@ class Simulation:
         elif kind == "capacity":
             gateway.discharge_kw = self.rng.uniform(0, 120)
             gateway.charge_kw = self.rng.uniform(0, 120)
+        elif kind == "hostile":  # someone with etcd credentials (or a broken allocator) writes a share
+            self.hostile_share(gateway, duration_s)
+
+    def hostile_share(self, gateway: Gateway, factor: float) -> None:
+        """A well-formed share of ``factor`` x the setpoint for ``gateway``, on its lease, naming the setpoint
+        in force: only the gateway side's check against the setpoint stands between it and the devices."""
+        setpoint = self.store.kv.get(KEYS.setpoint)
+        presence = self.store.kv.get(KEYS.gateway(gateway.gateway_id))
+        if setpoint is None or presence is None:
+            return
+        p_kw = self.store.setpoints[setpoint.mod_revision] * max(factor, 1.5)
+        share = Share(gateway.gateway_id, p_kw, 0.0, setpoint.mod_revision, "hostile", None)
+        self.store.txn(Txn((), (Put(KEYS.share(gateway.gateway_id), share.encode(), presence.lease_id),)))
 
     def promote_new_leader(self) -> None:
         """etcd's lessor on promotion: every lease expires TTL (+ an extension, left out here) from now."""
@@ -380,7 +418,7 @@ class Simulation:
 
 schedule_item = st.tuples(
     st.floats(0.5, 40.0),
-    st.sampled_from(["partition", "leader_cut", "pause", "crash", "capacity", "setpoint"]),
+    st.sampled_from(["partition", "leader_cut", "pause", "crash", "capacity", "setpoint", "hostile"]),
     st.integers(0, 3),
     st.floats(0.2, 16.0),
     st.one_of(st.none(), st.floats(-400, 400)),
@@ -440,6 +478,21 @@ def test_the_checker_catches_increases_before_decreases_are_acknowledged() -> No
 
 def test_the_checker_catches_a_gateway_that_ignores_its_fencing_deadline() -> None:
     assert _first_violation(fenced=False)
+
+
+def test_a_hostile_share_is_caught_by_the_checker_and_refused_by_the_gateway_side() -> None:
+    schedule = [(6.0 + 3.0 * i, "hostile", i, 2.0 + i, None) for i in range(6)]
+    caught = ""
+    for seed in range(10):
+        try:
+            run_history(seed, 3, 0.05, 0.05, schedule, checked=False)
+        except Violation as err:
+            caught = str(err)
+            break
+    assert caught  # a gateway side that trusts every share over-delivers
+    for seed in range(10):
+        sim = run_history(seed, 3, 0.05, 0.05, schedule)  # the same histories, checked: no violation
+        assert sum(gateway.side.refused_count for gateway in sim.gateways.values()) >= 1
 
 
 def test_allocated_shares_are_acknowledged_records() -> None:

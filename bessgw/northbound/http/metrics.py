@@ -224,6 +224,8 @@ class CampusCollector:
                     [((), status.shortfall_p_kw * _KW_TO_W)])
         yield counter("bessgw_campus_corrupt_records", "Campus records that failed to decode", [],
                       [((), status.corrupt_records)])
+        yield counter("bessgw_campus_shares_refused", "Versions of this gateway's campus share refused because "
+                      "the campus setpoint does not explain them", [], [((), status.shares_refused)])
 
 
 class OpcUaCollector:
