@@ -28,7 +28,7 @@ from bessgw.compat import TaskGroup
 from bessgw.config import OpcUaSettings
 from bessgw.errors import BessgwError, ConfigError
 from bessgw.northbound import information_model as model
-from bessgw.northbound import standard_nodes
+from bessgw.northbound import operation_limits, standard_nodes
 from bessgw.northbound.access import (
     RolePermissions,
     UserDirectory,
@@ -186,6 +186,8 @@ class OpcUaServer:
             handshake_timeout_s=settings.handshake_timeout_s, activation_timeout_s=settings.activation_timeout_s,
         ), log=self.log.warning)
         self.connections.install(iserver)
+        operation_limits.install(iserver)
+        await operation_limits.advertise(server, settings.max_sessions)
         iserver.max_session_timeout_ms = settings.session_idle_timeout_s * 1000.0
         iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms, iserver.max_session_timeout_ms)
         iserver.max_subscriptions = settings.max_sessions * settings.max_subscriptions_per_session

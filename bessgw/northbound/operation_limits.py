@@ -1,0 +1,179 @@
+"""Per-request and per-subscription limits of the OPC UA server, advertised and enforced.
+
+asyncua advertises ``MaxNodesPerRead``, ``MaxMonitoredItemsPerCall`` and the other operation limits
+(10,000) in ``Server/ServerCapabilities`` but enforces none of them, and it bounds neither the monitored
+items of a subscription nor those of a session. One client could therefore create 100,000 monitored items
+in one request: the event loop was busy for seconds (every unit's poll timed out and the units were marked
+down), the memory stayed taken, and modifying or deleting them (closing the session does) costs time
+quadratic in their number. Here, for the sessions of clients (not asyncua's internal one):
+
+* a request carrying more than :data:`MAX_NODES_PER_CALL` operations (Read, Write, Browse,
+  TranslateBrowsePaths, Call, Create/Modify/DeleteMonitoredItems) is refused whole with
+  ``BadTooManyOperations``, as OPC UA Part 4 prescribes;
+* a subscription holds at most :data:`MAX_MONITORED_ITEMS_PER_SUBSCRIPTION` monitored items and a session
+  at most :data:`MAX_MONITORED_ITEMS_PER_SESSION`; items over either get ``BadTooManyMonitoredItems``
+  each, the others are created;
+* monitored items are created in chunks with the event loop served in between, and modified or deleted
+  by id in constant time each (asyncua scans every item of the subscription per item);
+* ``ServerCapabilities`` says exactly these figures, so a client can size its requests.
+
+asyncua has no hook for any of this: :func:`install` wraps ``InternalServer.create_session`` (as the
+connection guard does) and the services of each session it creates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.common.utils import ServiceError
+
+#: operations in one Read, Write, Browse, TranslateBrowsePaths, Call or *MonitoredItems request
+MAX_NODES_PER_CALL = 10_000
+#: monitored items one subscription holds (a SCADA watching 200 units watches ~5,000 variables)
+MAX_MONITORED_ITEMS_PER_SUBSCRIPTION = 10_000
+#: monitored items one session holds over all its subscriptions
+MAX_MONITORED_ITEMS_PER_SESSION = 20_000
+#: monitored items created between two turns of the event loop (~25 ms of work)
+CREATE_CHUNK = 250
+
+_OPERATION_LIMITS = (
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerWrite,
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse,
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerTranslateBrowsePathsToNodeIds,
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerMethodCall,
+    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+)
+
+#: each session service and how to count the operations of its request
+_COUNTED: dict[str, Callable[[Any], int]] = {
+    "read": lambda params: len(params.NodesToRead),
+    "write": lambda params: len(params.NodesToWrite),
+    "browse": lambda params: len(params.NodesToBrowse),
+    "translate_browsepaths_to_nodeids": len,
+    "call": len,
+    "modify_monitored_items": lambda params: len(params.ItemsToModify),
+    "delete_monitored_items": lambda params: len(params.MonitoredItemIds),
+}
+
+
+async def advertise(server: Server, max_sessions: int) -> None:
+    """Write the enforced figures into ``Server/ServerCapabilities`` (after ``server.init()``)."""
+    figures = {nodeid: MAX_NODES_PER_CALL for nodeid in _OPERATION_LIMITS}
+    figures[ua.ObjectIds.Server_ServerCapabilities_MaxMonitoredItemsPerSubscription] = \
+        MAX_MONITORED_ITEMS_PER_SUBSCRIPTION
+    figures[ua.ObjectIds.Server_ServerCapabilities_MaxMonitoredItems] = MAX_MONITORED_ITEMS_PER_SESSION * max_sessions
+    for nodeid, value in figures.items():
+        await server.get_node(nodeid).write_value(ua.Variant(value, ua.VariantType.UInt32))
+
+
+def install(iserver: Any) -> None:
+    """Enforce the limits on every session ``iserver`` creates from now on."""
+    create = iserver.create_session
+
+    def create_session(*args: Any, **kwargs: Any) -> Any:
+        session = create(*args, **kwargs)
+        _limit_session(session, iserver)
+        return session
+
+    iserver.create_session = create_session
+
+
+def _limit_session(session: Any, iserver: Any) -> None:
+    for name, count in _COUNTED.items():
+        setattr(session, name, _bounded(getattr(session, name), count))
+    session.create_monitored_items = _bounded(
+        functools.partial(_create_monitored_items, session.create_monitored_items, session, iserver),
+        lambda params: len(params.ItemsToCreate))
+
+
+def _bounded(service: Callable[[Any], Any], count: Callable[[Any], int]) -> Callable[[Any], Any]:
+    @functools.wraps(service)
+    async def bounded(params: Any, *args: Any, **kwargs: Any) -> Any:
+        if count(params) > MAX_NODES_PER_CALL:
+            raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+        return await service(params, *args, **kwargs)
+
+    return bounded
+
+
+async def _create_monitored_items(create: Callable[[Any], Any], session: Any, iserver: Any,
+                                  params: ua.CreateMonitoredItemsParameters) -> list[ua.MonitoredItemCreateResult]:
+    subscriptions = iserver.subscription_service.subscriptions
+    subscription = subscriptions.get(params.SubscriptionId)
+    if subscription is None:
+        return await create(params)  # asyncua answers BadSubscriptionIdInvalid
+    items_service = subscription.monitored_item_srv
+    _index_by_id(items_service)
+    in_session = sum(len(sub.monitored_item_srv._monitored_items) for sub in list(subscriptions.values())
+                     if sub.session_id == session.session_id)
+    room = max(0, min(MAX_MONITORED_ITEMS_PER_SUBSCRIPTION - len(items_service._monitored_items),
+                      MAX_MONITORED_ITEMS_PER_SESSION - in_session))
+    admitted, refused = params.ItemsToCreate[:room], len(params.ItemsToCreate) - room
+    results: list[ua.MonitoredItemCreateResult] = []
+    for start in range(0, len(admitted), CREATE_CHUNK):
+        if start:
+            await asyncio.sleep(0)  # polls, commands and other clients run between chunks
+        chunk = ua.CreateMonitoredItemsParameters(SubscriptionId=params.SubscriptionId,
+                                                  TimestampsToReturn=params.TimestampsToReturn,
+                                                  ItemsToCreate=admitted[start:start + CREATE_CHUNK])
+        results.extend(await create(chunk))
+    results.extend(ua.MonitoredItemCreateResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadTooManyMonitoredItems))
+                   for _ in range(max(0, refused)))
+    return results
+
+
+def _index_by_id(items_service: Any) -> None:
+    """Modify and delete a subscription's monitored items by id (asyncua scans them all for each one)."""
+    if getattr(items_service, "_bessgw_indexed", False):
+        return
+    items_service._bessgw_indexed = True
+    items_service.modify_monitored_items = functools.partial(_modify_monitored_items, items_service)
+    items_service.delete_monitored_items = functools.partial(_delete_monitored_items, items_service)
+
+
+def _modify_monitored_items(items_service: Any, params: ua.ModifyMonitoredItemsParameters
+                            ) -> list[ua.MonitoredItemModifyResult]:
+    """asyncua's modify, found by id, and answering an unknown id (where asyncua raises a TypeError)."""
+    results: list[ua.MonitoredItemModifyResult] = []
+    for request in params.ItemsToModify:
+        item = items_service._monitored_items.get(request.MonitoredItemId)
+        if item is None:
+            results.append(ua.MonitoredItemModifyResult(
+                StatusCode=ua.StatusCode(ua.StatusCodes.BadMonitoredItemIdInvalid)))
+            continue
+        requested = request.RequestedParameters
+        queue_size = items_service._revise_queue_size(requested.QueueSize)
+        if requested.Filter is not None:
+            item.filter = requested.Filter
+        item.queue_size = queue_size
+        results.append(ua.MonitoredItemModifyResult(RevisedSamplingInterval=requested.SamplingInterval,
+                                                    RevisedQueueSize=queue_size))
+    return results
+
+
+def _delete_monitored_items(items_service: Any, ids: list[int]) -> list[ua.StatusCode]:
+    """asyncua's delete, with one reverse index per call instead of a scan per item."""
+    handles = {mid: handle for handle, mid in items_service._monitored_datachange.items()}
+    event_keys = {mid: key for key, mids in items_service._monitored_events.items() for mid in mids}
+    results: list[ua.StatusCode] = []
+    for mid in ids:
+        if items_service._monitored_items.pop(mid, None) is None:
+            results.append(ua.StatusCode(ua.StatusCodes.BadMonitoredItemIdInvalid))
+            continue
+        key = event_keys.pop(mid, None)
+        if key is not None:
+            mids = items_service._monitored_events[key]
+            mids.remove(mid)
+            if not mids:
+                items_service._monitored_events.pop(key)
+        handle = handles.pop(mid, None)
+        if handle is not None:
+            items_service.aspace.delete_datachange_callback(handle)
+            items_service._monitored_datachange.pop(handle)
+        results.append(ua.StatusCode())
+    return results

@@ -1,0 +1,177 @@
+"""The northbound OPC UA server as hostile or careless clients use it: per-call and per-subscription
+limits.
+
+One in-process gateway (the demo's policy: None offered, anonymous read) with campus dispatch wired in but
+no campus service, as ``config/demo.toml`` runs it; each test connects its own asyncua client on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import pytest
+import structlog
+from asyncua import Client, ua
+from asyncua.common.subscription import Subscription
+
+from bessgw.campus.commands import CampusCommands
+from bessgw.northbound import operation_limits
+from tests.integration import test_opcua_server as harness
+from tests.integration.test_opcua_server import PASSWORDS, Gateway, make_settings, run, unit_node
+
+pytestmark = pytest.mark.integration
+
+V, VT = ua.Variant, ua.VariantType
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, plugin_path: list[str]):
+    tmp = tmp_path_factory.mktemp("opcua-hostile")
+    settings = make_settings(tmp, security_policies=["Basic256Sha256_SignAndEncrypt", "None"], anonymous="read",
+                             max_sessions=4)
+    gw = Gateway(tmp, settings, ("h-1",))
+    with pytest.MonkeyPatch.context() as patch:
+        campus = CampusCommands(lambda: None, lambda: gw.control, structlog.get_logger("test-campus"))
+        patch.setattr(harness, "OpcUaServer", partial(harness.OpcUaServer, campus_commands=campus))
+        gw.start()
+    yield gw
+    gw.stop()
+
+
+@asynccontextmanager
+async def session(gw: Gateway, user: str | None = None) -> AsyncIterator[Client]:
+    """A session over the None policy (anonymous, or a user whose password travels encrypted)."""
+    client = Client(gw.url, timeout=30)
+    if user is not None:
+        client.set_user(user)
+        client.set_password(PASSWORDS[user])
+    await asyncio.wait_for(client.connect(), 20)
+    try:
+        yield client
+    finally:
+        await asyncio.wait_for(client.disconnect(), 20)
+
+
+class _Quiet:
+    def datachange_notification(self, *args: object) -> None:
+        pass
+
+
+async def _subscription(client: Client) -> Subscription:
+    params = ua.CreateSubscriptionParameters(RequestedPublishingInterval=1000, RequestedLifetimeCount=600,
+                                             RequestedMaxKeepAliveCount=20, MaxNotificationsPerPublish=0,
+                                             PublishingEnabled=False)
+    return await client.create_subscription(params, _Quiet())
+
+
+def _items(node: ua.NodeId, count: int, first_handle: int = 0) -> list[ua.MonitoredItemCreateRequest]:
+    return [ua.MonitoredItemCreateRequest(
+        ItemToMonitor=ua.ReadValueId(NodeId=node, AttributeId=ua.AttributeIds.Value),
+        MonitoringMode=ua.MonitoringMode.Reporting,
+        RequestedParameters=ua.MonitoringParameters(ClientHandle=first_handle + i, SamplingInterval=0,
+                                                    QueueSize=1000, DiscardOldest=True))
+        for i in range(count)]
+
+
+async def _variable(client: Client) -> ua.NodeId:
+    ns = await client.get_namespace_index("urn:bessgw:opcua")
+    return (await (await unit_node(client, "h-1")).get_child(f"{ns}:SocPct")).nodeid
+
+
+async def _create(client: Client, subscription: Subscription, items: list[ua.MonitoredItemCreateRequest]
+                  ) -> list[ua.MonitoredItemCreateResult]:
+    params = ua.CreateMonitoredItemsParameters(SubscriptionId=subscription.subscription_id,
+                                               TimestampsToReturn=ua.TimestampsToReturn.Both, ItemsToCreate=items)
+    return await client.uaclient.create_monitored_items(params)
+
+
+def test_the_advertised_operation_limits_are_the_enforced_ones(gateway: Gateway) -> None:
+    async def scenario() -> None:
+        async with session(gateway) as client:
+            limits = client.get_node(ua.ObjectIds.Server_ServerCapabilities_OperationLimits)
+            per_call = await (await limits.get_child("0:MaxMonitoredItemsPerCall")).read_value()
+            per_read = await (await limits.get_child("0:MaxNodesPerRead")).read_value()
+            per_subscription = await client.get_node(
+                ua.ObjectIds.Server_ServerCapabilities_MaxMonitoredItemsPerSubscription).read_value()
+        assert per_call == operation_limits.MAX_NODES_PER_CALL
+        assert per_read == operation_limits.MAX_NODES_PER_CALL
+        assert per_subscription == operation_limits.MAX_MONITORED_ITEMS_PER_SUBSCRIPTION
+
+    run(scenario())
+
+
+def test_a_request_over_the_per_call_limit_is_refused_whole(gateway: Gateway) -> None:
+    over = operation_limits.MAX_NODES_PER_CALL + 1
+
+    async def scenario() -> None:
+        async with session(gateway) as client:
+            unit = await unit_node(client, "h-1")
+            variable = await _variable(client)
+            subscription = await _subscription(client)
+            with pytest.raises(ua.uaerrors.BadTooManyOperations):
+                await _create(client, subscription, _items(variable, over))
+            read = ua.ReadParameters(NodesToRead=[ua.ReadValueId(NodeId=unit.nodeid, AttributeId=attribute)
+                                                  for attribute in [ua.AttributeIds.BrowseName] * over])
+            with pytest.raises(ua.uaerrors.BadTooManyOperations):
+                await client.uaclient.read(read)
+            browse = ua.BrowseParameters(NodesToBrowse=[ua.BrowseDescription(
+                NodeId=unit.nodeid, BrowseDirection=ua.BrowseDirection.Forward, IncludeSubtypes=True,
+                NodeClassMask=0, ResultMask=63)] * over)
+            with pytest.raises(ua.uaerrors.BadTooManyOperations):
+                await client.uaclient.browse(browse)
+            # within the limit, the same session goes on working
+            results = await _create(client, subscription, _items(variable, 3))
+            assert all(result.StatusCode.is_good() for result in results)
+
+    run(scenario())
+
+
+def test_a_subscription_holds_at_most_the_advertised_number_of_monitored_items(gateway: Gateway) -> None:
+    cap = operation_limits.MAX_MONITORED_ITEMS_PER_SUBSCRIPTION
+
+    async def scenario() -> None:
+        async with session(gateway) as client:
+            variable = await _variable(client)
+            subscription = await _subscription(client)
+            first = await _create(client, subscription, _items(variable, cap - 2))
+            assert all(result.StatusCode.is_good() for result in first)
+            second = await _create(client, subscription, _items(variable, 5, first_handle=cap))
+            codes = [result.StatusCode.name for result in second]
+            assert codes == ["Good", "Good", *["BadTooManyMonitoredItems"] * 3]
+            # deleting makes room again, and a fresh subscription has its own allowance
+            deleted = await client.uaclient.delete_monitored_items(ua.DeleteMonitoredItemsParameters(
+                SubscriptionId=subscription.subscription_id,
+                MonitoredItemIds=[result.MonitoredItemId for result in first[:2]]))
+            assert all(code.is_good() for code in deleted)
+            third = await _create(client, subscription, _items(variable, 3, first_handle=2 * cap))
+            assert [result.StatusCode.name for result in third] == ["Good", "Good", "BadTooManyMonitoredItems"]
+            # the session's allowance spans its subscriptions
+            other = await _subscription(client)
+            left = operation_limits.MAX_MONITORED_ITEMS_PER_SESSION - cap
+            fourth = await _create(client, other, _items(variable, left, first_handle=3 * cap))
+            assert all(result.StatusCode.is_good() for result in fourth)
+            [fifth] = await _create(client, other, _items(variable, 1, first_handle=4 * cap))
+            assert fifth.StatusCode.name == "BadTooManyMonitoredItems"
+
+    run(scenario())
+
+
+def test_modifying_an_unknown_monitored_item_is_answered_per_item(gateway: Gateway) -> None:
+    async def scenario() -> None:
+        async with session(gateway) as client:
+            subscription = await _subscription(client)
+            [created] = await _create(client, subscription, _items(await _variable(client), 1))
+            modify = ua.ModifyMonitoredItemsParameters(
+                SubscriptionId=subscription.subscription_id, TimestampsToReturn=ua.TimestampsToReturn.Both,
+                ItemsToModify=[ua.MonitoredItemModifyRequest(
+                    MonitoredItemId=item_id, RequestedParameters=ua.MonitoringParameters(
+                        ClientHandle=7, SamplingInterval=100, QueueSize=5))
+                    for item_id in (created.MonitoredItemId, 999_999)])
+            known, unknown = await client.uaclient.modify_monitored_items(modify)
+            assert known.StatusCode.is_good() and known.RevisedQueueSize == 5
+            assert unknown.StatusCode.name == "BadMonitoredItemIdInvalid"
+
+    run(scenario())
