@@ -1,5 +1,5 @@
 """The northbound OPC UA server as hostile or careless clients use it: per-call and per-subscription
-limits.
+limits, ``Campus/SetPower`` called with arguments of every wrong kind.
 
 One in-process gateway (the demo's policy: None offered, anonymous read) with campus dispatch wired in but
 no campus service, as ``config/demo.toml`` runs it; each test connects its own asyncua client on loopback.
@@ -173,5 +173,27 @@ def test_modifying_an_unknown_monitored_item_is_answered_per_item(gateway: Gatew
             known, unknown = await client.uaclient.modify_monitored_items(modify)
             assert known.StatusCode.is_good() and known.RevisedQueueSize == 5
             assert unknown.StatusCode.name == "BadMonitoredItemIdInvalid"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(("arguments", "status"), [
+    ([], "BadArgumentsMissing"),
+    ([V(0.0, VT.Double)], "BadArgumentsMissing"),
+    ([V(0.0, VT.Double), V(0.0, VT.Double), V("c-1", VT.String), V(1, VT.Int32)], "BadTooManyArguments"),
+    ([V("0", VT.String), V(0.0, VT.Double), V("c-2", VT.String)], "BadTypeMismatch"),
+    ([V(float("nan"), VT.Double), V(0.0, VT.Double), V("c-3", VT.String)], "BadInvalidArgument"),
+    ([V(0.0, VT.Double), V(0.0, VT.Double), V("x" * 1_000_000, VT.String)], "BadInvalidArgument"),
+    ([V(0.0, VT.Double), V(0.0, VT.Double), V("c-4", VT.String)], "BadNotSupported"),  # valid: no campus here
+])
+def test_campus_set_power_checks_its_arguments_like_every_set_power(gateway: Gateway, arguments: list[ua.Variant],
+                                                                     status: str) -> None:
+    async def scenario() -> None:
+        async with session(gateway, "otto") as client:
+            ns = await client.get_namespace_index("urn:bessgw:opcua")
+            request = ua.CallMethodRequest(ObjectId=ua.NodeId("Campus", ns), MethodId=ua.NodeId("Campus.SetPower", ns),
+                                           InputArguments=arguments)
+            [result] = await client.uaclient.call([request])
+            assert result.StatusCode.name == status
 
     run(scenario())
