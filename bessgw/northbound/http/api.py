@@ -82,6 +82,14 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
         if not request.path.startswith(PREFIX) or err.status < 400:
             raise
         return _error(err.status, err.reason.lower().replace(" ", "_"), err.text or err.reason)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as err:  # a bug: the client still gets JSON, the log gets the stack
+        if not request.path.startswith(PREFIX):
+            raise
+        request.app.logger.exception("http_handler_failed", exc_info=err)
+        return _error(500, "internal", f"the gateway failed to answer {request.method} {request.path[:80]} "
+                                       "(a bug: see the gateway's log)")
 
 
 def unit_json(snap: UnitSnapshot, now: float) -> dict[str, Any]:
@@ -117,9 +125,13 @@ def _number(body: dict[str, Any], key: str, *, required: bool = False) -> float 
         if required:
             raise ApiError(400, "invalid", f"{key} is required")
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    try:  # an integer beyond a float's range (JSON allows 1000...0 with 400 digits) is not finite either
+        number = None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+    except OverflowError:
+        number = math.inf
+    if number is None or not math.isfinite(number):
         raise ApiError(400, "invalid", f"{key} must be a finite number (got {json.dumps(value)[:40]})")
-    return float(value)
+    return number
 
 
 def _string(body: dict[str, Any], key: str) -> str | None:
