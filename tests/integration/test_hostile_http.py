@@ -1,14 +1,14 @@
 """The HTTP listener of a real gateway process as hostile clients use it.
 
-Numbers JSON allows but a float cannot hold, request lines and headers over aiohttp's limits, bodies of
-other media types, and connections that send their headers slowly (slowloris): each gets a clear JSON
-error or is closed, nothing reaches the log as an error with a stack, and ``/healthz`` keeps answering.
+Numbers JSON allows but a float cannot hold, request lines and headers over aiohttp's limits: each gets a
+clear error, nothing reaches the log as an error with a stack, and ``/healthz`` keeps answering.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 
@@ -57,3 +57,21 @@ def test_an_integer_too_large_for_a_float_is_a_400_not_a_500(gateway) -> None:
         assert status == 400, answer
         assert answer["error"]["code"] == "invalid" and "finite number" in answer["error"]["message"]
     assert _errors_logged(gw) == []
+
+
+def test_request_lines_and_headers_over_the_limits_are_answered_and_logged_once_as_a_warning(gateway) -> None:
+    gw, port = gateway
+    before = len(gw.log_lines)
+    for request in (
+        b"GET /api/v1/units/" + b"x" * 20_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /healthz?" + b"a=b&" * 20_000 + b" HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Big: " + b"y" * 20_000 + b"\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+            sock.sendall(request)
+            assert sock.recv(64).startswith((b"HTTP/1.0 4", b"HTTP/1.1 4"))
+    status, _ = http("GET", f"http://127.0.0.1:{port}/healthz")
+    assert status == 200
+    warning = gw.wait_log(lambda line: line.get("event") == "http_bad_requests", timeout_s=WAIT_S)
+    assert warning["level"] == "warning" and "exception" not in warning
+    assert _errors_logged(gw) == [], gw.log_lines[before:]
