@@ -1,7 +1,8 @@
 """The HTTP listener of a real gateway process as hostile clients use it.
 
-Numbers JSON allows but a float cannot hold, request lines and headers over aiohttp's limits: each gets a
-clear error, nothing reaches the log as an error with a stack, and ``/healthz`` keeps answering.
+Numbers JSON allows but a float cannot hold, request lines and headers over aiohttp's limits, and
+connections that send their headers slowly (slowloris): each gets a clear error or is closed, nothing
+reaches the log as an error with a stack, and ``/healthz`` keeps answering.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
+from pathlib import Path
 
 import pytest
 
+from bessgw.northbound.http import connections
 from tests.integration.daemon_harness import GatewayProcess
 from tests.integration.http_client import http
 from tests.integration.test_http_api import CONFIG, OPERATOR, _token_table
@@ -75,3 +79,51 @@ def test_request_lines_and_headers_over_the_limits_are_answered_and_logged_once_
     warning = gw.wait_log(lambda line: line.get("event") == "http_bad_requests", timeout_s=WAIT_S)
     assert warning["level"] == "warning" and "exception" not in warning
     assert _errors_logged(gw) == [], gw.log_lines[before:]
+
+
+def _slow_connection(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: slow\r\n")  # and never the blank line
+    return sock
+
+
+def _closed_by_server(sock: socket.socket, timeout_s: float) -> bool:
+    sock.settimeout(timeout_s)
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(gateway) -> None:
+    _gw, port = gateway
+    sock = _slow_connection(port)
+    try:
+        started = time.monotonic()
+        assert _closed_by_server(sock, connections.IDLE_TIMEOUT_S + WAIT_S)
+        assert time.monotonic() - started >= connections.IDLE_TIMEOUT_S * 0.5
+    finally:
+        sock.close()
+
+
+def test_slowloris_connections_over_the_cap_make_room_and_healthz_answers(gateway) -> None:
+    _gw, port = gateway
+    flood = [_slow_connection(port) for _ in range(connections.MAX_CONNECTIONS + 20)]
+    try:
+        # the oldest slow connections were closed to make room for the newer ones
+        assert _closed_by_server(flood[0], WAIT_S)
+        status, body = http("GET", f"http://127.0.0.1:{port}/healthz", timeout_s=WAIT_S)
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+        status, _ = http("GET", f"http://127.0.0.1:{port}/metrics", timeout_s=WAIT_S)
+        assert status == 200
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def test_the_connection_bounds_are_documented() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text(encoding="utf-8")
+    assert f"{connections.MAX_CONNECTIONS} connections" in text
+    assert f"{connections.IDLE_TIMEOUT_S:g} s" in text

@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.log import server_logger
 
 from bessgw.config import HttpSection
+from bessgw.northbound.http.connections import IDLE_TIMEOUT_S, ConnectionLimiter
 from bessgw.northbound.http.families import CONTENT_TYPE, Registry
 from bessgw.plugin.roles import Logger
 
@@ -116,6 +117,7 @@ class HttpServer:
         self.started = asyncio.Event()
         self.port: int | None = None  #: the bound port (differs from config with port 0)
         self.request_errors = RequestErrorLog(log)
+        self.connections = ConnectionLimiter(log)
 
     @property
     def url(self) -> str:
@@ -125,8 +127,11 @@ class HttpServer:
 
     async def run(self) -> None:
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                               shutdown_timeout=CLOSE_TIMEOUT_S / 2, logger=self.request_errors)
+                               shutdown_timeout=CLOSE_TIMEOUT_S / 2, logger=self.request_errors,
+                               keepalive_timeout=IDLE_TIMEOUT_S)
         await runner.setup()
+        assert runner.server is not None
+        self.connections.install(runner.server)
         try:
             site = web.TCPSite(runner, self.settings.host, self.settings.port, ssl_context=self.tls,
                                reuse_address=True)
