@@ -15,7 +15,11 @@ quadratic in their number. Here, for the sessions of clients (not asyncua's inte
   each, the others are created;
 * monitored items are created in chunks with the event loop served in between, and modified or deleted
   by id in constant time each (asyncua scans every item of the subscription per item);
-* ``ServerCapabilities`` says exactly these figures, so a client can size its requests.
+* ``ServerCapabilities`` says exactly these figures, so a client can size its requests;
+* a subscription's publishing interval is revised into [the server's sampling interval, 1 h]: asyncua
+  granted any value, and ten anonymous subscriptions at 1 µs kept a core busy publishing (0, negative
+  and NaN, which asyncua turns into "publish on every change", get the fastest supported interval,
+  as OPC UA Part 4 prescribes).
 
 asyncua has no hook for any of this: :func:`install` wraps ``InternalServer.create_session`` (as the
 connection guard does) and the services of each session it creates.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +44,8 @@ MAX_MONITORED_ITEMS_PER_SUBSCRIPTION = 10_000
 MAX_MONITORED_ITEMS_PER_SESSION = 20_000
 #: monitored items created between two turns of the event loop (~25 ms of work)
 CREATE_CHUNK = 250
+#: the slowest publishing interval a subscription gets (a longer request is revised to it)
+SLOWEST_PUBLISHING_INTERVAL_MS = 3_600_000.0
 
 _OPERATION_LIMITS = (
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
@@ -71,21 +78,36 @@ async def advertise(server: Server, max_sessions: int) -> None:
         await server.get_node(nodeid).write_value(ua.Variant(value, ua.VariantType.UInt32))
 
 
-def install(iserver: Any) -> None:
+def install(iserver: Any, fastest_publishing_interval_ms: float) -> None:
     """Enforce the limits on every session ``iserver`` creates from now on."""
     create = iserver.create_session
 
     def create_session(*args: Any, **kwargs: Any) -> Any:
         session = create(*args, **kwargs)
-        _limit_session(session, iserver)
+        _limit_session(session, iserver, fastest_publishing_interval_ms)
         return session
 
     iserver.create_session = create_session
 
 
-def _limit_session(session: Any, iserver: Any) -> None:
+def revised_publishing_interval_ms(requested_ms: float, fastest_ms: float) -> float:
+    """The publishing interval granted for ``requested_ms`` (Part 4: 0, negative: the fastest supported)."""
+    if math.isnan(requested_ms) or requested_ms <= fastest_ms:
+        return fastest_ms
+    return min(requested_ms, SLOWEST_PUBLISHING_INTERVAL_MS)
+
+
+def _limit_session(session: Any, iserver: Any, fastest_publishing_interval_ms: float) -> None:
     for name, count in _COUNTED.items():
         setattr(session, name, _bounded(getattr(session, name), count))
+    create_subscription = session.create_subscription
+
+    async def revised_subscription(params: ua.CreateSubscriptionParameters, *args: Any, **kwargs: Any) -> Any:
+        params.RequestedPublishingInterval = revised_publishing_interval_ms(
+            params.RequestedPublishingInterval, fastest_publishing_interval_ms)
+        return await create_subscription(params, *args, **kwargs)
+
+    session.create_subscription = revised_subscription
     session.create_monitored_items = _bounded(
         functools.partial(_create_monitored_items, session.create_monitored_items, session, iserver),
         lambda params: len(params.ItemsToCreate))

@@ -187,7 +187,7 @@ class OpcUaServer:
             handshake_timeout_s=settings.handshake_timeout_s, activation_timeout_s=settings.activation_timeout_s,
         ), log=self.log.warning)
         self.connections.install(iserver)
-        operation_limits.install(iserver)
+        operation_limits.install(iserver, settings.sampling_interval_s * 1000.0)
         await operation_limits.advertise(server, settings.max_sessions)
         iserver.max_session_timeout_ms = settings.session_idle_timeout_s * 1000.0
         iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms, iserver.max_session_timeout_ms)

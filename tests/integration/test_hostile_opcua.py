@@ -177,6 +177,26 @@ def test_modifying_an_unknown_monitored_item_is_answered_per_item(gateway: Gatew
     run(scenario())
 
 
+def test_absurd_publishing_intervals_are_revised_into_the_supported_range(gateway: Gateway) -> None:
+    fastest_ms = gateway.settings.sampling_interval_s * 1000.0
+    cases = {0.0: fastest_ms, -5.0: fastest_ms, float("nan"): fastest_ms, 1e-6: fastest_ms, 1e12: 3_600_000.0,
+             float("inf"): 3_600_000.0, 250.0: 250.0}
+
+    async def scenario() -> None:
+        async with session(gateway) as client:
+            revised = {}
+            for requested in cases:
+                params = ua.CreateSubscriptionParameters(
+                    RequestedPublishingInterval=requested, RequestedLifetimeCount=600, RequestedMaxKeepAliveCount=20,
+                    MaxNotificationsPerPublish=0, PublishingEnabled=True)
+                result = await client.uaclient.create_subscription(params, lambda *_: None)
+                revised[requested] = result.RevisedPublishingInterval
+                await client.uaclient.delete_subscriptions([result.SubscriptionId])
+        assert revised == cases
+
+    run(scenario())
+
+
 @pytest.mark.parametrize(("arguments", "status"), [
     ([], "BadArgumentsMissing"),
     ([V(0.0, VT.Double)], "BadArgumentsMissing"),
