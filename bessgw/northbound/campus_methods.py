@@ -27,7 +27,7 @@ from bessgw.campus.commands import NOT_CONFIGURED, CampusCommands
 from bessgw.errors import BessgwError, CoordinationError, SetpointRefusedError
 from bessgw.northbound import information_model as model
 from bessgw.northbound.access import Role, current_role, current_user_name
-from bessgw.northbound.method_arguments import Refused, set_power_arguments
+from bessgw.northbound.method_arguments import Refused, called_on, set_power_arguments
 from bessgw.northbound.trace_context import current_traceparent
 from bessgw.plugin.roles import Logger
 
@@ -50,6 +50,7 @@ class CampusDispatchNodes:
         self.calls = 0
         self.refused = 0
         self._shown: dict[str, Any] = {}
+        self.node_id = instance.node.nodeid  #: Objects/Campus, the object Campus/SetPower belongs to
 
     @classmethod
     async def create(cls, server: Server, types: model.Types, commands: CampusCommands, interval_s: float,
@@ -75,7 +76,7 @@ class CampusDispatchNodes:
     async def set_power(self, parent: ua.NodeId, *arguments: Any) -> Any:
         self.calls += 1
         user = current_user_name()
-        parsed = set_power_arguments(arguments)
+        parsed = called_on(parent, self.node_id, "Campus/SetPower") or set_power_arguments(arguments)
         command_id = parsed[2] if not isinstance(parsed, Refused) else ""
         with TRACER.start_as_current_span(
                 "opcua.Campus.SetPower", kind=trace.SpanKind.SERVER, record_exception=False,

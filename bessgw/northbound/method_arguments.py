@@ -4,6 +4,10 @@ Every ``SetPower(p_kw, q_kvar, command_id)`` of the address space (a unit's, the
 ``Campus/SetPower``) checks its arguments here before anything runs: too few or too many, a value of
 another type, a non-finite power, a command id too long or with control characters are refused with
 their status code (and one per argument), never with a traceback and ``BadUnexpectedError``.
+
+A method also belongs to one object: asyncua runs the method whatever ``ObjectId`` the call names, so
+unit A1's ``SetPower`` called "on" A2 (or on the Server object) commanded A1. Part 4 says the method
+must be a component of the object: :func:`called_on` refuses any other with ``BadMethodInvalid``.
 """
 
 from __future__ import annotations
@@ -87,3 +91,12 @@ def _plain(value: Any, types: frozenset[ua.VariantType], null: Any = None) -> An
             return None
         return null if value.Value is None else value.Value
     return value  # asyncua passes Variants; a plain value comes from in-process callers
+
+
+def called_on(parent: Any, owner: ua.NodeId, method: str) -> Refused | None:
+    """``BadMethodInvalid`` unless the call's ``ObjectId`` (``parent``) is the object owning the method."""
+    if parent == owner:
+        return None
+    shown = parent.to_string() if isinstance(parent, ua.NodeId) else repr(parent)
+    return Refused("BadMethodInvalid",
+                   f"{method} is not a method of object {shown[:80]} (call it on {owner.to_string()})")

@@ -42,7 +42,7 @@ from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_c
 from bessgw.northbound.compaction import Compactor
 from bessgw.northbound.connections import ConnectionGuard, ConnectionLimits, current_channel_unsecured
 from bessgw.northbound.events import AlarmEvents
-from bessgw.northbound.method_arguments import Refused, set_power_arguments
+from bessgw.northbound.method_arguments import Refused, called_on, set_power_arguments
 from bessgw.northbound.methods import Applied, CommandHandler, CommandRejected, ControlProvider
 from bessgw.northbound.publisher import DEADBAND_NAMES, Publisher
 from bessgw.plugin.roles import Logger
@@ -400,7 +400,8 @@ class OpcUaServer:
 
         def link(method: Node, unit_nodeid: ua.NodeId) -> None:
             name = method.nodeid.Identifier.rsplit(".", 1)[-1]
-            handler = self._unit_set_power(unit_id) if name == "SetPower" else self._unit_reset_fault(unit_id)
+            handler = self._unit_set_power(unit_id, unit_nodeid) if name == "SetPower" else \
+                self._unit_reset_fault(unit_id, unit_nodeid)
             server.link_method(method, handler)
 
         instance = await model.create_unit(server, self._types, self._gateway, self.gateway_id, unit_id, link)
@@ -428,9 +429,9 @@ class OpcUaServer:
 
     # -------------------------------------------------------------------------------- methods
 
-    def _unit_set_power(self, unit_id: str):
+    def _unit_set_power(self, unit_id: str, unit_nodeid: ua.NodeId):
         async def set_power(parent: ua.NodeId, *arguments: Any):
-            parsed = set_power_arguments(arguments)
+            parsed = called_on(parent, unit_nodeid, "SetPower") or set_power_arguments(arguments)
             if isinstance(parsed, Refused):
                 return self._refuse(parsed, unit=unit_id)
             p_kw, q_kvar, command_id = parsed
@@ -439,15 +440,19 @@ class OpcUaServer:
         return set_power
 
     async def _gateway_set_power(self, parent: ua.NodeId, *arguments: Any):
-        parsed = set_power_arguments(arguments)
+        assert self._gateway is not None
+        parsed = called_on(parent, self._gateway.node.nodeid, "SetPower") or set_power_arguments(arguments)
         if isinstance(parsed, Refused):
             return self._refuse(parsed, unit="")
         p_kw, q_kvar, command_id = parsed
         return await self._call(self.commands.set_gateway_power(
             p_kw, q_kvar, command_id, role=current_role(), user=current_user_name()))
 
-    def _unit_reset_fault(self, unit_id: str):
+    def _unit_reset_fault(self, unit_id: str, unit_nodeid: ua.NodeId):
         async def reset_fault(parent: ua.NodeId, *arguments: Any):
+            refused = called_on(parent, unit_nodeid, "ResetFault")
+            if refused is not None:
+                return self._refuse(refused, unit=unit_id)
             if arguments:
                 return self._refuse(Refused("BadTooManyArguments", "ResetFault takes no arguments"), unit=unit_id)
             try:

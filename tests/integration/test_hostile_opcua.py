@@ -1,5 +1,6 @@
 """The northbound OPC UA server as hostile or careless clients use it: per-call and per-subscription
-limits, ``Campus/SetPower`` called with arguments of every wrong kind.
+limits, publishing intervals, ``Campus/SetPower`` called with arguments of every wrong kind, methods
+called on an object that does not have them.
 
 One in-process gateway (the demo's policy: None offered, anonymous read) with campus dispatch wired in but
 no campus service, as ``config/demo.toml`` runs it; each test connects its own asyncua client on loopback.
@@ -20,7 +21,7 @@ from asyncua.common.subscription import Subscription
 from bessgw.campus.commands import CampusCommands
 from bessgw.northbound import operation_limits
 from tests.integration import test_opcua_server as harness
-from tests.integration.test_opcua_server import PASSWORDS, Gateway, make_settings, run, unit_node
+from tests.integration.test_opcua_server import GATEWAY, PASSWORDS, Gateway, make_settings, run, unit_node
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, plugin_path: list[str]):
     tmp = tmp_path_factory.mktemp("opcua-hostile")
     settings = make_settings(tmp, security_policies=["Basic256Sha256_SignAndEncrypt", "None"], anonymous="read",
                              max_sessions=4)
-    gw = Gateway(tmp, settings, ("h-1",))
+    gw = Gateway(tmp, settings, ("h-1", "h-2"))
     with pytest.MonkeyPatch.context() as patch:
         campus = CampusCommands(lambda: None, lambda: gw.control, structlog.get_logger("test-campus"))
         patch.setattr(harness, "OpcUaServer", partial(harness.OpcUaServer, campus_commands=campus))
@@ -217,3 +218,38 @@ def test_campus_set_power_checks_its_arguments_like_every_set_power(gateway: Gat
             assert result.StatusCode.name == status
 
     run(scenario())
+
+
+def test_a_method_called_on_an_object_that_does_not_have_it_is_refused(gateway: Gateway) -> None:
+    """OPC UA Part 4: the method must belong to ``ObjectId``; h-1's SetPower on h-2 must not move h-1."""
+    arguments = [V(100.0, VT.Double), V(0.0, VT.Double), V("")]
+
+    async def scenario() -> dict[str, str]:
+        answers = {}
+        async with session(gateway, "ada") as client:
+            ns = await client.get_namespace_index("urn:bessgw:opcua")
+            one, two = await unit_node(client, "h-1"), await unit_node(client, "h-2")
+            gw = await client.nodes.objects.get_child([f"{ns}:Campus", f"{ns}:Gateways", f"{ns}:{GATEWAY}"])
+            set_power = (await one.get_child(f"{ns}:SetPower")).nodeid
+            calls = {
+                "unit SetPower on another unit": (two.nodeid, set_power, arguments),
+                "unit SetPower on Server": (client.nodes.server.nodeid, set_power, arguments),
+                "unit ResetFault on another unit": (two.nodeid, (await one.get_child(f"{ns}:ResetFault")).nodeid, []),
+                "gateway SetPower on a unit": (one.nodeid, (await gw.get_child(f"{ns}:SetPower")).nodeid, arguments),
+                "campus SetPower on the gateway": (gw.nodeid, ua.NodeId("Campus.SetPower", ns), arguments),
+            }
+            for name, (object_id, method_id, inputs) in calls.items():
+                [result] = await client.uaclient.call([ua.CallMethodRequest(
+                    ObjectId=object_id, MethodId=method_id, InputArguments=inputs)])
+                answers[name] = result.StatusCode.name
+        return answers
+
+    answers = run(scenario())
+    assert answers == dict.fromkeys(answers, "BadMethodInvalid")
+    control = gateway.control
+    assert control is not None
+
+    async def journaled() -> list[float | None]:  # on the gateway's loop, which owns the journal
+        return [entry.requested_p_kw for entry in control.journal.page(None, 500)]
+
+    assert 100.0 not in gateway.call(journaled())
