@@ -28,7 +28,7 @@ from bessgw.compat import TaskGroup
 from bessgw.config import OpcUaSettings
 from bessgw.errors import BessgwError, ConfigError
 from bessgw.northbound import information_model as model
-from bessgw.northbound import operation_limits, standard_nodes
+from bessgw.northbound import operation_limits, service_faults, standard_nodes
 from bessgw.northbound.access import (
     RolePermissions,
     UserDirectory,
@@ -188,6 +188,7 @@ class OpcUaServer:
         ), log=self.log.warning)
         self.connections.install(iserver)
         operation_limits.install(iserver, settings.sampling_interval_s * 1000.0)
+        self.service_faults = service_faults.install()
         await operation_limits.advertise(server, settings.max_sessions)
         iserver.max_session_timeout_ms = settings.session_idle_timeout_s * 1000.0
         iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms, iserver.max_session_timeout_ms)

@@ -9,6 +9,7 @@ no campus service, as ``config/demo.toml`` runs it; each test connects its own a
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -253,3 +254,30 @@ def test_a_method_called_on_an_object_that_does_not_have_it_is_refused(gateway: 
         return [entry.requested_p_kw for entry in control.journal.page(None, 500)]
 
     assert 100.0 not in gateway.call(journaled())
+
+
+def test_service_faults_answered_to_clients_are_counted_not_logged_as_errors(
+        gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    from bessgw.northbound import service_faults
+
+    over = operation_limits.MAX_NODES_PER_CALL + 1
+
+    async def scenario() -> None:
+        async with session(gateway) as client:
+            unit = await unit_node(client, "h-1")
+            read = ua.ReadParameters(NodesToRead=[ua.ReadValueId(NodeId=unit.nodeid, AttributeId=13)] * over)
+            for _ in range(3):
+                with pytest.raises(ua.uaerrors.BadTooManyOperations):
+                    await client.uaclient.read(read)
+
+    def installed() -> list[service_faults.ServiceFaultFilter]:  # by the server, on start
+        return [f for f in logging.getLogger(service_faults.LOGGER).filters
+                if isinstance(f, service_faults.ServiceFaultFilter)]
+
+    before = sum(f.totals["BadTooManyOperations"] for f in installed())
+    with caplog.at_level(logging.WARNING, logger=service_faults.LOGGER):
+        run(scenario())
+    faults = [record for record in caplog.records if record.name == service_faults.LOGGER]
+    assert all(record.levelno == logging.WARNING for record in faults), [r.getMessage() for r in faults]
+    assert len(faults) <= 1
+    assert len(installed()) == 1 and installed()[0].totals["BadTooManyOperations"] == before + 3

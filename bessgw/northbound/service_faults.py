@@ -1,0 +1,61 @@
+"""asyncua's "sending service fault response" lines: counted, and summarised as one warning per 10 s.
+
+asyncua logs every ServiceFault it answers at error level — a session refused at ``max_sessions``
+(``BadTooManySessions``), a request over the operation limits (``BadTooManyOperations``), an unknown
+session id. Each is the client's doing and already answered with its status code, so any client
+could write error lines into the journal as fast as it sends requests, and an operator could not tell
+them from the gateway's own faults. :func:`install` puts a filter on asyncua's processor logger: those
+records are counted by status name, and at most one every :data:`LOG_INTERVAL_S` passes, as a warning
+``opcua_service_faults`` holding the counts since the previous one. Other records pass unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+#: the logger asyncua's message processor writes its ServiceFault lines to
+LOGGER = "asyncua.server.uaprocessor"
+#: at most one summary this often
+LOG_INTERVAL_S = 10.0
+_PREFIX = "sending service fault response"
+
+
+class ServiceFaultFilter(logging.Filter):
+    """Counts asyncua's ServiceFault lines and lets a summary through at most every ``interval_s``."""
+
+    def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.totals: Counter[str] = Counter()  #: ServiceFaults answered, by status name, since start
+        self._unlogged: Counter[str] = Counter()
+        self._logged_at = -interval_s
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str) or not record.msg.startswith(_PREFIX):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        status = str(args[1]) if len(args) > 1 else "unknown"
+        self.totals[status] += 1
+        self._unlogged[status] += 1
+        now = time.monotonic()
+        if now - self._logged_at < self.interval_s:
+            return False
+        summary = ", ".join(f"{name}={count}" for name, count in sorted(self._unlogged.items()))
+        record.msg, record.args = "opcua_service_faults (answered to clients since the last line): %s", (summary,)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        self._logged_at = now
+        self._unlogged.clear()
+        return True
+
+
+def install() -> ServiceFaultFilter:
+    """The process's one filter on asyncua's processor logger (added on first use, then reused)."""
+    logger = logging.getLogger(LOGGER)
+    for existing in logger.filters:
+        if isinstance(existing, ServiceFaultFilter):
+            return existing
+    fault_filter = ServiceFaultFilter()
+    logger.addFilter(fault_filter)
+    return fault_filter
