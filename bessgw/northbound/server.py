@@ -185,7 +185,8 @@ class OpcUaServer:
             max_sessions=settings.max_sessions, max_pending=settings.max_pending_connections,
             max_pending_per_address=settings.max_pending_connections_per_address,
             handshake_timeout_s=settings.handshake_timeout_s, activation_timeout_s=settings.activation_timeout_s,
-        ), log=self.log.warning)
+            reserved_for_operators=settings.max_sessions // 4,
+        ), log=self.log.warning, privileged=users.claims_operator)
         self.connections.install(iserver)
         operation_limits.install(iserver, settings.sampling_interval_s * 1000.0)
         self.service_faults = service_faults.install()

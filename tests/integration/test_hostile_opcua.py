@@ -281,3 +281,35 @@ def test_service_faults_answered_to_clients_are_counted_not_logged_as_errors(
     assert all(record.levelno == logging.WARNING for record in faults), [r.getMessage() for r in faults]
     assert len(faults) <= 1
     assert len(installed()) == 1 and installed()[0].totals["BadTooManyOperations"] == before + 3
+
+
+def test_read_only_sessions_cannot_take_the_slots_reserved_for_operators(gateway: Gateway) -> None:
+    """max_sessions = 4: anonymous (read-only) sessions get 3; the 4th slot waits for an operator."""
+    assert gateway.settings.max_sessions == 4
+
+    async def scenario() -> tuple[str, str, str]:
+        held: list[Client] = []
+        try:
+            for _ in range(3):
+                client = Client(gateway.url, timeout=30)
+                await asyncio.wait_for(client.connect(), 20)
+                held.append(client)
+            try:
+                async with session(gateway):
+                    anonymous = "Good"
+            except ua.uaerrors.BadTooManySessions:
+                anonymous = "BadTooManySessions"
+            async with session(gateway, "otto") as operator:
+                await operator.nodes.server_state.read_value()
+                viewer_status = "Good"
+                try:
+                    async with session(gateway, "vera"):
+                        pass
+                except ua.uaerrors.BadTooManySessions:
+                    viewer_status = "BadTooManySessions"
+            return anonymous, "Good", viewer_status
+        finally:
+            for client in held:
+                await asyncio.wait_for(client.disconnect(), 20)
+
+    assert run(scenario()) == ("BadTooManySessions", "Good", "BadTooManySessions")
