@@ -6,20 +6,30 @@ session id. Each is the client's doing and already answered with its status code
 could write error lines into the journal as fast as it sends requests, and an operator could not tell
 them from the gateway's own faults. :func:`install` puts a filter on asyncua's processor logger: those
 records are counted by status name, and at most one every :data:`LOG_INTERVAL_S` passes, as a warning
-``opcua_service_faults`` holding the counts since the previous one. Other records pass unchanged.
+``opcua_service_faults`` holding the counts since the previous one. A request that does not decode (an
+enumeration value that does not exist, a truncated structure) is logged by asyncua with a stack as
+"Error while processing message" and answered ``BadInternalError``; those raised in asyncua's binary
+decoder are counted the same way, as ``BadDecodingError``. Other records pass unchanged.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
+import traceback
 from collections import Counter
+from typing import Any
 
 #: the logger asyncua's message processor writes its ServiceFault lines to
 LOGGER = "asyncua.server.uaprocessor"
 #: at most one summary this often
 LOG_INTERVAL_S = 10.0
 _PREFIX = "sending service fault response"
+#: asyncua's line (with a stack) for a request that failed otherwise; answered BadInternalError
+_UNDECODABLE = "Error while processing message"
+#: asyncua's binary decoder: an exception raised there is the client's malformed request, not a bug
+_DECODER = os.path.join("asyncua", "ua", "ua_binary.py")
 
 
 class ServiceFaultFilter(logging.Filter):
@@ -33,10 +43,16 @@ class ServiceFaultFilter(logging.Filter):
         self._logged_at = -interval_s
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not isinstance(record.msg, str) or not record.msg.startswith(_PREFIX):
+        if not isinstance(record.msg, str):
             return True
-        args = record.args if isinstance(record.args, tuple) else ()
-        status = str(args[1]) if len(args) > 1 else "unknown"
+        if record.msg.startswith(_PREFIX):
+            args = record.args if isinstance(record.args, tuple) else ()
+            status = str(args[1]) if len(args) > 1 else "unknown"
+        elif record.msg == _UNDECODABLE and _in_decoder(record.exc_info):
+            status = "BadDecodingError"
+            record.exc_info = record.exc_text = None
+        else:
+            return True
         self.totals[status] += 1
         self._unlogged[status] += 1
         now = time.monotonic()
@@ -48,6 +64,13 @@ class ServiceFaultFilter(logging.Filter):
         self._logged_at = now
         self._unlogged.clear()
         return True
+
+
+def _in_decoder(exc_info: Any) -> bool:
+    """Whether the exception was raised while decoding the client's request (asyncua's ua_binary)."""
+    if not isinstance(exc_info, tuple) or len(exc_info) < 3:
+        return False
+    return any(frame.filename.endswith(_DECODER) for frame in traceback.extract_tb(exc_info[2]))
 
 
 def install() -> ServiceFaultFilter:

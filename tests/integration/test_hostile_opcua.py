@@ -269,6 +269,12 @@ def test_service_faults_answered_to_clients_are_counted_not_logged_as_errors(
             for _ in range(3):
                 with pytest.raises(ua.uaerrors.BadTooManyOperations):
                     await client.uaclient.read(read)
+            # a request that does not decode (an enumeration value that does not exist)
+            browse = ua.BrowseParameters(NodesToBrowse=[ua.BrowseDescription(
+                NodeId=unit.nodeid, BrowseDirection=7, IncludeSubtypes=True, ResultMask=63)])
+            with pytest.raises(ua.UaStatusCodeError):
+                await client.uaclient.browse(browse)
+            assert await client.nodes.server_state.read_value() == ua.ServerState.Running
 
     def installed() -> list[service_faults.ServiceFaultFilter]:  # by the server, on start
         return [f for f in logging.getLogger(service_faults.LOGGER).filters
@@ -281,6 +287,7 @@ def test_service_faults_answered_to_clients_are_counted_not_logged_as_errors(
     assert all(record.levelno == logging.WARNING for record in faults), [r.getMessage() for r in faults]
     assert len(faults) <= 1
     assert len(installed()) == 1 and installed()[0].totals["BadTooManyOperations"] == before + 3
+    assert installed()[0].totals["BadDecodingError"] >= 1
 
 
 def test_read_only_sessions_cannot_take_the_slots_reserved_for_operators(gateway: Gateway) -> None:
