@@ -63,6 +63,20 @@ def test_an_integer_too_large_for_a_float_is_a_400_not_a_500(gateway) -> None:
     assert _errors_logged(gw) == []
 
 
+def test_errors_say_what_was_wrong_and_what_is_expected(gateway) -> None:
+    _gw, port = gateway
+    base = f"http://127.0.0.1:{port}/api/v1"
+    status, raw = http("POST", f"{base}/setpoint", b'{"p_kw": 0}', headers={"Authorization": "Basic b3BzOng="})
+    message = json.loads(raw)["error"]["message"]
+    assert status == 401 and "Bearer" in message and "Basic" in message, message
+    status, raw = http("DELETE", f"{base}/units")
+    message = json.loads(raw)["error"]["message"]
+    assert status == 405 and "DELETE" in message and "GET" in message, message
+    status, raw = http("GET", f"{base}/unitz")
+    message = json.loads(raw)["error"]["message"]
+    assert status == 404 and "/api/v1/unitz" in message and "openapi.json" in message, message
+
+
 def test_request_lines_and_headers_over_the_limits_are_answered_and_logged_once_as_a_warning(gateway) -> None:
     gw, port = gateway
     before = len(gw.log_lines)

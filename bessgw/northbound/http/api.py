@@ -78,6 +78,18 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
         return await handler(request)
     except ApiError as err:
         return _error(err.status, err.code, err.message)
+    except web.HTTPMethodNotAllowed as err:
+        if not request.path.startswith(PREFIX):
+            raise
+        allowed = ", ".join(sorted(err.allowed_methods))
+        response = _error(405, "method_not_allowed", f"{request.method[:16]} is not allowed on {request.path[:80]} "
+                                                     f"(allowed: {allowed})")
+        response.headers["Allow"] = allowed
+        return response
+    except web.HTTPNotFound:  # from the router: our handlers answer their own 404s (ApiError)
+        if not request.path.startswith(PREFIX):
+            raise
+        return _error(404, "not_found", f"no such path {request.path[:80]} (the paths: {PREFIX}/openapi.json)")
     except web.HTTPException as err:
         if not request.path.startswith(PREFIX) or err.status < 400:
             raise
@@ -155,7 +167,10 @@ def add_api_routes(app: web.Application, context: ApiContext) -> None:
             if role == "viewer" and context.settings.anonymous_read:
                 return None
             raise ApiError(401, "unauthenticated", "a bearer token is needed (Authorization: Bearer <token>)")
-        found = await tokens.principal(bearer.strip()) if scheme.lower() == "bearer" else None
+        if scheme.lower() != "bearer":
+            raise ApiError(401, "unauthenticated", f"the Authorization header must be 'Bearer <name>.<secret>' "
+                                                   f"(got scheme {scheme[:20]!r})")
+        found = await tokens.principal(bearer.strip())
         if found is None:
             raise ApiError(401, "unauthenticated", "unknown or invalid bearer token")
         if not found.may(role):
