@@ -77,6 +77,39 @@ def test_errors_say_what_was_wrong_and_what_is_expected(gateway) -> None:
     assert status == 404 and "/api/v1/unitz" in message and "openapi.json" in message, message
 
 
+def test_every_answer_is_one_the_openapi_document_describes(gateway) -> None:
+    """What a client generated from the document meets: each status documented, each body of its schema."""
+    import jsonschema
+
+    _gw, port = gateway
+    base = f"http://127.0.0.1:{port}/api/v1"
+    document = json.loads(http("GET", f"{base}/openapi.json")[1])
+    jsonschema.Draft202012Validator.check_schema(document["components"]["schemas"]["Setpoint"])
+    operator = {"Authorization": f"Bearer {OPERATOR}"}
+    calls = [
+        ("GET", "/status", None, {}), ("GET", "/status", None, operator), ("GET", "/units", None, operator),
+        ("GET", "/units/mem-1", None, operator), ("GET", "/units/nope", None, operator),
+        ("GET", "/campus", None, operator), ("GET", "/members", None, operator),
+        ("GET", "/journal", None, operator), ("GET", "/journal?limit=0", None, operator),
+        ("GET", "/journal?limit=x", None, operator),
+        ("POST", "/setpoint", b'{"p_kw": 1e308}', operator), ("POST", "/setpoint", b'{"p_kw": "1"}', operator),
+        ("POST", "/setpoint", b'{"p_kw": 0, "unit_id": "nope"}', operator), ("POST", "/setpoint", b"[", operator),
+        ("POST", "/setpoint", b'{"p_kw": 0, "command_id": "openapi-1"}', operator),
+        ("POST", "/setpoint", b'{"p_kw": 0}', {}), ("POST", "/setpoint", b"x" * 20_000, operator),
+        ("POST", "/release", b'{"command_id": "openapi-2"}', operator), ("POST", "/release", b'{"x": 1}', operator),
+        ("GET", "/openapi.json", None, {}),
+    ]
+    for method, path, body, headers in calls:
+        status, raw = http(method, base + path, body, headers={"Content-Type": "application/json", **headers})
+        operation = document["paths"][path.split("?")[0].replace("/units/mem-1", "/units/{unit_id}")
+                                      .replace("/units/nope", "/units/{unit_id}")][method.lower()]
+        assert str(status) in operation["responses"], (method, path, status, raw[:200])
+        schema = operation["responses"][str(status)]["content"]["application/json"]["schema"]
+        if "$ref" in schema:
+            schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+        jsonschema.validate(json.loads(raw), schema)
+
+
 def test_request_lines_and_headers_over_the_limits_are_answered_and_logged_once_as_a_warning(gateway) -> None:
     gw, port = gateway
     before = len(gw.log_lines)
