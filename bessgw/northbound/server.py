@@ -189,6 +189,7 @@ class OpcUaServer:
         ), log=self.log.warning, privileged=users.claims_operator)
         self.connections.install(iserver)
         operation_limits.install(iserver, settings.sampling_interval_s * 1000.0)
+        operation_limits.limit_message_size(server)
         self.service_faults = service_faults.install()
         await operation_limits.advertise(server, settings.max_sessions)
         iserver.max_session_timeout_ms = settings.session_idle_timeout_s * 1000.0

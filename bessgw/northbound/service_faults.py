@@ -9,7 +9,8 @@ records are counted by status name, and at most one every :data:`LOG_INTERVAL_S`
 ``opcua_service_faults`` holding the counts since the previous one. A request that does not decode (an
 enumeration value that does not exist, a truncated structure) is logged by asyncua with a stack as
 "Error while processing message" and answered ``BadInternalError``; those raised in asyncua's binary
-decoder are counted the same way, as ``BadDecodingError``. Other records pass unchanged.
+decoder are counted the same way, as ``BadDecodingError``; a message over the size limits, which the
+secure channel logs at error, as ``BadRequestTooLarge``. Other records pass unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from typing import Any
 
 #: the logger asyncua's message processor writes its ServiceFault lines to
 LOGGER = "asyncua.server.uaprocessor"
+#: the logger of asyncua's secure channel, which logs each message over the size limits at error
+CHANNEL_LOGGER = "asyncua.uaprotocol"
+#: its lines for a message over the limits (answered BadRequestTooLarge, connection closed)
+_TOO_LARGE = ("Message size: ", "Number of message chunks: ")
 #: at most one summary this often
 LOG_INTERVAL_S = 10.0
 _PREFIX = "sending service fault response"
@@ -48,6 +53,8 @@ class ServiceFaultFilter(logging.Filter):
         if record.msg.startswith(_PREFIX):
             args = record.args if isinstance(record.args, tuple) else ()
             status = str(args[1]) if len(args) > 1 else "unknown"
+        elif record.msg.startswith(_TOO_LARGE) and record.levelno >= logging.ERROR:
+            status = "BadRequestTooLarge"
         elif record.msg == _UNDECODABLE and _in_decoder(record.exc_info):
             status = "BadDecodingError"
             record.exc_info = record.exc_text = None
@@ -74,11 +81,12 @@ def _in_decoder(exc_info: Any) -> bool:
 
 
 def install() -> ServiceFaultFilter:
-    """The process's one filter on asyncua's processor logger (added on first use, then reused)."""
-    logger = logging.getLogger(LOGGER)
-    for existing in logger.filters:
+    """The process's one filter on asyncua's processor and channel loggers (added once, then reused)."""
+    processor, channel = logging.getLogger(LOGGER), logging.getLogger(CHANNEL_LOGGER)
+    for existing in processor.filters:
         if isinstance(existing, ServiceFaultFilter):
             return existing
     fault_filter = ServiceFaultFilter()
-    logger.addFilter(fault_filter)
+    processor.addFilter(fault_filter)
+    channel.addFilter(fault_filter)
     return fault_filter

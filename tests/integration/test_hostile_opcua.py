@@ -20,7 +20,7 @@ from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 
 from bessgw.campus.commands import CampusCommands
-from bessgw.northbound import operation_limits
+from bessgw.northbound import operation_limits, service_faults
 from tests.integration import test_opcua_server as harness
 from tests.integration.test_opcua_server import GATEWAY, PASSWORDS, Gateway, make_settings, run, unit_node
 
@@ -258,8 +258,6 @@ def test_a_method_called_on_an_object_that_does_not_have_it_is_refused(gateway: 
 
 def test_service_faults_answered_to_clients_are_counted_not_logged_as_errors(
         gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
-    from bessgw.northbound import service_faults
-
     over = operation_limits.MAX_NODES_PER_CALL + 1
 
     async def scenario() -> None:
@@ -320,3 +318,32 @@ def test_read_only_sessions_cannot_take_the_slots_reserved_for_operators(gateway
                 await asyncio.wait_for(client.disconnect(), 20)
 
     assert run(scenario()) == ("BadTooManySessions", "Good", "BadTooManySessions")
+
+
+def test_a_request_over_the_message_size_limit_is_not_taken_in(gateway: Gateway,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """asyncua takes messages up to 100 MB into memory by default; anonymous clients get 8 MB."""
+    def write(size_bytes: int) -> ua.WriteParameters:
+        return ua.WriteParameters(NodesToWrite=[ua.WriteValue(
+            NodeId=ua.NodeId(ua.ObjectIds.Server_ServerStatus_CurrentTime), AttributeId=ua.AttributeIds.Value,
+            Value=ua.DataValue(ua.Variant(b"x" * size_bytes, ua.VariantType.ByteString)))])
+
+    async def scenario() -> tuple[str, str]:
+        async with session(gateway) as client:
+            [small] = await client.uaclient.write(write(1 << 20))
+        try:
+            async with session(gateway) as client:
+                [large] = await client.uaclient.write(write(operation_limits.MAX_MESSAGE_BYTES + (1 << 20)))
+                large_answer = large.name
+        except (ua.UaError, ConnectionError, asyncio.TimeoutError) as err:
+            large_answer = type(err).__name__
+        async with session(gateway) as client:  # the server serves on
+            assert await client.nodes.server_state.read_value() == ua.ServerState.Running
+        return small.name, large_answer
+
+    with caplog.at_level(logging.WARNING, logger=service_faults.CHANNEL_LOGGER):
+        small, large = run(scenario())
+    assert small == "BadUserAccessDenied"  # taken in, decoded, refused: anonymous may not write
+    assert large != "BadUserAccessDenied", large  # never taken in
+    assert not [r.getMessage() for r in caplog.records
+                if r.name == service_faults.CHANNEL_LOGGER and r.levelno >= logging.ERROR]
