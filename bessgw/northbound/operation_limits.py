@@ -17,10 +17,10 @@ quadratic in their number. Here, for the sessions of clients (not asyncua's inte
   by id in constant time each (asyncua scans every item of the subscription per item);
 * a request message is at most :data:`MAX_MESSAGE_BYTES` (:func:`limit_message_size`);
 * ``ServerCapabilities`` says exactly these figures, so a client can size its requests;
-* a subscription's publishing interval is revised into [the server's sampling interval, 1 h]: asyncua
-  granted any value, and ten anonymous subscriptions at 1 µs kept a core busy publishing (0, negative
-  and NaN, which asyncua turns into "publish on every change", get the fastest supported interval,
-  as OPC UA Part 4 prescribes).
+* a subscription's publishing interval is revised into [100 ms (or the server's sampling interval if
+  shorter), 1 h]: asyncua granted any value, and ten anonymous subscriptions at 1 µs kept a core busy
+  publishing (0, negative and NaN, which asyncua turns into "publish on every change", get the fastest
+  supported interval, as OPC UA Part 4 prescribes).
 
 asyncua has no hook for any of this: :func:`install` wraps ``InternalServer.create_session`` (as the
 connection guard does) and the services of each session it creates.
@@ -49,6 +49,8 @@ CREATE_CHUNK = 250
 MAX_MESSAGE_BYTES = 8 << 20
 #: the slowest publishing interval a subscription gets (a longer request is revised to it)
 SLOWEST_PUBLISHING_INTERVAL_MS = 3_600_000.0
+#: the fastest publishing interval granted, unless the server samples faster still (then its sampling interval)
+FASTEST_PUBLISHING_INTERVAL_MS = 100.0
 
 _OPERATION_LIMITS = (
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
@@ -93,9 +95,10 @@ async def advertise(server: Server, max_sessions: int) -> None:
         await server.get_node(nodeid).write_value(ua.Variant(value, ua.VariantType.UInt32))
 
 
-def install(iserver: Any, fastest_publishing_interval_ms: float) -> None:
+def install(iserver: Any, sampling_interval_ms: float) -> None:
     """Enforce the limits on every session ``iserver`` creates from now on."""
     create = iserver.create_session
+    fastest_publishing_interval_ms = min(sampling_interval_ms, FASTEST_PUBLISHING_INTERVAL_MS)
 
     def create_session(*args: Any, **kwargs: Any) -> Any:
         session = create(*args, **kwargs)
