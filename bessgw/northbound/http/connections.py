@@ -9,8 +9,9 @@ OPC UA session, and leave ``/healthz`` unanswered. Here:
 * a connection with no request in progress is closed :data:`IDLE_TIMEOUT_S` after it was opened or
   after its last answer (aiohttp's keep-alive timeout, which also bounds headers that never complete);
 * one connection over :data:`MAX_CONNECTIONS` closes the oldest connection that is not serving a
-  request — never the newcomer, so a flood displaces its own earlier sockets and idle keep-alive
-  connections (which clients re-open), and a fresh client's ``/healthz`` gets through.
+  request, so a flood displaces its own earlier sockets and idle keep-alive connections (which clients
+  re-open), and a fresh client's ``/healthz`` gets through. Only when every other connection is serving
+  a request is the newcomer itself closed: requests in progress are never cut.
 
 aiohttp's ``Server`` (the protocol factory) is told of every connection made; :meth:`ConnectionLimiter.install`
 wraps that notification, as the OPC UA connection guard wraps asyncua's transport list.
