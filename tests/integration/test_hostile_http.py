@@ -128,6 +128,15 @@ def test_request_lines_and_headers_over_the_limits_are_answered_and_logged_once_
     warning = gw.wait_log(lambda line: line.get("event") == "http_bad_requests", timeout_s=WAIT_S)
     assert warning["level"] == "warning" and "exception" not in warning
     assert _errors_logged(gw) == [], gw.log_lines[before:]
+    assert _metric(port, "bessgw_http_bad_requests_total") >= 3
+
+
+def _metric(port: int, name: str) -> float:
+    status, body = http("GET", f"http://127.0.0.1:{port}/metrics", timeout_s=WAIT_S)
+    assert status == 200
+    samples = [line.split()[-1] for line in body.decode().splitlines() if line.startswith(name + " ")]
+    assert len(samples) == 1, f"{name} not exposed once"
+    return float(samples[0])
 
 
 def _slow_connection(port: int) -> socket.socket:
@@ -167,6 +176,7 @@ def test_slowloris_connections_over_the_cap_make_room_and_healthz_answers(gatewa
         assert (status, json.loads(body)) == (200, {"status": "ok"})
         status, _ = http("GET", f"http://127.0.0.1:{port}/metrics", timeout_s=WAIT_S)
         assert status == 200
+        assert _metric(port, "bessgw_http_connections_evicted_total") >= 20
     finally:
         for sock in flood:
             sock.close()

@@ -21,6 +21,7 @@ from asyncua.common.subscription import Subscription
 
 from bessgw.campus.commands import CampusCommands
 from bessgw.northbound import operation_limits, service_faults
+from bessgw.northbound.http.metrics import OpcUaCollector
 from tests.integration import test_opcua_server as harness
 from tests.integration.test_opcua_server import GATEWAY, PASSWORDS, Gateway, make_settings, run, unit_node
 
@@ -286,6 +287,9 @@ def test_service_faults_answered_to_clients_are_counted_not_logged_as_errors(
     assert len(faults) <= 1
     assert len(installed()) == 1 and installed()[0].totals["BadTooManyOperations"] == before + 3
     assert installed()[0].totals["BadDecodingError"] >= 1
+    # and Prometheus sees them
+    [family] = [f for f in OpcUaCollector(lambda: gateway.server).collect() if f.name == "bessgw_opcua_service_faults"]
+    assert dict((labels[0], value) for labels, value in family.rows)["BadTooManyOperations"] >= before + 3
 
 
 def test_read_only_sessions_cannot_take_the_slots_reserved_for_operators(gateway: Gateway) -> None:
