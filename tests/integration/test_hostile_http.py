@@ -63,6 +63,18 @@ def test_an_integer_too_large_for_a_float_is_a_400_not_a_500(gateway) -> None:
     assert _errors_logged(gw) == []
 
 
+def test_a_journal_page_before_a_sequence_number_beyond_64_bits_is_a_400(gateway) -> None:
+    gw, port = gateway
+    for before_seq in (2**63, 10**30):
+        status, raw = http("GET", f"http://127.0.0.1:{port}/api/v1/journal?before_seq={before_seq}",
+                           token=OPERATOR)
+        assert status == 400, raw
+        assert "before_seq" in json.loads(raw)["error"]["message"]
+    status, raw = http("GET", f"http://127.0.0.1:{port}/api/v1/journal?before_seq={2**63 - 1}", token=OPERATOR)
+    assert status == 200, raw
+    assert _errors_logged(gw) == []
+
+
 def test_errors_say_what_was_wrong_and_what_is_expected(gateway) -> None:
     _gw, port = gateway
     base = f"http://127.0.0.1:{port}/api/v1"

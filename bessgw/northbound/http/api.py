@@ -41,6 +41,8 @@ DEFAULT_SOURCE = "scada"
 #: sources a REST client may not act as: campus shares come from etcd only
 FORBIDDEN_SOURCES = frozenset({"campus"})
 MAX_JOURNAL_PAGE = 500
+#: the largest sequence number the journal (SQLite INTEGER, 64-bit) can be asked about
+MAX_SEQ = 2**63 - 1
 TRACER = trace.get_tracer("bessgw.northbound.http")
 #: HTTP status per CommandRejectedError code
 _REJECTED_STATUS = {"invalid": 400, "out_of_range": 422, "unknown_unit": 404, "unavailable": 409, "conflict": 409}
@@ -267,8 +269,8 @@ def add_api_routes(app: web.Application, context: ApiContext) -> None:
             before = int(request.query["before_seq"]) if "before_seq" in request.query else None
         except ValueError as err:
             raise ApiError(400, "invalid", "limit and before_seq must be integers") from err
-        if not 1 <= limit <= MAX_JOURNAL_PAGE or (before is not None and before < 1):
-            raise ApiError(400, "invalid", f"limit must be 1..{MAX_JOURNAL_PAGE}, before_seq >= 1")
+        if not 1 <= limit <= MAX_JOURNAL_PAGE or (before is not None and not 1 <= before <= MAX_SEQ):
+            raise ApiError(400, "invalid", f"limit must be 1..{MAX_JOURNAL_PAGE}, before_seq 1..{MAX_SEQ}")
         entries = await asyncio.to_thread(control().journal.page, before, limit)
         next_before = entries[-1].seq if len(entries) == limit else None
         return web.json_response({"entries": [entry.as_dict() for entry in entries], "next_before_seq": next_before})

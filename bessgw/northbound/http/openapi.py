@@ -95,7 +95,8 @@ def openapi_document() -> dict[str, Any]:
                                         "description": "before_seq of the next page; null: this was the last"}}},
                 400, 503, parameters=[
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                    {"name": "before_seq", "in": "query", "schema": {"type": "integer", "minimum": 1}}]),
+                    {"name": "before_seq", "in": "query",
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}]),
             "/setpoint": _write("Set a source's target for the gateway (or one unit's override)", "Setpoint"),
             "/release": _write("Withdraw a source's setpoint", "Release"),
             "/openapi.json": {"get": {"summary": "This document", "security": [{}],
