@@ -17,6 +17,7 @@ from bessgw.northbound.http.metrics import (
     CampusCollector,
     ControlCollector,
     FederationCollector,
+    HttpCollector,
     OpcUaCollector,
     UnitCollector,
     build_registry,
@@ -33,6 +34,7 @@ def build_http(gateway: Gateway, config: Config) -> HttpServer | None:
     if settings is None:
         return None
     services = gateway.services
+    listener: list[HttpServer] = []  # the listener counts its own drops; it is built last
     registry = build_registry([
         UnitCollector(gateway.directory.snapshots),
         ControlCollector(lambda: services.control),
@@ -40,6 +42,7 @@ def build_http(gateway: Gateway, config: Config) -> HttpServer | None:
         OpcUaCollector(lambda: services.opcua),
         FederationCollector(lambda: services.federation),
         CampusCollector(lambda: services.campus, config.gateway.id),
+        HttpCollector(lambda: listener[0] if listener else None),
     ])
     app = web.Application(client_max_size=settings.max_body_bytes)
     observability_routes(app, lambda: not_ready_reasons(gateway), registry)
@@ -51,5 +54,6 @@ def build_http(gateway: Gateway, config: Config) -> HttpServer | None:
     add_api_routes(app, ApiContext(settings, config.gateway.id, gateway.directory.snapshots,
                                    lambda: services.control, lambda: services.federation, gateway_status,
                                    gateway.log.bind(service="http")))
-    return HttpServer(settings, app, gateway.log.bind(service="http"),
-                      tls=ssl_context(settings, gateway.config_path.parent))
+    listener.append(HttpServer(settings, app, gateway.log.bind(service="http"),
+                               tls=ssl_context(settings, gateway.config_path.parent)))
+    return listener[0]

@@ -80,6 +80,13 @@ class UserDirectory:
             return self._fail(username or "")
         return GatewayUser(role=UserRole.User, name=entry.name, access=Role[entry.role.upper()])
 
+    def claims_operator(self, params: Any) -> bool:
+        """Whether an ActivateSession request logs in as a configured operator or admin (not yet verified)."""
+        token = getattr(params, "UserIdentityToken", None)
+        entry = self._users.get(getattr(token, "UserName", None) or "") if isinstance(
+            token, ua.UserNameIdentityToken) else None
+        return entry is not None and Role[entry.role.upper()] >= Role.OPERATOR
+
     def _fail(self, who: str) -> None:
         self.failures += 1
         if self._on_failure is not None:

@@ -3,7 +3,8 @@
 ``Campus/SetPower(p_kw, q_kvar, command_id)`` commits a campus setpoint through the same entry point as
 ``bessgw campus setpoint`` (:class:`~bessgw.campus.commands.CampusCommands`): operator role, refused per
 role like the other SetPower methods, idempotent by command id campus-wide, answered with the etcd
-revision it was committed at. Refusals map to status codes: no ``[campus.coordination]`` is
+revision it was committed at. Its arguments are checked like every SetPower's
+(:mod:`bessgw.northbound.method_arguments`). Refusals map to status codes: no ``[campus.coordination]`` is
 ``BadNotSupported`` (with the reason in the log), etcd unable to commit is ``BadResourceUnavailable``
 (``BadTimeout`` when not confirmed in time), values that are not a setpoint are ``BadInvalidArgument``.
 
@@ -26,6 +27,7 @@ from bessgw.campus.commands import NOT_CONFIGURED, CampusCommands
 from bessgw.errors import BessgwError, CoordinationError, SetpointRefusedError
 from bessgw.northbound import information_model as model
 from bessgw.northbound.access import Role, current_role, current_user_name
+from bessgw.northbound.method_arguments import Refused, called_on, set_power_arguments
 from bessgw.northbound.trace_context import current_traceparent
 from bessgw.plugin.roles import Logger
 
@@ -48,6 +50,7 @@ class CampusDispatchNodes:
         self.calls = 0
         self.refused = 0
         self._shown: dict[str, Any] = {}
+        self.node_id = instance.node.nodeid  #: Objects/Campus, the object Campus/SetPower belongs to
 
     @classmethod
     async def create(cls, server: Server, types: model.Types, commands: CampusCommands, interval_s: float,
@@ -70,27 +73,33 @@ class CampusDispatchNodes:
 
     # ------------------------------------------------------------------------------ method
 
-    async def set_power(self, parent: ua.NodeId, p_kw: Any, q_kvar: Any, command_id: Any) -> Any:
+    async def set_power(self, parent: ua.NodeId, *arguments: Any) -> Any:
         self.calls += 1
         user = current_user_name()
+        parsed = called_on(parent, self.node_id, "Campus/SetPower") or set_power_arguments(arguments)
+        command_id = parsed[2] if not isinstance(parsed, Refused) else ""
         with TRACER.start_as_current_span(
                 "opcua.Campus.SetPower", kind=trace.SpanKind.SERVER, record_exception=False,
                 attributes={"opcua.method": "Campus/SetPower", "principal": f"opcua:{user}"[:128],
-                            "command.id": _text(command_id)[:128]}) as span:
-            answer = await self._set_power(p_kw, q_kvar, command_id, user)
+                            "command.id": command_id}) as span:
+            if isinstance(parsed, Refused):
+                answer: Any = self._refuse(parsed.status, parsed.reason, user)
+                result = ua.CallMethodResult(StatusCode=answer, InputArgumentResults=list(parsed.per_argument))
+            else:
+                answer = result = await self._set_power(*parsed, user)
             if isinstance(answer, ua.StatusCode):
                 span.set_attribute("result", answer.name)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, answer.name))
-            return answer
+            return result
 
-    async def _set_power(self, p_kw: Any, q_kvar: Any, command_id: Any, user: str) -> Any:
+    async def _set_power(self, p_kw: float, q_kvar: float, command_id: str, user: str) -> Any:
         if current_role() < Role.OPERATOR:
             return self._refuse("BadUserAccessDenied", "Campus/SetPower needs the operator role", user)
         try:
             # the campus setpoint in etcd carries this span's traceparent; the allocator copies it into
             # every share, and each gateway writes its share's units as children of it
             result = await self.commands.setpoint(
-                _number(p_kw), _number(q_kvar), command_id=_text(command_id) or None, source="opcua",
+                p_kw, q_kvar, command_id=command_id or None, source="opcua",
                 principal=f"opcua:{user}", traceparent=current_traceparent())
         except SetpointRefusedError as err:
             return self._refuse("BadInvalidArgument", str(err), user)
@@ -144,16 +153,3 @@ class CampusDispatchNodes:
                 ua.Variant(value, _VARIANTS[type(value)]), StatusCode=ua.StatusCode(ua.StatusCodes.Good)))
             self._shown[name] = value
 
-
-def _number(value: Any) -> float:
-    if isinstance(value, ua.Variant):
-        value = value.Value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan  # refused by the campus as not a setpoint (BadInvalidArgument)
-    return float(value)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, ua.Variant):
-        value = value.Value
-    return value if isinstance(value, str) else ""

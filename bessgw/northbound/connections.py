@@ -16,6 +16,11 @@ adds, per server:
 * a **reserve for authenticated sessions**: at most ``max_sessions`` activated sessions; pre-session
   connections are counted apart, so they never take those slots. One more activation is refused with
   ``BadTooManySessions``.
+* a **reserve for operators**: read-only sessions (anonymous, viewers) get at most ``max_sessions -
+  reserved_for_operators`` of those slots, so read-only clients holding every session they can (an
+  anonymous flood on an endpoint that allows anonymous reads) still leave room for an operator or admin
+  to log in and command. The login's claimed identity decides (an operator name with a wrong password
+  is refused by the login itself).
 
 asyncua has no hook for accepted connections; it registers each accepted connection's transport in
 ``InternalServer.asyncio_transports`` (in ``OPCUAProtocol.connection_made``) and removes it when the
@@ -39,6 +44,8 @@ from asyncua import ua
 from asyncua.common.utils import ServiceError
 from asyncua.crypto.security_policies import SecurityPolicyNone
 
+from bessgw.northbound.access import Role
+
 #: a connection's progress; lower is evicted first
 _CONNECTED, _SPOKE, _CHANNEL, _SESSION = 0, 1, 2, 3
 #: at most one eviction summary in the log this often, however hard the endpoint is flooded
@@ -54,6 +61,8 @@ class ConnectionLimits:
     max_pending_per_address: int
     handshake_timeout_s: float
     activation_timeout_s: float
+    #: activated-session slots read-only sessions may not take
+    reserved_for_operators: int = 0
 
 
 @dataclass(eq=False)
@@ -117,10 +126,13 @@ class ConnectionGuard(list):
     Install with :meth:`install` before the server starts listening.
     """
 
-    def __init__(self, limits: ConnectionLimits, log: Callable[..., None] | None = None) -> None:
+    def __init__(self, limits: ConnectionLimits, log: Callable[..., None] | None = None,
+                 privileged: Callable[[Any], bool] | None = None) -> None:
+        """``privileged(params)``: whether an ActivateSession request logs in as operator or admin."""
         super().__init__()
         self.limits = limits
         self._log = log
+        self._privileged = privileged
         self._connections: dict[int, _Connection] = {}  # id(transport) -> record
         self._sessions: weakref.WeakSet[Any] = weakref.WeakSet()
         self.evicted = 0
@@ -250,6 +262,23 @@ class ConnectionGuard(list):
                     self.sessions_refused += 1
                     self._summarise(reason="max_sessions")
                     raise ServiceError(ua.StatusCodes.BadTooManySessions)
+                if self._read_only_full(session, args[0] if args else kwargs.get("params")):
+                    self.sessions_refused += 1
+                    self._summarise(reason="reserved_for_operators")
+                    raise ServiceError(ua.StatusCodes.BadTooManySessions)
             return activate(*args, **kwargs)
 
         session.activate_session = activate_session
+
+    def _read_only_full(self, session: Any, params: Any) -> bool:
+        """Whether a read-only login would take a slot reserved for operators."""
+        reserve = self.limits.reserved_for_operators
+        if reserve <= 0 or self._privileged is None or self._privileged(params):
+            return False
+        read_only = sum(1 for other in list(self._sessions)
+                        if other is not session and other.is_activated() and not _privileged_session(other))
+        return read_only >= self.limits.max_sessions - reserve
+
+
+def _privileged_session(session: Any) -> bool:
+    return getattr(getattr(session, "user", None), "access", Role.NONE) >= Role.OPERATOR

@@ -16,7 +16,7 @@ import asyncio
 import gc
 import math
 import socket
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -28,7 +28,7 @@ from bessgw.compat import TaskGroup
 from bessgw.config import OpcUaSettings
 from bessgw.errors import BessgwError, ConfigError
 from bessgw.northbound import information_model as model
-from bessgw.northbound import standard_nodes
+from bessgw.northbound import operation_limits, service_faults, standard_nodes
 from bessgw.northbound.access import (
     RolePermissions,
     UserDirectory,
@@ -42,6 +42,7 @@ from bessgw.northbound.certificates import CertificateFiles, TrustList, ensure_c
 from bessgw.northbound.compaction import Compactor
 from bessgw.northbound.connections import ConnectionGuard, ConnectionLimits, current_channel_unsecured
 from bessgw.northbound.events import AlarmEvents
+from bessgw.northbound.method_arguments import Refused, called_on, set_power_arguments
 from bessgw.northbound.methods import Applied, CommandHandler, CommandRejected, ControlProvider
 from bessgw.northbound.publisher import DEADBAND_NAMES, Publisher
 from bessgw.plugin.roles import Logger
@@ -184,8 +185,13 @@ class OpcUaServer:
             max_sessions=settings.max_sessions, max_pending=settings.max_pending_connections,
             max_pending_per_address=settings.max_pending_connections_per_address,
             handshake_timeout_s=settings.handshake_timeout_s, activation_timeout_s=settings.activation_timeout_s,
-        ), log=self.log.warning)
+            reserved_for_operators=settings.max_sessions // 4,
+        ), log=self.log.warning, privileged=users.claims_operator)
         self.connections.install(iserver)
+        operation_limits.install(iserver, settings.sampling_interval_s * 1000.0)
+        operation_limits.limit_message_size(server)
+        self.service_faults = service_faults.install()
+        await operation_limits.advertise(server, settings.max_sessions)
         iserver.max_session_timeout_ms = settings.session_idle_timeout_s * 1000.0
         iserver.min_session_timeout_ms = min(iserver.min_session_timeout_ms, iserver.max_session_timeout_ms)
         iserver.max_subscriptions = settings.max_sessions * settings.max_subscriptions_per_session
@@ -397,7 +403,8 @@ class OpcUaServer:
 
         def link(method: Node, unit_nodeid: ua.NodeId) -> None:
             name = method.nodeid.Identifier.rsplit(".", 1)[-1]
-            handler = self._unit_set_power(unit_id) if name == "SetPower" else self._unit_reset_fault(unit_id)
+            handler = self._unit_set_power(unit_id, unit_nodeid) if name == "SetPower" else \
+                self._unit_reset_fault(unit_id, unit_nodeid)
             server.link_method(method, handler)
 
         instance = await model.create_unit(server, self._types, self._gateway, self.gateway_id, unit_id, link)
@@ -425,10 +432,10 @@ class OpcUaServer:
 
     # -------------------------------------------------------------------------------- methods
 
-    def _unit_set_power(self, unit_id: str):
+    def _unit_set_power(self, unit_id: str, unit_nodeid: ua.NodeId):
         async def set_power(parent: ua.NodeId, *arguments: Any):
-            parsed = _set_power_arguments(arguments)
-            if isinstance(parsed, _Refused):
+            parsed = called_on(parent, unit_nodeid, "SetPower") or set_power_arguments(arguments)
+            if isinstance(parsed, Refused):
                 return self._refuse(parsed, unit=unit_id)
             p_kw, q_kvar, command_id = parsed
             return await self._call(self.commands.set_unit_power(
@@ -436,17 +443,21 @@ class OpcUaServer:
         return set_power
 
     async def _gateway_set_power(self, parent: ua.NodeId, *arguments: Any):
-        parsed = _set_power_arguments(arguments)
-        if isinstance(parsed, _Refused):
+        assert self._gateway is not None
+        parsed = called_on(parent, self._gateway.node.nodeid, "SetPower") or set_power_arguments(arguments)
+        if isinstance(parsed, Refused):
             return self._refuse(parsed, unit="")
         p_kw, q_kvar, command_id = parsed
         return await self._call(self.commands.set_gateway_power(
             p_kw, q_kvar, command_id, role=current_role(), user=current_user_name()))
 
-    def _unit_reset_fault(self, unit_id: str):
+    def _unit_reset_fault(self, unit_id: str, unit_nodeid: ua.NodeId):
         async def reset_fault(parent: ua.NodeId, *arguments: Any):
+            refused = called_on(parent, unit_nodeid, "ResetFault")
+            if refused is not None:
+                return self._refuse(refused, unit=unit_id)
             if arguments:
-                return self._refuse(_Refused("BadTooManyArguments", "ResetFault takes no arguments"), unit=unit_id)
+                return self._refuse(Refused("BadTooManyArguments", "ResetFault takes no arguments"), unit=unit_id)
             try:
                 await self.commands.reset_fault(unit_id, role=current_role())
             except CommandRejected as err:
@@ -456,7 +467,7 @@ class OpcUaServer:
             return []
         return reset_fault
 
-    def _refuse(self, refused: _Refused, unit: str) -> ua.CallMethodResult:
+    def _refuse(self, refused: Refused, unit: str) -> ua.CallMethodResult:
         """A method call refused at the edge: a status (and one per argument), a log line, no traceback."""
         self.log.warning("opcua_command_refused", unit=unit, status=refused.status, reason=refused.reason,
                          user=current_user_name())
@@ -498,81 +509,6 @@ def _freeze_built_objects() -> None:
     and the address space has none (nodes refer to each other by NodeId, not by object).
     """
     gc.freeze()
-
-
-#: command ids are journaled, logged and shown to people: bounded and printable at the edge
-MAX_COMMAND_ID_CHARS = 128
-_NUMBER_TYPES = frozenset({
-    ua.VariantType.Double, ua.VariantType.Float, ua.VariantType.SByte, ua.VariantType.Byte, ua.VariantType.Int16,
-    ua.VariantType.UInt16, ua.VariantType.Int32, ua.VariantType.UInt32, ua.VariantType.Int64, ua.VariantType.UInt64,
-})
-_STRING_TYPES = frozenset({ua.VariantType.String})
-_GOOD = ua.StatusCode(ua.StatusCodes.Good)
-
-
-@dataclass(frozen=True)
-class _Refused:
-    """Why a method's input arguments are refused before anything runs."""
-
-    status: str
-    reason: str
-    per_argument: tuple[ua.StatusCode, ...] = ()
-
-
-def _set_power_arguments(arguments: tuple[Any, ...]) -> tuple[float, float, str] | _Refused:
-    """``SetPower(p_kw, q_kvar, command_id)``'s arguments checked as OPC UA Part 4 (Call) describes.
-
-    Too few or too many arguments, a value of another type, a non-finite power or a command id that is
-    too long or holds control characters are refused here, before the command path sees them.
-    """
-    if len(arguments) != 3:
-        status = "BadArgumentsMissing" if len(arguments) < 3 else "BadTooManyArguments"
-        return _Refused(status, f"SetPower takes 3 arguments (p_kw, q_kvar, command_id), got {len(arguments)}")
-    results = [_GOOD, _GOOD, _GOOD]
-    reasons: list[str] = []
-    mismatch = invalid = False
-    numbers: list[float] = []
-    for index, name in enumerate(("p_kw", "q_kvar")):
-        value = _plain(arguments[index], _NUMBER_TYPES)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            results[index] = ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
-            reasons.append(f"{name} must be a number")
-            mismatch = True
-            numbers.append(math.nan)
-        elif not math.isfinite(value):
-            results[index] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
-            reasons.append(f"{name} must be finite")
-            invalid = True
-            numbers.append(math.nan)
-        else:
-            numbers.append(float(value))
-    command_id = _plain(arguments[2], _STRING_TYPES, null="")  # a null String is a String: no id
-    if not isinstance(command_id, str):
-        results[2] = ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
-        reasons.append("command_id must be a String")
-        mismatch = True
-    elif len(command_id) > MAX_COMMAND_ID_CHARS:
-        results[2] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
-        reasons.append(f"command_id is longer than {MAX_COMMAND_ID_CHARS} characters ({len(command_id)})")
-        invalid = True
-    elif not command_id.isprintable():
-        results[2] = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
-        reasons.append("command_id holds control characters (NUL, newline, ...)")
-        invalid = True
-    if mismatch or invalid:
-        status = "BadTypeMismatch" if mismatch and not invalid else "BadInvalidArgument"
-        return _Refused(status, "; ".join(reasons), tuple(results))
-    assert isinstance(command_id, str)
-    return numbers[0], numbers[1], command_id
-
-
-def _plain(value: Any, types: frozenset[ua.VariantType], null: Any = None) -> Any:
-    """The Python value of a scalar argument of one of ``types`` (``null`` for a null one); ``None`` else."""
-    if isinstance(value, ua.Variant):
-        if value.is_array or value.VariantType not in types:
-            return None
-        return null if value.Value is None else value.Value
-    return value  # asyncua passes Variants; a plain value comes from in-process callers
 
 
 def _hostnames(listen_host: str) -> tuple[str, ...]:

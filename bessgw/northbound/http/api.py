@@ -41,6 +41,8 @@ DEFAULT_SOURCE = "scada"
 #: sources a REST client may not act as: campus shares come from etcd only
 FORBIDDEN_SOURCES = frozenset({"campus"})
 MAX_JOURNAL_PAGE = 500
+#: the largest sequence number the journal (SQLite INTEGER, 64-bit) can be asked about
+MAX_SEQ = 2**63 - 1
 TRACER = trace.get_tracer("bessgw.northbound.http")
 #: HTTP status per CommandRejectedError code
 _REJECTED_STATUS = {"invalid": 400, "out_of_range": 422, "unknown_unit": 404, "unavailable": 409, "conflict": 409}
@@ -78,10 +80,30 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
         return await handler(request)
     except ApiError as err:
         return _error(err.status, err.code, err.message)
+    except web.HTTPMethodNotAllowed as err:
+        if not request.path.startswith(PREFIX):
+            raise
+        allowed = ", ".join(sorted(err.allowed_methods))
+        response = _error(405, "method_not_allowed", f"{request.method[:16]} is not allowed on {request.path[:80]} "
+                                                     f"(allowed: {allowed})")
+        response.headers["Allow"] = allowed
+        return response
+    except web.HTTPNotFound:  # from the router: our handlers answer their own 404s (ApiError)
+        if not request.path.startswith(PREFIX):
+            raise
+        return _error(404, "not_found", f"no such path {request.path[:80]} (the paths: {PREFIX}/openapi.json)")
     except web.HTTPException as err:
         if not request.path.startswith(PREFIX) or err.status < 400:
             raise
         return _error(err.status, err.reason.lower().replace(" ", "_"), err.text or err.reason)
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception as err:  # a bug: the client still gets JSON, the log gets the stack
+        if not request.path.startswith(PREFIX):
+            raise
+        request.app.logger.exception("http_handler_failed", exc_info=err)
+        return _error(500, "internal", f"the gateway failed to answer {request.method} {request.path[:80]} "
+                                       "(a bug: see the gateway's log)")
 
 
 def unit_json(snap: UnitSnapshot, now: float) -> dict[str, Any]:
@@ -117,9 +139,13 @@ def _number(body: dict[str, Any], key: str, *, required: bool = False) -> float 
         if required:
             raise ApiError(400, "invalid", f"{key} is required")
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    try:  # an integer beyond a float's range (JSON allows 1000...0 with 400 digits) is not finite either
+        number = None if isinstance(value, bool) or not isinstance(value, (int, float)) else float(value)
+    except OverflowError:
+        number = math.inf
+    if number is None or not math.isfinite(number):
         raise ApiError(400, "invalid", f"{key} must be a finite number (got {json.dumps(value)[:40]})")
-    return float(value)
+    return number
 
 
 def _string(body: dict[str, Any], key: str) -> str | None:
@@ -143,7 +169,10 @@ def add_api_routes(app: web.Application, context: ApiContext) -> None:
             if role == "viewer" and context.settings.anonymous_read:
                 return None
             raise ApiError(401, "unauthenticated", "a bearer token is needed (Authorization: Bearer <token>)")
-        found = await tokens.principal(bearer.strip()) if scheme.lower() == "bearer" else None
+        if scheme.lower() != "bearer":
+            raise ApiError(401, "unauthenticated", f"the Authorization header must be 'Bearer <name>.<secret>' "
+                                                   f"(got scheme {scheme[:20]!r})")
+        found = await tokens.principal(bearer.strip())
         if found is None:
             raise ApiError(401, "unauthenticated", "unknown or invalid bearer token")
         if not found.may(role):
@@ -240,8 +269,8 @@ def add_api_routes(app: web.Application, context: ApiContext) -> None:
             before = int(request.query["before_seq"]) if "before_seq" in request.query else None
         except ValueError as err:
             raise ApiError(400, "invalid", "limit and before_seq must be integers") from err
-        if not 1 <= limit <= MAX_JOURNAL_PAGE or (before is not None and before < 1):
-            raise ApiError(400, "invalid", f"limit must be 1..{MAX_JOURNAL_PAGE}, before_seq >= 1")
+        if not 1 <= limit <= MAX_JOURNAL_PAGE or (before is not None and not 1 <= before <= MAX_SEQ):
+            raise ApiError(400, "invalid", f"limit must be 1..{MAX_JOURNAL_PAGE}, before_seq 1..{MAX_SEQ}")
         entries = await asyncio.to_thread(control().journal.page, before, limit)
         next_before = entries[-1].seq if len(entries) == limit else None
         return web.json_response({"entries": [entry.as_dict() for entry in entries], "next_before_seq": next_before})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bessgw.control.arbitration import Mode
 from bessgw.model import EffectiveLimits, Quality
@@ -247,6 +247,26 @@ class OpcUaCollector:
         if inner is not None:
             subscriptions = len(getattr(inner.iserver.subscription_service, "subscriptions", {}))
         yield gauge("bessgw_opcua_subscriptions", "OPC UA subscriptions", [], [((), subscriptions)])
+        faults = getattr(server, "service_faults", None)
+        if faults is not None:
+            yield counter("bessgw_opcua_service_faults", "Requests refused with a ServiceFault, by status", ["status"],
+                          [((status,), count) for status, count in sorted(faults.totals.items())])
+
+
+class HttpCollector:
+    """The HTTP listener itself: malformed requests and connections closed to make room."""
+
+    def __init__(self, listener: Callable[[], Any]) -> None:
+        self._listener = listener
+
+    def collect(self) -> Iterator[Family]:
+        listener = self._listener()
+        if listener is None:
+            return
+        yield counter("bessgw_http_bad_requests", "Requests the HTTP listener could not parse (answered 400)", [],
+                      [((), listener.request_errors.bad_requests)])
+        yield counter("bessgw_http_connections_evicted", "HTTP connections closed to stay within the bound", [],
+                      [((), listener.connections.evicted)])
 
 
 def build_registry(collectors: Iterable[Collector]) -> Registry:

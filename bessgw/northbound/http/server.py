@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger
 
 from bessgw.config import HttpSection
+from bessgw.northbound.http.connections import IDLE_TIMEOUT_S, ConnectionLimiter
 from bessgw.northbound.http.families import CONTENT_TYPE, Registry
 from bessgw.plugin.roles import Logger
 
@@ -23,6 +28,46 @@ from bessgw.plugin.roles import Logger
 CLOSE_TIMEOUT_S = 2.0
 
 Readiness = Callable[[], list[str]]
+#: at most one ``http_bad_requests`` line this often, however many malformed requests arrive
+BAD_REQUEST_LOG_INTERVAL_S = 10.0
+
+
+class RequestErrorLog:
+    """Stands in for aiohttp's server logger: a client's malformed request is a counted drop, not a bug.
+
+    aiohttp answers a request it cannot parse (request line or header over 8190 bytes, bad framing) with
+    a 400 itself, then logs it at error level with a stack: any client could fill the journal with
+    "errors". Those become one ``http_bad_requests`` warning at most every
+    :data:`BAD_REQUEST_LOG_INTERVAL_S` with the count since the last one; anything else (a bug) still
+    goes to aiohttp's logger with its stack.
+    """
+
+    def __init__(self, log: Logger, interval_s: float = BAD_REQUEST_LOG_INTERVAL_S) -> None:
+        self.log = log
+        self.interval_s = interval_s
+        self.bad_requests = 0  #: malformed requests since start
+        self._unlogged = 0
+        self._logged_at = -interval_s
+
+    def exception(self, message: str, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self._count(exc_info, args[0] if args else None)
+            return
+        server_logger.exception(message, *args, exc_info=exc_info, **kwargs)
+
+    def _count(self, error: HttpProcessingError, remote: object) -> None:
+        self.bad_requests += 1
+        self._unlogged += 1
+        now = time.monotonic()
+        if now - self._logged_at < self.interval_s:
+            return
+        self.log.warning("http_bad_requests", count=self._unlogged, total=self.bad_requests,
+                         last=type(error).__name__, status=error.code, remote=str(remote)[:64])
+        self._logged_at, self._unlogged = now, 0
+
+    def __getattr__(self, name: str) -> Any:  # debug, isEnabledFor, ...: aiohttp's logger
+        return getattr(server_logger, name)
+
 
 
 def ssl_context(settings: HttpSection, base_dir: Path) -> ssl.SSLContext | None:
@@ -71,6 +116,8 @@ class HttpServer:
         self.tls = tls
         self.started = asyncio.Event()
         self.port: int | None = None  #: the bound port (differs from config with port 0)
+        self.request_errors = RequestErrorLog(log)
+        self.connections = ConnectionLimiter(log)
 
     @property
     def url(self) -> str:
@@ -80,8 +127,11 @@ class HttpServer:
 
     async def run(self) -> None:
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                               shutdown_timeout=CLOSE_TIMEOUT_S / 2)
+                               shutdown_timeout=CLOSE_TIMEOUT_S / 2, logger=self.request_errors,
+                               keepalive_timeout=IDLE_TIMEOUT_S)
         await runner.setup()
+        assert runner.server is not None
+        self.connections.install(runner.server)
         try:
             site = web.TCPSite(runner, self.settings.host, self.settings.port, ssl_context=self.tls,
                                reuse_address=True)
