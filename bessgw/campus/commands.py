@@ -136,7 +136,8 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("campus setpoint: none (every share is 0 kW)")
     lines.append(f"allocator: {status.get('allocator') or '-'}   campus shortfall: "
                  f"{_num(status.get('shortfall_p_kw'))} kW / {_num(status.get('shortfall_q_kvar'))} kvar"
-                 f"   etcd: {status.get('endpoint') or '-'}   corrupt records refused: {status['corrupt_records']}")
+                 f"   etcd: {status.get('endpoint') or '-'}   corrupt records refused: {status['corrupt_records']}"
+                 f"   shares refused: {status.get('shares_refused', 0)}")
     width = max([16, *(len(row["gateway_id"]) for row in status.get("gateways", []))])  # the longest id
     lines.append(f"{'gateway':<{width}} {'share kW':>10} {'share rev':>9} {'applied rev':>11} {'lease left s':>12}"
                  f" {'delivered kW':>12}")
