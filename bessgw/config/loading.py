@@ -116,9 +116,39 @@ def read_toml(path: Path) -> dict[str, Any]:
 def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
     """Validate already-parsed TOML data against the core schema."""
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(path, format_validation_error(path, err)) from err
+    problems = _unit_timing_problems(config, path)
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+#: timing keys of a unit that must be ordered once its own values are merged over ``[defaults]``
+_ORDERED_TIMING = (("stale_after_s", "bad_after_s"), ("retry_min_s", "retry_max_s"))
+
+
+def _unit_timing_problems(config: Config, path: str) -> list[str]:
+    """Each unit's own timing merged over ``[defaults]`` must still be ordered (stale before bad, retry
+    min before max). Checked here, where the error can name the key that comes from where, because
+    :meth:`Config.unit_timing` raises on a disordered merge, and a check-config, start or reload with
+    ``stale_after_s = 7`` on a unit and ``bad_after_s = 5`` in ``[defaults]`` ended in a traceback."""
+    problems = []
+    for index, unit in enumerate(config.units):
+        for low_name, high_name in _ORDERED_TIMING:
+            own_low, own_high = getattr(unit, low_name), getattr(unit, high_name)
+            low = own_low if own_low is not None else getattr(config.defaults, low_name)
+            high = own_high if own_high is not None else getattr(config.defaults, high_name)
+            if low <= high:
+                continue
+            low_key = f"units[{index}].{low_name}" if own_low is not None else f"defaults.{low_name}"
+            high_key = f"units[{index}].{high_name}" if own_high is not None else f"defaults.{high_name}"
+            if own_low is not None:  # name the unit's own key: that is the one to change
+                problems.append(f"{path}: {low_key}: {low:g} s must not exceed {high_key} ({high:g} s)")
+            else:
+                problems.append(f"{path}: {high_key}: {high:g} s must not be below {low_key} ({low:g} s)")
+    return problems
 
 
 def _anchor_paths(config: Config, base: Path) -> Config:

@@ -1,0 +1,129 @@
+"""Hostile config files, as an outsider's tools write them: ``bessgw check-config`` and ``bessgw run`` answer
+each with exit 78 and lines ``file: key.path: message`` (never a traceback), and a running gateway that is
+sent one by SIGHUP keeps running its previous config.
+
+Real ``bessgw`` subprocesses; the running gateway controls in-memory units of the docs example plugin.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command, gateway_status
+
+pytestmark = [pytest.mark.daemon, pytest.mark.chaos]
+
+HEAD = """
+[gateway]
+id = "gw-hostile"
+state_dir = "{state}"
+log_format = "json"
+
+[defaults]
+poll_interval_s = 0.05
+
+[control]
+period_s = 0.05
+"""
+
+UNIT = """
+[[units]]
+id = "m1"
+driver = "in_memory"
+{extra}
+[units.options]
+power_kw = 500
+soc_pct = 60
+"""
+
+
+def config_text(state: Path, unit_extra: str = "", tail: str = "") -> str:
+    return HEAD.format(state=state) + UNIT.format(extra=unit_extra) + tail
+
+
+@pytest.fixture(scope="module")
+def env(plugin_path) -> dict[str, str]:
+    env = dict(os.environ, BESSGW_PLUGINS="bessgw_example",
+               PYTHONPATH=os.pathsep.join([*plugin_path, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
+def bessgw(env: dict[str, str], *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*bessgw_command(), *args], env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+def assert_config_error(result: subprocess.CompletedProcess[str], path: Path, expected: str) -> None:
+    """Exit 78, no traceback, every line names the file, one of them says ``expected``."""
+    assert result.returncode == 78, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line]
+    assert lines, result
+    assert all(line.startswith(f"{path}: ") for line in lines), lines
+    assert any(expected in line for line in lines), lines
+
+
+# a unit's own timing merged over [defaults] must still be ordered; each ended in a traceback
+DISORDERED_TIMING = [
+    ("unit-stale-over-default-bad", "stale_after_s = 7.0", "",
+     "units[0].stale_after_s: 7 s must not exceed defaults.bad_after_s (5 s)"),
+    ("unit-bad-under-default-stale", "bad_after_s = 0.5", "",
+     "units[0].bad_after_s: 0.5 s must not be below defaults.stale_after_s (1 s)"),
+    ("unit-retry-min-over-default-max", "retry_min_s = 60.0", "",
+     "units[0].retry_min_s: 60 s must not exceed defaults.retry_max_s (30 s)"),
+]
+
+
+@pytest.mark.parametrize(("name", "unit_extra", "tail", "expected"), DISORDERED_TIMING,
+                         ids=[case[0] for case in DISORDERED_TIMING])
+def test_check_config_names_the_key_without_a_traceback(tmp_path: Path, env, name, unit_extra, tail,
+                                                        expected) -> None:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(config_text(tmp_path / "state", unit_extra, tail), encoding="utf-8")
+    assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
+
+
+def test_run_refuses_a_disordered_unit_timing_with_78_and_starts_nothing(tmp_path: Path, env) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(config_text(tmp_path / "state", "stale_after_s = 7.0"), encoding="utf-8")
+    result = bessgw(env, "run", "--config", str(path))
+    assert_config_error(result, path, "units[0].stale_after_s: 7 s must not exceed defaults.bad_after_s (5 s)")
+    assert not (tmp_path / "state" / "admin.sock").exists()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, env):
+    tmp_path = tmp_path_factory.mktemp("hostile-config")
+    config = tmp_path / "gw.toml"
+    config.write_text(config_text(tmp_path / "state"), encoding="utf-8")
+    process = GatewayProcess(config, env, tmp_path)
+    process.wait_notify("READY")
+    process.wait_log(lambda e: e.get("event") == "control_ready")
+    deadline = time.monotonic() + 10.0
+    while not (tmp_path / "state" / "admin.sock").exists():  # the admin service starts beside READY
+        assert time.monotonic() < deadline, "no admin socket within 10 s"
+        time.sleep(0.05)
+    process.config = config
+    yield process
+    process.stop()
+
+
+def test_reload_of_a_disordered_unit_timing_is_rejected_and_the_gateway_runs_on(gateway, env) -> None:
+    """SIGHUP with ``stale_after_s`` of a unit above ``bad_after_s`` of ``[defaults]`` ended the daemon
+    (exit 1, an ExceptionGroup from the reload task): the units were left without control."""
+    gateway.config.write_text(config_text(gateway.config.parent / "state", "stale_after_s = 7.0"), encoding="utf-8")
+    seen = len(gateway.log_lines)
+    gateway.signal(signal.SIGHUP)
+    rejected = gateway.wait_log(lambda e: e.get("event") == "reload_rejected" and gateway.log_lines.index(e) >= seen)
+    assert "units[0].stale_after_s: 7 s must not exceed defaults.bad_after_s (5 s)" in rejected["problem"]
+    assert "rejected" in gateway.wait_notify("READY")["STATUS"]
+    assert gateway.proc.poll() is None
+    gateway.config.write_text(config_text(gateway.config.parent / "state"), encoding="utf-8")
+    status = gateway_status(gateway.config, env)  # it answers, with the unit of the config it kept
+    assert [unit["id"] for unit in status["units"]] == ["m1"]
