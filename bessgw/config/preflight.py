@@ -64,7 +64,7 @@ def preflight(config: Config, path: str, *, skip_files: bool = False, starting: 
     use the state directory, so a gateway already answering on it is a problem, not just a reason to skip
     the port checks.
     """
-    problems = timing_problems(config, path)
+    problems = timing_problems(config, path) + _listener_clash_problems(config, path)
     skipped: list[str] = []
     if skip_files:
         skipped.append(f"gateway.state_dir: {config.gateway.state_dir} (not inspected: --skip-files)")
@@ -306,24 +306,47 @@ def _content_problem(key: str, data: bytes) -> str | None:
 # ----------------------------------------------------------------------------------- ports
 
 
-def _listen_addresses(config: Config) -> Iterator[tuple[str, str]]:
+def _tcp_listeners(config: Config) -> Iterator[tuple[str, str, int]]:
+    """``(key, host, port)`` of every TCP listener the config asks for."""
     north = config.northbound.opcua
     if north.enabled:
         host, port = north.listen_host_port
-        yield "northbound.opcua.endpoint", f"TCP {host}:{port}"
+        yield "northbound.opcua.endpoint", host, port
+    if config.http is not None:
+        yield "http.listen", config.http.host, config.http.port
+
+
+def _listen_addresses(config: Config) -> Iterator[tuple[str, str]]:
+    for key, host, port in _tcp_listeners(config):
+        yield key, f"TCP {host}:{port}"
     federation = config.federation
     if federation is not None and federation.enabled:
         yield "federation.bind_port", f"UDP {federation.bind_host}:{federation.bind_port}"
 
 
+#: host parts that listen on every address of the machine
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def _listener_clash_problems(config: Config, path: str) -> list[str]:
+    """Two TCP listeners of this config on one port (same host, or either on every address): each probe
+    alone finds the port free, and the second service failed at start, after the units had started
+    (pure; no I/O)."""
+    listeners = [(key, host, port) for key, host, port in _tcp_listeners(config) if port != 0]
+    problems = []
+    for index, (key, host, port) in enumerate(listeners):
+        for other_key, other_host, other_port in listeners[:index]:
+            if port == other_port and (host == other_host or {host, other_host} & _WILDCARD_HOSTS):
+                problems.append(f"{path}: {key}: TCP port {port} is also {other_key}'s: give each its own port")
+    return problems
+
+
 def _port_problems(config: Config, path: str) -> list[str]:
     problems = []
-    north = config.northbound.opcua
-    if north.enabled:
-        host, port = north.listen_host_port
+    for key, host, port in _tcp_listeners(config):
         problem = _bind_problem(host, port, socket.SOCK_STREAM)
         if problem is not None:
-            problems.append(f"{path}: northbound.opcua.endpoint: {problem}")
+            problems.append(f"{path}: {key}: {problem}")
     federation = config.federation
     if federation is not None and federation.enabled:
         problem = _bind_problem(federation.bind_host, federation.bind_port, socket.SOCK_DGRAM)

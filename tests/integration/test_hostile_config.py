@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.daemon_harness import GatewayProcess, bessgw_command, gateway_status
+from tests.ports import free_tcp_port
 
 pytestmark = [pytest.mark.daemon, pytest.mark.chaos]
 
@@ -95,6 +97,37 @@ def test_run_refuses_a_disordered_unit_timing_with_78_and_starts_nothing(tmp_pat
     result = bessgw(env, "run", "--config", str(path))
     assert_config_error(result, path, "units[0].stale_after_s: 7 s must not exceed defaults.bad_after_s (5 s)")
     assert not (tmp_path / "state" / "admin.sock").exists()
+
+
+def test_run_refuses_a_busy_http_port_before_starting_any_unit(tmp_path: Path, env) -> None:
+    """The HTTP listener's port was not probed: check-config said ok, and run started the units, the control
+    loop and the admin socket before failing on it with ``http: cannot start: OSError ...``."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", free_tcp_port()))
+        busy.listen()
+        port = busy.getsockname()[1]
+        path = tmp_path / "gw.toml"
+        path.write_text(config_text(tmp_path / "state", tail=f'[http]\nlisten = "127.0.0.1:{port}"\n'),
+                        encoding="utf-8")
+        expected = f"http.listen: TCP 127.0.0.1:{port} is in use by another process"
+        assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
+        result = bessgw(env, "run", "--config", str(path))
+    assert_config_error(result, path, expected)
+    assert "unit_started" not in result.stdout, result.stdout
+    assert not (tmp_path / "state" / "admin.sock").exists()
+
+
+def test_two_listeners_on_one_port_are_refused_even_for_another_machine(tmp_path: Path, env) -> None:
+    port = free_tcp_port()
+    path = tmp_path / "gw.toml"
+    path.write_text(config_text(tmp_path / "state", tail=(
+        f'[http]\nlisten = "127.0.0.1:{port}"\n'
+        f'[northbound.opcua]\nenabled = true\nendpoint = "opc.tcp://0.0.0.0:{port}/x"\n'
+        'security_policies = ["None"]\nanonymous = "read"\n')), encoding="utf-8")
+    expected = f"http.listen: TCP port {port} is also northbound.opcua.endpoint's: give each its own port"
+    assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
+    result = bessgw(env, "check-config", "--skip-files", str(path))
+    assert result.returncode == 78 and expected in result.stderr, result
 
 
 @pytest.fixture(scope="module")
