@@ -23,6 +23,10 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 
+#: a key longer than this is shown cut (an unknown key of 1 MB made a 1 MB error line)
+MAX_KEY_CHARS = 64
+
+
 def _key_path(loc: Iterable[Any]) -> str:
     """pydantic's ``loc`` as the engineer wrote it: ``('units', 3, 'modbus', 'port')`` -> ``units[3].modbus.port``."""
     out = ""
@@ -32,7 +36,8 @@ def _key_path(loc: Iterable[Any]) -> str:
         elif str(part).startswith(("function-", "tagged-union")):
             continue
         else:
-            out += f".{part}" if out else str(part)
+            text = str(part) if len(str(part)) <= MAX_KEY_CHARS else str(part)[:MAX_KEY_CHARS - 3] + "..."
+            out += f".{text}" if out else text
     return out or "(top level)"
 
 

@@ -68,6 +68,7 @@ def assert_config_error(result: subprocess.CompletedProcess[str], path: Path, ex
     lines = [line for line in result.stderr.splitlines() if line]
     assert lines, result
     assert all(line.startswith(f"{path}: ") for line in lines), lines
+    assert all(len(line) <= len(str(path)) + 5000 for line in lines), [line[:200] for line in lines]
     assert any(expected in line for line in lines), lines
 
 
@@ -88,6 +89,28 @@ def test_check_config_names_the_key_without_a_traceback(tmp_path: Path, env, nam
                                                         expected) -> None:
     path = tmp_path / f"{name}.toml"
     path.write_text(config_text(tmp_path / "state", unit_extra, tail), encoding="utf-8")
+    assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
+
+
+MEGA = "a" * 1_000_000
+
+# values an outsider's generator writes: each got a 1 MB error line back, or was accepted
+HOSTILE_VALUES = [
+    ("mega-driver", f'driver = "{MEGA}"',
+     "units[0].driver: Value error, must be at most 4096 characters (this one has 1000000)"),
+    ("mega-host", f'[units.modbus]\nhost = "{MEGA}"',
+     "units[0].modbus.host: Value error, must be at most 4096 characters"),
+    ("mega-unknown-key", f'{MEGA} = 1', f"units[0].{'a' * 61}...: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("name", "unit_extra", "expected"), HOSTILE_VALUES, ids=[case[0] for case in HOSTILE_VALUES])
+def test_hostile_values_get_one_short_line_naming_the_key(tmp_path: Path, env, name, unit_extra, expected) -> None:
+    path = tmp_path / f"{name}.toml"
+    text = config_text(tmp_path / "state", unit_extra)
+    if unit_extra.startswith("driver"):
+        text = text.replace('driver = "in_memory"\n', "")
+    path.write_text(text, encoding="utf-8")
     assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
 
 
