@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import sys
@@ -96,6 +97,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raw = read_bounded(path, MAX_CONFIG_BYTES)
     except FileProblem as err:
         raise ConfigError(str(path), [f"{path}: {err.reason}"]) from err
+    if raw.startswith(codecs.BOM_UTF8):  # Windows editors write one; TOML's grammar has no place for it
+        raw = raw[len(codecs.BOM_UTF8):]
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigError(str(path), [f"{path}: UTF-16 text; save the file as UTF-8"])
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:

@@ -114,6 +114,18 @@ def test_hostile_values_get_one_short_line_naming_the_key(tmp_path: Path, env, n
     assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
 
 
+def test_a_utf8_byte_order_mark_is_accepted_and_utf16_is_named(tmp_path: Path, env) -> None:
+    """A BOM (Windows editors) read as ``line 1, column 1: TOML syntax error: Invalid statement``."""
+    text = config_text(tmp_path / "state")
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    result = bessgw(env, "check-config", str(path))
+    assert (result.returncode, result.stdout.strip()) == (0, "ok"), result
+    path = tmp_path / "utf16.toml"
+    path.write_bytes(text.encode("utf-16"))
+    assert_config_error(bessgw(env, "check-config", str(path)), path, "UTF-16 text; save the file as UTF-8")
+
+
 def test_run_refuses_a_disordered_unit_timing_with_78_and_starts_nothing(tmp_path: Path, env) -> None:
     path = tmp_path / "gw.toml"
     path.write_text(config_text(tmp_path / "state", "stale_after_s = 7.0"), encoding="utf-8")
