@@ -14,11 +14,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bessgw import __version__
@@ -448,6 +449,37 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(max_s: float) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds in (0, ``max_s``]. ``inf`` ended ``status --watch`` in an
+    OverflowError traceback, a negative ``--heartbeat-s`` in a ValueError one, and 0 or ``nan`` made
+    ``setpoint --hold`` heartbeat in a busy loop or never."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+        if not (math.isfinite(value) and 0 < value <= max_s):
+            raise argparse.ArgumentTypeError(f"must be a number of seconds in (0, {max_s:g}] (got {text[:40]!r})")
+        return value
+    return parse
+
+
+#: the most journal entries one ``journal tail`` prints
+MAX_TAIL_LINES = 1_000_000
+
+
+def _entries(text: str) -> int:
+    """An argparse type for ``journal tail -n``: 1 to :data:`MAX_TAIL_LINES` (a 23-digit count ended in an
+    OverflowError traceback from SQLite, a negative one printed nothing and exited 0)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
+    if not 1 <= value <= MAX_TAIL_LINES:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_TAIL_LINES} (got {text[:40]})")
+    return value
+
+
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
     """``--config`` of the commands that ask a running gateway (default: where the systemd unit looks)."""
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
@@ -488,13 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     tail = journal_commands.add_parser("tail", help="the last accepted commands, oldest first")
     _add_config_option(tail)
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
-    tail.add_argument("-n", "--lines", type=int, default=20, help="how many entries (default 20)")
+    tail.add_argument("-n", "--lines", type=_entries, default=20, help="how many entries (default 20)")
     tail.set_defaults(handler=_cmd_journal_tail)
 
     status = commands.add_parser("status", help="units, control and services of a running gateway")
     _add_config_option(status)
     status.add_argument("--json", action="store_true", help="machine-readable output (with --watch: JSON Lines)")
-    status.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+    status.add_argument("--watch", nargs="?", type=_seconds(86400.0), const=2.0, default=None, metavar="SECONDS",
                         help="refresh every SECONDS (default 2) until Ctrl-C, in place on a terminal")
     status.set_defaults(handler=_cmd_status)
 
@@ -506,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     setpoint.add_argument("--expires-in-s", type=float, help="the setpoint ends after this many seconds")
     setpoint.add_argument("--hold", action="store_true",
                           help="keep the local source alive until Ctrl-C, then release it")
-    setpoint.add_argument("--heartbeat-s", type=float, default=5.0, help="heartbeat period with --hold")
+    setpoint.add_argument("--heartbeat-s", type=_seconds(3600.0), default=5.0,
+                          help="heartbeat period with --hold (keep it below the local source's heartbeat_timeout_s)")
     setpoint.add_argument("--json", action="store_true", help="print the journaled result as JSON")
     setpoint.set_defaults(handler=_cmd_setpoint)
 
