@@ -381,10 +381,11 @@ def _resolve(host: str, port: int, kind: int) -> list[Any]:
 
 
 def _bind_problem(host: str, port: int, kind: int) -> str | None:
-    """Bind ``host:port`` as the service will (TCP with SO_REUSEADDR like asyncio servers) and release it."""
+    """Bind ``host:port`` as the service will (TCP with SO_REUSEADDR like asyncio servers) and release it.
+
+    Port 0 (any free port) is bound too: the host must still resolve to an address of this machine (with
+    ``bind_host = "/"`` and port 0 the gateway started its units and then failed on the federation)."""
     proto = "TCP" if kind == socket.SOCK_STREAM else "UDP"
-    if port == 0:
-        return None
     try:
         infos = _resolve(host, port, kind)
     except TimeoutError:  # (before OSError, its base class)

@@ -7,6 +7,7 @@ Real ``bessgw`` subprocesses; the running gateway controls in-memory units of th
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -150,6 +151,24 @@ def test_run_refuses_a_busy_http_port_before_starting_any_unit(tmp_path: Path, e
     assert_config_error(result, path, expected)
     assert "unit_started" not in result.stdout, result.stdout
     assert not (tmp_path / "state" / "admin.sock").exists()
+
+
+@pytest.mark.parametrize(("table", "expected"), [
+    ('[federation]\nbind_host = "/"\nbind_port = 0\nadvertise_host = "127.0.0.1"\nkeys = ["{key}"]\n',
+     "federation.bind_host: cannot resolve '/'"),
+    ('[http]\nlisten = "192.0.2.1:0"\n',
+     "http.listen: '192.0.2.1' is not an address of this machine"),
+], ids=["federation-unresolvable", "http-foreign-address"])
+def test_run_refuses_a_listen_host_it_cannot_bind_even_on_port_0(tmp_path: Path, env, table, expected) -> None:
+    """Port 0 (any free port) skipped the probe: check-config said ok, and run started the units before failing
+    on the federation with ``federation: cannot start: gaierror ...``."""
+    path = tmp_path / "gw.toml"
+    key = base64.b64encode(b"k" * 32).decode()
+    path.write_text(config_text(tmp_path / "state", tail=table.format(key=key)), encoding="utf-8")
+    assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
+    result = bessgw(env, "run", "--config", str(path))
+    assert_config_error(result, path, expected)
+    assert "unit_started" not in result.stdout, result.stdout
 
 
 def test_two_listeners_on_one_port_are_refused_even_for_another_machine(tmp_path: Path, env) -> None:
