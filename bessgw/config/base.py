@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 IDENTIFIER = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: a host name or an IPv4 / IPv6 address (IPv6 with or without brackets): no spaces, no control characters
+HOST = r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]+|[A-Za-z0-9_.-]{1,253})$"
 #: ``host:port`` as gossip seeds and etcd endpoints are written (IPv6 hosts in brackets)
 HOST_PORT = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bessgw.config.base import HOST, IDENTIFIER
 from bessgw.config.files import MAX_CONFIG_BYTES, FileProblem, read_bounded
 from bessgw.config.schema import Config
 from bessgw.config.southbound import UnitSection
@@ -47,12 +48,21 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+#: the shared patterns in words (pydantic's message quotes the regular expression)
+_PATTERN_WORDS = {
+    IDENTIFIER: "expected 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+    HOST: "expected a host name or an IP address (no spaces or control characters)",
+}
+
+
 def format_validation_error(path: str, err: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
     """One line per pydantic error: ``file: key.path: message (got value)``."""
     lines = []
     for item in err.errors(include_url=False):
         loc = prefix + tuple(item.get("loc", ()))
         message = item["msg"]
+        if item["type"] == "string_pattern_mismatch":
+            message = _PATTERN_WORDS.get((item.get("ctx") or {}).get("pattern", ""), message)
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; `bessgw config-schema` lists every key)"
         elif item["type"] == "missing":

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from bessgw.config.base import IDENTIFIER, StrictModel
+from bessgw.config.base import HOST, IDENTIFIER, StrictModel
 
 
 class ModbusSettings(StrictModel):
@@ -111,7 +111,7 @@ class UnitDefaults(StrictModel):
 class ModbusLink(StrictModel):
     """``units[i].modbus``: where a Modbus TCP unit is. Units sharing host:port share one connection."""
 
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", pattern=HOST, description="Host name or IP address of the Modbus TCP server")
     port: int = Field(502, ge=1, le=65535)
     unit_id: int = Field(1, ge=0, le=255, description="Modbus unit (slave) id behind the endpoint")
 

@@ -102,6 +102,8 @@ HOSTILE_VALUES = [
     ("mega-host", f'[units.modbus]\nhost = "{MEGA}"',
      "units[0].modbus.host: Value error, must be at most 4096 characters"),
     ("mega-unknown-key", f'{MEGA} = 1', f"units[0].{'a' * 61}...: unknown key"),
+    ("host-with-control-characters", '[units.modbus]\nhost = "a b\\u0001"',
+     "units[0].modbus.host: expected a host name or an IP address (no spaces or control characters)"),
 ]
 
 
@@ -154,14 +156,14 @@ def test_run_refuses_a_busy_http_port_before_starting_any_unit(tmp_path: Path, e
 
 
 @pytest.mark.parametrize(("table", "expected"), [
-    ('[federation]\nbind_host = "/"\nbind_port = 0\nadvertise_host = "127.0.0.1"\nkeys = ["{key}"]\n',
-     "federation.bind_host: cannot resolve '/'"),
+    ('[federation]\nbind_host = "192.0.2.1"\nbind_port = 0\nkeys = ["{key}"]\n',
+     "federation.bind_host: '192.0.2.1' is not an address of this machine"),
     ('[http]\nlisten = "192.0.2.1:0"\n',
      "http.listen: '192.0.2.1' is not an address of this machine"),
-], ids=["federation-unresolvable", "http-foreign-address"])
+], ids=["federation-foreign-address", "http-foreign-address"])
 def test_run_refuses_a_listen_host_it_cannot_bind_even_on_port_0(tmp_path: Path, env, table, expected) -> None:
     """Port 0 (any free port) skipped the probe: check-config said ok, and run started the units before failing
-    on the federation with ``federation: cannot start: gaierror ...``."""
+    on the federation (``federation: cannot start: ...``, with bind_host = "/" a gaierror)."""
     path = tmp_path / "gw.toml"
     key = base64.b64encode(b"k" * 32).decode()
     path.write_text(config_text(tmp_path / "state", tail=table.format(key=key)), encoding="utf-8")
