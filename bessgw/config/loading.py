@@ -55,10 +55,22 @@ _PATTERN_WORDS = {
 }
 
 
+#: error lines shown for one file; the rest are counted in one last line (a generated file with 100,000
+#: broken units printed 200,000 lines)
+MAX_PROBLEM_LINES = 100
+
+
 def format_validation_error(path: str, err: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
-    """One line per pydantic error: ``file: key.path: message (got value)``."""
+    """One line per pydantic error: ``file: key.path: message (got value)``; at most
+    :data:`MAX_PROBLEM_LINES`, then one line saying how many more there are."""
     lines = []
-    for item in err.errors(include_url=False):
+    errors = err.errors(include_url=False)
+    if len(errors) > MAX_PROBLEM_LINES:
+        more = len(errors) - MAX_PROBLEM_LINES
+        errors = errors[:MAX_PROBLEM_LINES]
+    else:
+        more = 0
+    for item in errors:
         loc = prefix + tuple(item.get("loc", ()))
         message = item["msg"]
         if item["type"] == "string_pattern_mismatch":
@@ -70,6 +82,8 @@ def format_validation_error(path: str, err: ValidationError, prefix: tuple[Any, 
         elif "input" in item and item["type"] not in ("model_type", "dict_type"):
             message += f" (got {_describe(item['input'])})"
         lines.append(f"{path}: {_key_path(loc)}: {message}")
+    if more:
+        lines.append(f"{path}: ... and {more} more problems like these (fix the ones above first)")
     return lines
 
 

@@ -117,6 +117,20 @@ def test_hostile_values_get_one_short_line_naming_the_key(tmp_path: Path, env, n
     assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
 
 
+def test_a_generated_flood_of_broken_units_gets_a_bounded_answer(tmp_path: Path, env) -> None:
+    """100,000 broken units printed 200,000 error lines (pydantic validated every one of them)."""
+    path = tmp_path / "flood.toml"
+    path.write_text(HEAD.format(state=tmp_path / "state") + "[[units]]\nid = 5\n" * 100_000, encoding="utf-8")
+    result = bessgw(env, "check-config", str(path))
+    assert_config_error(result, path, "units: List should have at most 10000 items after validation, not 100000")
+    assert len(result.stderr.splitlines()) == 1, result.stderr[:2000]
+    path.write_text(HEAD.format(state=tmp_path / "state") + "[[units]]\nid = 5\n" * 1000, encoding="utf-8")
+    result = bessgw(env, "check-config", str(path))
+    assert_config_error(result, path, "units[0].id: Input should be a valid string (got 5)")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 101 and lines[-1].endswith("... and 1900 more problems like these (fix the ones above first)")
+
+
 def test_a_utf8_byte_order_mark_is_accepted_and_utf16_is_named(tmp_path: Path, env) -> None:
     """A BOM (Windows editors) read as ``line 1, column 1: TOML syntax error: Invalid statement``."""
     text = config_text(tmp_path / "state")
