@@ -173,25 +173,63 @@ def _cmd_journal_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lenient_gateway(config_path: Path) -> tuple[str, Path] | None:
+    """``(gateway id, state_dir)`` as an invalid config still writes them, or ``None`` if it does not."""
+    from bessgw.config import read_toml
+    from bessgw.config.schema import GatewaySection
+
+    try:
+        gateway = read_toml(config_path).get("gateway")
+    except ConfigError:
+        return None
+    if not isinstance(gateway, dict):
+        return None
+    try:
+        section = GatewaySection.model_validate({"id": gateway.get("id"),
+                                                 "state_dir": gateway.get("state_dir", "/var/lib/bessgw")})
+    except ValueError:  # pydantic's ValidationError is one
+        return None
+    state_dir = section.state_dir if section.state_dir.is_absolute() else (config_path.parent / section.state_dir)
+    return section.id, state_dir.resolve()
+
+
 def _ask(config_path: str, payload: dict) -> dict:
-    """Send one admin request to the gateway whose config is ``config_path``; errors as BessgwError."""
+    """Send one admin request to the gateway whose config is ``config_path``; errors as BessgwError.
+
+    Only ``gateway.id`` and ``gateway.state_dir`` are needed to find the gateway: when the file no longer
+    validates (an edit in progress, whose reload the gateway rejected and which it does not run), the running
+    gateway is still asked, with a warning; an operator must be able to see and command it then. The config
+    error is raised when that gateway does not answer either."""
     from bessgw.daemon.admin import AdminError, reply_version, request, socket_path
 
-    config = load_config(Path(config_path))
-    path = socket_path(config.gateway.state_dir)
+    invalid: ConfigError | None = None
+    try:
+        config = load_config(Path(config_path), read_files=False)  # the key files are the gateway's business
+        gateway_id, state_dir = config.gateway.id, config.gateway.state_dir
+    except ConfigError as err:
+        found = _lenient_gateway(Path(config_path))
+        if found is None:
+            raise
+        invalid, (gateway_id, state_dir) = err, found
+    path = socket_path(state_dir)
     try:
         reply = request(path, payload)
     except (OSError, ValueError) as err:
-        raise BessgwError(f"cannot reach the gateway {config.gateway.id!r} at {path}: {err}"
+        if invalid is not None:
+            raise invalid from None
+        raise BessgwError(f"cannot reach the gateway {gateway_id!r} at {path}: {err}"
                           " (is it running, and may you read its state directory?)") from err
+    if invalid is not None:
+        print(f"{config_path}: warning: the file is not a valid config ({len(invalid.problems)} problem(s); "
+              f"bessgw check-config lists them); asked the running gateway {gateway_id!r} anyway", file=sys.stderr)
     if not isinstance(reply, dict):
-        raise BessgwError(f"gateway {config.gateway.id!r}: the reply is not a JSON object")
+        raise BessgwError(f"gateway {gateway_id!r}: the reply is not a JSON object")
     try:
         reply_version(reply)
     except AdminError as err:
-        raise BessgwError(f"gateway {config.gateway.id!r}: {err}") from None
+        raise BessgwError(f"gateway {gateway_id!r}: {err}") from None
     if not reply.get("ok"):
-        error = BessgwError(f"gateway {config.gateway.id!r}: {reply.get('error', 'request failed')}")
+        error = BessgwError(f"gateway {gateway_id!r}: {reply.get('error', 'request failed')}")
         code = reply.get("exit_code")
         if isinstance(code, int) and not isinstance(code, bool) and 0 < code < 256:
             error.exit_code = code  # the gateway says what kind of refusal it was (e.g. 69: campus unavailable)

@@ -8,6 +8,7 @@ Real ``bessgw`` subprocesses; the running gateway controls in-memory units of th
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -227,6 +228,19 @@ def test_reload_of_a_disordered_unit_timing_is_rejected_and_the_gateway_runs_on(
     assert "units[0].stale_after_s: 7 s must not exceed defaults.bad_after_s (5 s)" in rejected["problem"]
     assert "rejected" in gateway.wait_notify("READY")["STATUS"]
     assert gateway.proc.poll() is None
+    # the file it refused still leads `bessgw status` to the running gateway (a warning says the file is bad):
+    # it answered only "units[0].stale_after_s: ..." (exit 78) while the gateway ran on
+    result = bessgw(env, "status", "--config", str(gateway.config), "--json")
+    assert result.returncode == 0, result.stderr
+    assert [unit["id"] for unit in json.loads(result.stdout)["units"]] == ["m1"]
+    assert f"{gateway.config}: warning: the file is not a valid config" in result.stderr, result.stderr
     gateway.config.write_text(config_text(gateway.config.parent / "state"), encoding="utf-8")
     status = gateway_status(gateway.config, env)  # it answers, with the unit of the config it kept
     assert [unit["id"] for unit in status["units"]] == ["m1"]
+
+
+def test_an_invalid_config_of_a_gateway_that_is_not_running_is_a_config_error(tmp_path: Path, env) -> None:
+    path = tmp_path / "gw.toml"
+    path.write_text(config_text(tmp_path / "state", "stale_after_s = 7.0"), encoding="utf-8")
+    result = bessgw(env, "status", "--config", str(path))
+    assert_config_error(result, path, "units[0].stale_after_s: 7 s must not exceed defaults.bad_after_s (5 s)")
