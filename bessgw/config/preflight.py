@@ -176,9 +176,30 @@ def _state_dir_problems(config: Config, path: str) -> list[str]:
         journal_problem = _usable_dir(journal.parent)
     if journal_problem is None and journal.exists() and not os.access(journal, os.R_OK | os.W_OK):
         journal_problem = "not readable and writable by this user"
+    if journal_problem is None and journal.exists():
+        journal_problem = _not_a_journal(journal)
     if journal_problem is not None:
         return [f"{path}: control.journal_file: {journal}: {journal_problem}"]
     return []
+
+
+#: the first bytes of every SQLite 3 database file
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _not_a_journal(journal: Path) -> str | None:
+    """Why the existing file ``journal`` is no command journal, or ``None``. An empty file is one SQLite
+    initialises; anything else must start as a SQLite database (a garbage file passed check-config, and
+    run then stopped with 'cannot open the command journal: file is not a database', exit 70)."""
+    try:
+        with open(journal, "rb") as file:
+            head = file.read(len(_SQLITE_MAGIC))
+    except OSError as err:
+        return f"cannot read: {err.strerror or err}"
+    if head and head != _SQLITE_MAGIC:
+        return ("not a SQLite database, so not a command journal (move it away: the gateway starts a new one, "
+                "or restore it from a backup)")
+    return None
 
 
 def _usable_dir(directory: Path) -> str | None:

@@ -188,6 +188,18 @@ def test_run_refuses_a_listen_host_it_cannot_bind_even_on_port_0(tmp_path: Path,
     assert "unit_started" not in result.stdout, result.stdout
 
 
+def test_a_journal_file_that_is_not_a_database_is_a_config_error_before_start(tmp_path: Path, env) -> None:
+    """check-config said ok, and run stopped with 'cannot open the command journal: file is not a database'
+    (exit 70)."""
+    path = tmp_path / "gw.toml"
+    path.write_text(config_text(tmp_path / "state"), encoding="utf-8")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "commands.sqlite3").write_bytes(b"\x00garbage\xff" * 100)
+    expected = "control.journal_file: " + str(tmp_path / "state" / "commands.sqlite3") + ": not a SQLite database"
+    assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
+    assert_config_error(bessgw(env, "run", "--config", str(path)), path, expected)
+
+
 def test_two_listeners_on_one_port_are_refused_even_for_another_machine(tmp_path: Path, env) -> None:
     port = free_tcp_port()
     path = tmp_path / "gw.toml"
