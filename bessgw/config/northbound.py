@@ -108,8 +108,8 @@ class OpcUaSettings(StrictModel):
             raise ValueError("max_pending_connections_per_address must be <= max_pending_connections")
         if self.handshake_timeout_s > self.activation_timeout_s:
             raise ValueError("handshake_timeout_s must be <= activation_timeout_s")
-        if any(value < 0 for value in self.deadbands.values()):
-            raise ValueError("deadbands must be >= 0")
+        if not all(value >= 0 for value in self.deadbands.values()):  # also NaN, which `< 0` let through
+            raise ValueError("deadbands must be numbers >= 0")
         return self
 
 

@@ -172,6 +172,14 @@ class SiteLimitsTable(StrictModel):
     soc_max_pct: float | None = Field(None, ge=0, le=100)
     ramp_kw_per_s: float | None = Field(None, gt=0)
 
+    @model_validator(mode="after")
+    def _soc_window(self) -> SiteLimitsTable:
+        """An empty window passed check-config, and the unit was refused at start ("SOC windows do not overlap")."""
+        if self.soc_min_pct is not None and self.soc_max_pct is not None and self.soc_min_pct > self.soc_max_pct:
+            raise ValueError(f"soc_min_pct ({self.soc_min_pct:g} %) must not exceed soc_max_pct "
+                             f"({self.soc_max_pct:g} %)")
+        return self
+
 
 class UnitSection(StrictModel):
     """``[[units]]``: one battery container the gateway controls."""

@@ -103,6 +103,9 @@ HOSTILE_VALUES = [
     ("mega-host", f'[units.modbus]\nhost = "{MEGA}"',
      "units[0].modbus.host: Value error, must be at most 4096 characters"),
     ("mega-unknown-key", f'{MEGA} = 1', f"units[0].{'a' * 61}...: unknown key"),
+    ("empty-soc-window", "[units.site_limits]\nsoc_min_pct = 60.0\nsoc_max_pct = 40.0",
+     "units[0].site_limits: Value error, soc_min_pct (60 %) must not exceed soc_max_pct (40 %)"),
+    ("nan-deadband", "", "northbound.opcua: Value error, deadbands must be numbers >= 0"),
     ("host-with-control-characters", '[units.modbus]\nhost = "a b\\u0001"',
      "units[0].modbus.host: expected a host name or an IP address (no spaces or control characters)"),
 ]
@@ -114,6 +117,8 @@ def test_hostile_values_get_one_short_line_naming_the_key(tmp_path: Path, env, n
     text = config_text(tmp_path / "state", unit_extra)
     if unit_extra.startswith("driver"):
         text = text.replace('driver = "in_memory"\n', "")
+    if name == "nan-deadband":
+        text += "[northbound.opcua]\ndeadbands = { PowerKw = nan }\n"
     path.write_text(text, encoding="utf-8")
     assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
 
