@@ -259,11 +259,11 @@ def check_against_plugins(config: Config, registry: PluginRegistry, path: str = 
         spec = drivers.get(unit.driver)
         where = f"{path}: {_key_path(loc)}"
         if spec is None:
-            problems.append(f"{where}.driver: unknown driver {unit.driver!r} (installed: {installed})")
+            problems.append(f"{where}.driver: unknown driver {_describe(unit.driver)} (installed: {installed})")
             continue
         if unit.chemistry is not None and unit.chemistry.lower() not in registry.chemistries:
             known = ", ".join(sorted(registry.chemistries)) or "none installed"
-            problems.append(f"{where}.chemistry: unknown chemistry {unit.chemistry!r} (installed: {known})")
+            problems.append(f"{where}.chemistry: unknown chemistry {_describe(unit.chemistry)} (installed: {known})")
         for transport in ("modbus", "can", "opcua"):
             table = getattr(unit, transport)
             if spec.transport == transport and table is None:
@@ -277,14 +277,16 @@ def check_against_plugins(config: Config, registry: PluginRegistry, path: str = 
     for name, table in config.plugins.items():
         spec = owners.get(name)
         if spec is None:
-            problems.append(f"{path}: plugins.{name}: no installed driver is called {name!r} (installed: {installed})")
+            problems.append(f"{path}: {_key_path(('plugins', name))}: no installed driver is called {_describe(name)}"
+                            f" (installed: {installed})")
             continue
         problems += _validate_table(spec.plugin_options, table, path, ("plugins", name))
     for index, sim in enumerate(config.simulators):
         spec = registry.simulators.get(sim.name)
         if spec is None:
             known = ", ".join(sorted(registry.simulators)) or "none installed"
-            problems.append(f"{path}: simulators[{index}].name: unknown simulator {sim.name!r} (installed: {known})")
+            problems.append(f"{path}: simulators[{index}].name: unknown simulator {_describe(sim.name)}"
+                            f" (installed: {known})")
             continue
         try:
             spec.parse_args(list(sim.args), interactive=False)

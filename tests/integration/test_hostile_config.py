@@ -149,6 +149,18 @@ def test_a_utf8_byte_order_mark_is_accepted_and_utf16_is_named(tmp_path: Path, e
     assert_config_error(bessgw(env, "check-config", str(path)), path, "UTF-16 text; save the file as UTF-8")
 
 
+@pytest.mark.parametrize(("tail", "expected"), [
+    (f'[plugins]\n"{MEGA}" = {{}}\n', f"plugins.{'a' * 61}...: no installed driver is called 'aaaa"),
+    (f'[northbound.opcua]\ndeadbands = {{ "{MEGA}" = 1.0 }}\n',
+     "northbound.opcua.deadbands.aaaa"),
+], ids=["mega-plugin-name", "mega-deadband-name"])
+def test_hostile_table_keys_get_one_short_line(tmp_path: Path, env, tail: str, expected: str) -> None:
+    """A 1 MB plugin table name came back in a 2 MB error line; a 1 MB deadband name was accepted."""
+    path = tmp_path / "gw.toml"
+    path.write_text(config_text(tmp_path / "state", tail=tail), encoding="utf-8")
+    assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
+
+
 def test_run_refuses_a_disordered_unit_timing_with_78_and_starts_nothing(tmp_path: Path, env) -> None:
     path = tmp_path / "gw.toml"
     path.write_text(config_text(tmp_path / "state", "stale_after_s = 7.0"), encoding="utf-8")
