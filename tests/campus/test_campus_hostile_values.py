@@ -61,3 +61,33 @@ def test_a_hostile_share_is_never_applied_above_the_setpoint(etcd_cluster: EtcdC
             assert all(p <= 400.0 - good.p_kw + 1e-6 for p in applied), applied  # gw1 keeps its part meanwhile
 
     asyncio.run(scenario())
+
+
+def test_a_share_key_of_an_unknown_gateway_moves_nothing_and_the_campus_keeps_its_setpoint(
+        etcd_cluster: EtcdCluster) -> None:
+    async def scenario() -> None:
+        async with campus(etcd_cluster, ["gw1", "gw2"]) as (services, sinks, _tasks, prefix):
+            keys = Keys(prefix)
+            await services["gw1"].submit_setpoint(400.0, command_id="before-unknown")
+            await wait_for(lambda: all(s.share is not None and s.share.p_kw > 0 for s in sinks.values()), 15,
+                           "shares")
+            revision = sinks["gw1"].share.setpoint_revision
+            marks = {g: len(s.calls) for g, s in sinks.items()}
+            client = EtcdClient(etcd_cluster.endpoints, request_timeout_s=0.5)
+            try:
+                await client.put(keys.share("gwX"), share_bytes("gwX", 350.0, revision))  # no lease, no gateway
+                await client.put(keys.share("gw\u00e9\x01"), b"\x00" * 4000)
+                await wait_for(lambda: all(svc.corrupt_records >= 1 for svc in services.values()), 10,
+                               "both gateways counting the garbage key")
+                # the campus still follows its setpoint: a new one is split over the two real gateways only
+                await services["gw2"].submit_setpoint(300.0, command_id="after-unknown")
+                await wait_for(lambda: all(s.share is not None and s.share.command_id == "after-unknown"
+                                           and s.share.p_kw == pytest.approx(150.0) for s in sinks.values()), 15,
+                               "the new split")
+            finally:
+                await client.close()
+            for gateway, sink in sinks.items():
+                applied = [s.p_kw for s, _, _ in sink.calls[marks[gateway]:] if s is not None]
+                assert all(p <= 200.0 for p in applied), (gateway, applied)  # never a part of gwX's 350 kW
+
+    asyncio.run(scenario())
