@@ -14,11 +14,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bessgw import __version__
@@ -172,25 +173,63 @@ def _cmd_journal_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lenient_gateway(config_path: Path) -> tuple[str, Path] | None:
+    """``(gateway id, state_dir)`` as an invalid config still writes them, or ``None`` if it does not."""
+    from bessgw.config import read_toml
+    from bessgw.config.schema import GatewaySection
+
+    try:
+        gateway = read_toml(config_path).get("gateway")
+    except ConfigError:
+        return None
+    if not isinstance(gateway, dict):
+        return None
+    try:
+        section = GatewaySection.model_validate({"id": gateway.get("id"),
+                                                 "state_dir": gateway.get("state_dir", "/var/lib/bessgw")})
+    except ValueError:  # pydantic's ValidationError is one
+        return None
+    state_dir = section.state_dir if section.state_dir.is_absolute() else (config_path.parent / section.state_dir)
+    return section.id, state_dir.resolve()
+
+
 def _ask(config_path: str, payload: dict) -> dict:
-    """Send one admin request to the gateway whose config is ``config_path``; errors as BessgwError."""
+    """Send one admin request to the gateway whose config is ``config_path``; errors as BessgwError.
+
+    Only ``gateway.id`` and ``gateway.state_dir`` are needed to find the gateway: when the file no longer
+    validates (an edit in progress, whose reload the gateway rejected and which it does not run), the running
+    gateway is still asked, with a warning; an operator must be able to see and command it then. The config
+    error is raised when that gateway does not answer either."""
     from bessgw.daemon.admin import AdminError, reply_version, request, socket_path
 
-    config = load_config(Path(config_path))
-    path = socket_path(config.gateway.state_dir)
+    invalid: ConfigError | None = None
+    try:
+        config = load_config(Path(config_path), read_files=False)  # the key files are the gateway's business
+        gateway_id, state_dir = config.gateway.id, config.gateway.state_dir
+    except ConfigError as err:
+        found = _lenient_gateway(Path(config_path))
+        if found is None:
+            raise
+        invalid, (gateway_id, state_dir) = err, found
+    path = socket_path(state_dir)
     try:
         reply = request(path, payload)
     except (OSError, ValueError) as err:
-        raise BessgwError(f"cannot reach the gateway {config.gateway.id!r} at {path}: {err}"
+        if invalid is not None:
+            raise invalid from None
+        raise BessgwError(f"cannot reach the gateway {gateway_id!r} at {path}: {err}"
                           " (is it running, and may you read its state directory?)") from err
+    if invalid is not None:
+        print(f"{config_path}: warning: the file is not a valid config ({len(invalid.problems)} problem(s); "
+              f"bessgw check-config lists them); asked the running gateway {gateway_id!r} anyway", file=sys.stderr)
     if not isinstance(reply, dict):
-        raise BessgwError(f"gateway {config.gateway.id!r}: the reply is not a JSON object")
+        raise BessgwError(f"gateway {gateway_id!r}: the reply is not a JSON object")
     try:
         reply_version(reply)
     except AdminError as err:
-        raise BessgwError(f"gateway {config.gateway.id!r}: {err}") from None
+        raise BessgwError(f"gateway {gateway_id!r}: {err}") from None
     if not reply.get("ok"):
-        error = BessgwError(f"gateway {config.gateway.id!r}: {reply.get('error', 'request failed')}")
+        error = BessgwError(f"gateway {gateway_id!r}: {reply.get('error', 'request failed')}")
         code = reply.get("exit_code")
         if isinstance(code, int) and not isinstance(code, bool) and 0 < code < 256:
             error.exit_code = code  # the gateway says what kind of refusal it was (e.g. 69: campus unavailable)
@@ -448,6 +487,37 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(max_s: float) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds in (0, ``max_s``]. ``inf`` ended ``status --watch`` in an
+    OverflowError traceback, a negative ``--heartbeat-s`` in a ValueError one, and 0 or ``nan`` made
+    ``setpoint --hold`` heartbeat in a busy loop or never."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+        if not (math.isfinite(value) and 0 < value <= max_s):
+            raise argparse.ArgumentTypeError(f"must be a number of seconds in (0, {max_s:g}] (got {text[:40]!r})")
+        return value
+    return parse
+
+
+#: the most journal entries one ``journal tail`` prints
+MAX_TAIL_LINES = 1_000_000
+
+
+def _entries(text: str) -> int:
+    """An argparse type for ``journal tail -n``: 1 to :data:`MAX_TAIL_LINES` (a 23-digit count ended in an
+    OverflowError traceback from SQLite, a negative one printed nothing and exited 0)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:40]!r}") from None
+    if not 1 <= value <= MAX_TAIL_LINES:
+        raise argparse.ArgumentTypeError(f"must be 1..{MAX_TAIL_LINES} (got {text[:40]})")
+    return value
+
+
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
     """``--config`` of the commands that ask a running gateway (default: where the systemd unit looks)."""
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"the gateway's config (default {DEFAULT_CONFIG})")
@@ -488,13 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
     tail = journal_commands.add_parser("tail", help="the last accepted commands, oldest first")
     _add_config_option(tail)
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
-    tail.add_argument("-n", "--lines", type=int, default=20, help="how many entries (default 20)")
+    tail.add_argument("-n", "--lines", type=_entries, default=20, help="how many entries (default 20)")
     tail.set_defaults(handler=_cmd_journal_tail)
 
     status = commands.add_parser("status", help="units, control and services of a running gateway")
     _add_config_option(status)
     status.add_argument("--json", action="store_true", help="machine-readable output (with --watch: JSON Lines)")
-    status.add_argument("--watch", nargs="?", type=float, const=2.0, default=None, metavar="SECONDS",
+    status.add_argument("--watch", nargs="?", type=_seconds(86400.0), const=2.0, default=None, metavar="SECONDS",
                         help="refresh every SECONDS (default 2) until Ctrl-C, in place on a terminal")
     status.set_defaults(handler=_cmd_status)
 
@@ -506,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     setpoint.add_argument("--expires-in-s", type=float, help="the setpoint ends after this many seconds")
     setpoint.add_argument("--hold", action="store_true",
                           help="keep the local source alive until Ctrl-C, then release it")
-    setpoint.add_argument("--heartbeat-s", type=float, default=5.0, help="heartbeat period with --hold")
+    setpoint.add_argument("--heartbeat-s", type=_seconds(3600.0), default=5.0,
+                          help="heartbeat period with --hold (keep it below the local source's heartbeat_timeout_s)")
     setpoint.add_argument("--json", action="store_true", help="print the journaled result as JSON")
     setpoint.set_defaults(handler=_cmd_setpoint)
 

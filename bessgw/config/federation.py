@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from bessgw.config.base import HOST_PORT, StrictModel
+from bessgw.config.base import HOST, HOST_PORT, StrictModel
 from bessgw.config.files import MAX_SECRET_BYTES, FileProblem, read_bounded
 from bessgw.errors import ConfigError
 
@@ -39,10 +39,10 @@ class FederationSection(StrictModel):
     """
 
     enabled: bool = True
-    bind_host: str = Field("0.0.0.0", description="UDP address to listen on")
+    bind_host: str = Field("0.0.0.0", pattern=HOST, description="UDP address to listen on")
     bind_port: int = Field(7946, ge=0, le=65535, description="UDP port to listen on (0: any free port)")
     advertise_host: str | None = Field(
-        None, description="Address peers reach this gateway at; required when bind_host is a wildcard"
+        None, pattern=HOST, description="Address peers reach this gateway at; required when bind_host is a wildcard"
     )
     advertise_port: int | None = Field(None, ge=1, le=65535, description="Port peers reach us at (default: bound)")
     seeds: list[str] = Field(default_factory=list, description="host:port of any gateways to join through")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from bessgw.config.base import HOST, IDENTIFIER
 from bessgw.config.files import MAX_CONFIG_BYTES, FileProblem, read_bounded
 from bessgw.config.schema import Config
 from bessgw.config.southbound import UnitSection
@@ -23,6 +25,10 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 
+#: a key longer than this is shown cut (an unknown key of 1 MB made a 1 MB error line)
+MAX_KEY_CHARS = 64
+
+
 def _key_path(loc: Iterable[Any]) -> str:
     """pydantic's ``loc`` as the engineer wrote it: ``('units', 3, 'modbus', 'port')`` -> ``units[3].modbus.port``."""
     out = ""
@@ -32,7 +38,8 @@ def _key_path(loc: Iterable[Any]) -> str:
         elif str(part).startswith(("function-", "tagged-union")):
             continue
         else:
-            out += f".{part}" if out else str(part)
+            text = str(part) if len(str(part)) <= MAX_KEY_CHARS else str(part)[:MAX_KEY_CHARS - 3] + "..."
+            out += f".{text}" if out else text
     return out or "(top level)"
 
 
@@ -41,12 +48,33 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+#: the shared patterns in words (pydantic's message quotes the regular expression)
+_PATTERN_WORDS = {
+    IDENTIFIER: "expected 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+    HOST: "expected a host name or an IP address (no spaces or control characters)",
+}
+
+
+#: error lines shown for one file; the rest are counted in one last line (a generated file with 100,000
+#: broken units printed 200,000 lines)
+MAX_PROBLEM_LINES = 100
+
+
 def format_validation_error(path: str, err: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
-    """One line per pydantic error: ``file: key.path: message (got value)``."""
+    """One line per pydantic error: ``file: key.path: message (got value)``; at most
+    :data:`MAX_PROBLEM_LINES`, then one line saying how many more there are."""
     lines = []
-    for item in err.errors(include_url=False):
+    errors = err.errors(include_url=False)
+    if len(errors) > MAX_PROBLEM_LINES:
+        more = len(errors) - MAX_PROBLEM_LINES
+        errors = errors[:MAX_PROBLEM_LINES]
+    else:
+        more = 0
+    for item in errors:
         loc = prefix + tuple(item.get("loc", ()))
         message = item["msg"]
+        if item["type"] == "string_pattern_mismatch":
+            message = _PATTERN_WORDS.get((item.get("ctx") or {}).get("pattern", ""), message)
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; `bessgw config-schema` lists every key)"
         elif item["type"] == "missing":
@@ -54,6 +82,8 @@ def format_validation_error(path: str, err: ValidationError, prefix: tuple[Any, 
         elif "input" in item and item["type"] not in ("model_type", "dict_type"):
             message += f" (got {_describe(item['input'])})"
         lines.append(f"{path}: {_key_path(loc)}: {message}")
+    if more:
+        lines.append(f"{path}: ... and {more} more problems like these (fix the ones above first)")
     return lines
 
 
@@ -91,6 +121,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raw = read_bounded(path, MAX_CONFIG_BYTES)
     except FileProblem as err:
         raise ConfigError(str(path), [f"{path}: {err.reason}"]) from err
+    if raw.startswith(codecs.BOM_UTF8):  # Windows editors write one; TOML's grammar has no place for it
+        raw = raw[len(codecs.BOM_UTF8):]
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigError(str(path), [f"{path}: UTF-16 text; save the file as UTF-8"])
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
@@ -116,9 +150,39 @@ def read_toml(path: Path) -> dict[str, Any]:
 def parse_config(data: dict[str, Any], path: str = "<config>") -> Config:
     """Validate already-parsed TOML data against the core schema."""
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(path, format_validation_error(path, err)) from err
+    problems = _unit_timing_problems(config, path)
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+#: timing keys of a unit that must be ordered once its own values are merged over ``[defaults]``
+_ORDERED_TIMING = (("stale_after_s", "bad_after_s"), ("retry_min_s", "retry_max_s"))
+
+
+def _unit_timing_problems(config: Config, path: str) -> list[str]:
+    """Each unit's own timing merged over ``[defaults]`` must still be ordered (stale before bad, retry
+    min before max). Checked here, where the error can name the key that comes from where, because
+    :meth:`Config.unit_timing` raises on a disordered merge, and a check-config, start or reload with
+    ``stale_after_s = 7`` on a unit and ``bad_after_s = 5`` in ``[defaults]`` ended in a traceback."""
+    problems = []
+    for index, unit in enumerate(config.units):
+        for low_name, high_name in _ORDERED_TIMING:
+            own_low, own_high = getattr(unit, low_name), getattr(unit, high_name)
+            low = own_low if own_low is not None else getattr(config.defaults, low_name)
+            high = own_high if own_high is not None else getattr(config.defaults, high_name)
+            if low <= high:
+                continue
+            low_key = f"units[{index}].{low_name}" if own_low is not None else f"defaults.{low_name}"
+            high_key = f"units[{index}].{high_name}" if own_high is not None else f"defaults.{high_name}"
+            if own_low is not None:  # name the unit's own key: that is the one to change
+                problems.append(f"{path}: {low_key}: {low:g} s must not exceed {high_key} ({high:g} s)")
+            else:
+                problems.append(f"{path}: {high_key}: {high:g} s must not be below {low_key} ({low:g} s)")
+    return problems
 
 
 def _anchor_paths(config: Config, base: Path) -> Config:
@@ -195,11 +259,11 @@ def check_against_plugins(config: Config, registry: PluginRegistry, path: str = 
         spec = drivers.get(unit.driver)
         where = f"{path}: {_key_path(loc)}"
         if spec is None:
-            problems.append(f"{where}.driver: unknown driver {unit.driver!r} (installed: {installed})")
+            problems.append(f"{where}.driver: unknown driver {_describe(unit.driver)} (installed: {installed})")
             continue
         if unit.chemistry is not None and unit.chemistry.lower() not in registry.chemistries:
             known = ", ".join(sorted(registry.chemistries)) or "none installed"
-            problems.append(f"{where}.chemistry: unknown chemistry {unit.chemistry!r} (installed: {known})")
+            problems.append(f"{where}.chemistry: unknown chemistry {_describe(unit.chemistry)} (installed: {known})")
         for transport in ("modbus", "can", "opcua"):
             table = getattr(unit, transport)
             if spec.transport == transport and table is None:
@@ -213,14 +277,16 @@ def check_against_plugins(config: Config, registry: PluginRegistry, path: str = 
     for name, table in config.plugins.items():
         spec = owners.get(name)
         if spec is None:
-            problems.append(f"{path}: plugins.{name}: no installed driver is called {name!r} (installed: {installed})")
+            problems.append(f"{path}: {_key_path(('plugins', name))}: no installed driver is called {_describe(name)}"
+                            f" (installed: {installed})")
             continue
         problems += _validate_table(spec.plugin_options, table, path, ("plugins", name))
     for index, sim in enumerate(config.simulators):
         spec = registry.simulators.get(sim.name)
         if spec is None:
             known = ", ".join(sorted(registry.simulators)) or "none installed"
-            problems.append(f"{path}: simulators[{index}].name: unknown simulator {sim.name!r} (installed: {known})")
+            problems.append(f"{path}: simulators[{index}].name: unknown simulator {_describe(sim.name)}"
+                            f" (installed: {known})")
             continue
         try:
             spec.parse_args(list(sim.args), interactive=False)

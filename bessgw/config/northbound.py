@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from bessgw.config.base import IDENTIFIER, StrictModel
 
@@ -84,7 +84,7 @@ class OpcUaSettings(StrictModel):
         0.5, ge=0.05, le=60, description="How often changed values are pushed into the address space"
     )
     default_deadband: float = Field(0.0, ge=0, description="Absolute change below which a value is not republished")
-    deadbands: dict[str, float] = Field(
+    deadbands: dict[Annotated[str, StringConstraints(pattern=IDENTIFIER)], float] = Field(
         default_factory=dict, description="Per-variable absolute deadbands by browse name, e.g. {PowerKw = 1.0}"
     )
     command_timeout_s: float = Field(2.0, gt=0, le=60, description="Bound on one SetPower/setpoint write")
@@ -108,8 +108,8 @@ class OpcUaSettings(StrictModel):
             raise ValueError("max_pending_connections_per_address must be <= max_pending_connections")
         if self.handshake_timeout_s > self.activation_timeout_s:
             raise ValueError("handshake_timeout_s must be <= activation_timeout_s")
-        if any(value < 0 for value in self.deadbands.values()):
-            raise ValueError("deadbands must be >= 0")
+        if not all(value >= 0 for value in self.deadbands.values()):  # also NaN, which `< 0` let through
+            raise ValueError("deadbands must be numbers >= 0")
         return self
 
 

@@ -64,7 +64,7 @@ def preflight(config: Config, path: str, *, skip_files: bool = False, starting: 
     use the state directory, so a gateway already answering on it is a problem, not just a reason to skip
     the port checks.
     """
-    problems = timing_problems(config, path)
+    problems = timing_problems(config, path) + _listener_clash_problems(config, path)
     skipped: list[str] = []
     if skip_files:
         skipped.append(f"gateway.state_dir: {config.gateway.state_dir} (not inspected: --skip-files)")
@@ -176,9 +176,30 @@ def _state_dir_problems(config: Config, path: str) -> list[str]:
         journal_problem = _usable_dir(journal.parent)
     if journal_problem is None and journal.exists() and not os.access(journal, os.R_OK | os.W_OK):
         journal_problem = "not readable and writable by this user"
+    if journal_problem is None and journal.exists():
+        journal_problem = _not_a_journal(journal)
     if journal_problem is not None:
         return [f"{path}: control.journal_file: {journal}: {journal_problem}"]
     return []
+
+
+#: the first bytes of every SQLite 3 database file
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _not_a_journal(journal: Path) -> str | None:
+    """Why the existing file ``journal`` is no command journal, or ``None``. An empty file is one SQLite
+    initialises; anything else must start as a SQLite database (a garbage file passed check-config, and
+    run then stopped with 'cannot open the command journal: file is not a database', exit 70)."""
+    try:
+        with open(journal, "rb") as file:
+            head = file.read(len(_SQLITE_MAGIC))
+    except OSError as err:
+        return f"cannot read: {err.strerror or err}"
+    if head and head != _SQLITE_MAGIC:
+        return ("not a SQLite database, so not a command journal (move it away: the gateway starts a new one, "
+                "or restore it from a backup)")
+    return None
 
 
 def _usable_dir(directory: Path) -> str | None:
@@ -306,24 +327,47 @@ def _content_problem(key: str, data: bytes) -> str | None:
 # ----------------------------------------------------------------------------------- ports
 
 
-def _listen_addresses(config: Config) -> Iterator[tuple[str, str]]:
+def _tcp_listeners(config: Config) -> Iterator[tuple[str, str, int]]:
+    """``(key, host, port)`` of every TCP listener the config asks for."""
     north = config.northbound.opcua
     if north.enabled:
         host, port = north.listen_host_port
-        yield "northbound.opcua.endpoint", f"TCP {host}:{port}"
+        yield "northbound.opcua.endpoint", host, port
+    if config.http is not None:
+        yield "http.listen", config.http.host, config.http.port
+
+
+def _listen_addresses(config: Config) -> Iterator[tuple[str, str]]:
+    for key, host, port in _tcp_listeners(config):
+        yield key, f"TCP {host}:{port}"
     federation = config.federation
     if federation is not None and federation.enabled:
         yield "federation.bind_port", f"UDP {federation.bind_host}:{federation.bind_port}"
 
 
+#: host parts that listen on every address of the machine
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def _listener_clash_problems(config: Config, path: str) -> list[str]:
+    """Two TCP listeners of this config on one port (same host, or either on every address): each probe
+    alone finds the port free, and the second service failed at start, after the units had started
+    (pure; no I/O)."""
+    listeners = [(key, host, port) for key, host, port in _tcp_listeners(config) if port != 0]
+    problems = []
+    for index, (key, host, port) in enumerate(listeners):
+        for other_key, other_host, other_port in listeners[:index]:
+            if port == other_port and (host == other_host or {host, other_host} & _WILDCARD_HOSTS):
+                problems.append(f"{path}: {key}: TCP port {port} is also {other_key}'s: give each its own port")
+    return problems
+
+
 def _port_problems(config: Config, path: str) -> list[str]:
     problems = []
-    north = config.northbound.opcua
-    if north.enabled:
-        host, port = north.listen_host_port
+    for key, host, port in _tcp_listeners(config):
         problem = _bind_problem(host, port, socket.SOCK_STREAM)
         if problem is not None:
-            problems.append(f"{path}: northbound.opcua.endpoint: {problem}")
+            problems.append(f"{path}: {key}: {problem}")
     federation = config.federation
     if federation is not None and federation.enabled:
         problem = _bind_problem(federation.bind_host, federation.bind_port, socket.SOCK_DGRAM)
@@ -358,10 +402,11 @@ def _resolve(host: str, port: int, kind: int) -> list[Any]:
 
 
 def _bind_problem(host: str, port: int, kind: int) -> str | None:
-    """Bind ``host:port`` as the service will (TCP with SO_REUSEADDR like asyncio servers) and release it."""
+    """Bind ``host:port`` as the service will (TCP with SO_REUSEADDR like asyncio servers) and release it.
+
+    Port 0 (any free port) is bound too: the host must still resolve to an address of this machine (with
+    ``bind_host = "/"`` and port 0 the gateway started its units and then failed on the federation)."""
     proto = "TCP" if kind == socket.SOCK_STREAM else "UDP"
-    if port == 0:
-        return None
     try:
         infos = _resolve(host, port, kind)
     except TimeoutError:  # (before OSError, its base class)

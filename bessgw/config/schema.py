@@ -44,7 +44,9 @@ class Config(StrictModel):
     defaults: UnitDefaults = UnitDefaults()
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per-plugin tables")
     simulators: list[SimulatorSection] = Field(default_factory=list)
-    units: list[UnitSection] = Field(default_factory=list)
+    units: list[UnitSection] = Field(
+        default_factory=list, max_length=10_000,
+        description="The units this gateway controls (at most 10,000; a gateway is sized for a few hundred)")
     federation: FederationSection | None = None
     northbound: NorthboundSection = NorthboundSection()
     control: ControlSection = ControlSection()

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from bessgw.config.base import IDENTIFIER, StrictModel
+from bessgw.config.base import HOST, IDENTIFIER, StrictModel
 
 
 class ModbusSettings(StrictModel):
@@ -111,7 +111,7 @@ class UnitDefaults(StrictModel):
 class ModbusLink(StrictModel):
     """``units[i].modbus``: where a Modbus TCP unit is. Units sharing host:port share one connection."""
 
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", pattern=HOST, description="Host name or IP address of the Modbus TCP server")
     port: int = Field(502, ge=1, le=65535)
     unit_id: int = Field(1, ge=0, le=255, description="Modbus unit (slave) id behind the endpoint")
 
@@ -171,6 +171,14 @@ class SiteLimitsTable(StrictModel):
     soc_min_pct: float | None = Field(None, ge=0, le=100)
     soc_max_pct: float | None = Field(None, ge=0, le=100)
     ramp_kw_per_s: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _soc_window(self) -> SiteLimitsTable:
+        """An empty window passed check-config, and the unit was refused at start ("SOC windows do not overlap")."""
+        if self.soc_min_pct is not None and self.soc_max_pct is not None and self.soc_min_pct > self.soc_max_pct:
+            raise ValueError(f"soc_min_pct ({self.soc_min_pct:g} %) must not exceed soc_max_pct "
+                             f"({self.soc_max_pct:g} %)")
+        return self
 
 
 class UnitSection(StrictModel):

@@ -47,6 +47,12 @@ MAX_REQUEST_BYTES = 16 * 1024
 #: a request is a flat object; a little nesting is allowed for future options, no more
 MAX_REQUEST_DEPTH = 8
 REQUEST_TIMEOUT_S = 5.0
+#: connections still waiting for their request line; over it the oldest of them is closed. A local flood
+#: of idle connections otherwise held one descriptor each for REQUEST_TIMEOUT_S, until the whole gateway
+#: ran out (EMFILE: journal, device links and every accept failed, with thousands of error lines)
+MAX_PENDING_CONNECTIONS = 64
+#: at most one log line per this interval says how many connections were dropped
+DROP_LOG_INTERVAL_S = 10.0
 #: a state directory we create: owner and group (the bessgw group) only, as systemd's StateDirectoryMode
 STATE_DIR_MODE = 0o750
 
@@ -101,6 +107,11 @@ class AdminServer:
         self.log = log
         self.requests = 0
         self.rejected = 0
+        self.dropped = 0  #: connections closed before their request line, because too many were waiting
+        self._dropped_logged = 0
+        self._drop_logged_at: float | None = None
+        #: the connections still waiting for a request line, oldest first (dicts keep insertion order)
+        self._pending: dict[asyncio.StreamWriter, None] = {}
         self.started = asyncio.Event()  #: set once the socket accepts requests
 
     async def run(self) -> None:
@@ -117,8 +128,25 @@ class AdminServer:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
+    def _admit(self, writer: asyncio.StreamWriter) -> None:
+        """Count ``writer`` among the connections waiting for a request; over the bound close the oldest
+        (its handler then reads end-of-file and ends without an answer)."""
+        self._pending[writer] = None
+        while len(self._pending) > MAX_PENDING_CONNECTIONS:
+            oldest = next(iter(self._pending))
+            del self._pending[oldest]
+            oldest.close()
+            self.dropped += 1
+        now = asyncio.get_running_loop().time()
+        if self.dropped > self._dropped_logged and (
+                self._drop_logged_at is None or now - self._drop_logged_at >= DROP_LOG_INTERVAL_S):
+            self.log.warning("admin_connections_dropped", dropped=self.dropped - self._dropped_logged,
+                             total=self.dropped, max_pending=MAX_PENDING_CONNECTIONS)
+            self._dropped_logged = self.dropped
+            self._drop_logged_at = now
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = _peer(writer.get_extra_info("socket"))
+        self._admit(writer)
         try:
             try:
                 line = await asyncio.wait_for(reader.readline(), REQUEST_TIMEOUT_S)
@@ -129,6 +157,10 @@ class AdminServer:
                 self.rejected += 1
                 reply = {"ok": False, "error": "request timed out"}
             else:
+                if writer not in self._pending:  # dropped for newer connections: closed already
+                    return
+                del self._pending[writer]  # a request is in: answered, never dropped for newer connections
+                peer = _peer(writer.get_extra_info("socket"))
                 try:
                     reply = await asyncio.wait_for(self._answer(line, peer), REQUEST_TIMEOUT_S)
                 except (asyncio.TimeoutError, TimeoutError):
@@ -138,6 +170,7 @@ class AdminServer:
         except (ConnectionError, asyncio.TimeoutError, TimeoutError):
             pass
         finally:
+            self._pending.pop(writer, None)
             writer.close()
 
     async def _answer(self, line: bytes, peer: Peer) -> dict[str, Any]:

@@ -143,20 +143,34 @@ def test_run_with_a_bad_config_exits_78_without_traceback(tmp_path: Path, subpro
 def test_a_service_that_cannot_start_ends_the_start_with_one_line_naming_its_key(
         tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     """The failure is raised inside the daemon's task group: it must still reach the operator as the one
-    error line naming the key and exit 78, not as an uncaught exception group without a message."""
-    import socket
+    error line naming the key and exit 78, not as an uncaught exception group without a message.
 
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        config = tmp_path / "gw.toml"
-        config.write_text(config_text(tmp_path, [("mem-1", "in_memory", "")])
-                          + f'\n[http]\nlisten = "127.0.0.1:{port}"\n', encoding="utf-8")
-        env = dict(subprocess_env, BESSGW_PLUGINS="bessgw_example")
-        result = subprocess.run([*bessgw_command(), "run", "--config", str(config)], env=env,
-                                capture_output=True, text=True, timeout=60)
+    The HTTP service fails at start on a certificate whose key is another one's: each file is well-formed,
+    so pre-flight (which now probes a busy listen port itself) lets it through to the service."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key, other_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .sign(key, hashes.SHA256()))
+    (tmp_path / "http.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "http.key").write_bytes(other_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    config = tmp_path / "gw.toml"
+    config.write_text(config_text(tmp_path, [("mem-1", "in_memory", "")])
+                      + '\n[http]\nlisten = "127.0.0.1:0"\n[http.tls]\ncert_file = "http.crt"\n'
+                      'key_file = "http.key"\n', encoding="utf-8")
+    env = dict(subprocess_env, BESSGW_PLUGINS="bessgw_example")
+    result = subprocess.run([*bessgw_command(), "run", "--config", str(config)], env=env,
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 78, (result.stdout[-2000:], result.stderr[-2000:])
-    assert f"{config}: http: cannot start: OSError" in result.stderr, result.stderr
+    assert f"{config}: http: cannot start: SSLError" in result.stderr, result.stderr
     assert "ExceptionGroup" not in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
