@@ -21,6 +21,7 @@ never comes back by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 from collections import OrderedDict
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bessgw.control.arbitration import Arbiter
-from bessgw.control.errors import CommandRejectedError
+from bessgw.control.errors import CommandRejectedError, JournalError
 from bessgw.control.journal import Journal, JournalEntry
 
 #: longest command id, source and principal accepted (characters)
@@ -317,7 +318,9 @@ class CommandProcessor:
 
         ``heard_at`` is each source's last persisted heartbeat (epoch s); ``timeouts`` each source's
         heartbeat timeout. A source silent for longer than its timeout has lost its setpoint, whether the
-        fail-safe had time to journal the drop or not.
+        fail-safe had time to journal the drop or not; if it had not (the gateway was down when the
+        timeout passed), the drop is journaled now, so that the journal's last word on that setpoint is
+        the drop and not the setpoint as if it were in force.
         """
         now = self.clock()
         heard_at = heard_at or {}
@@ -327,7 +330,13 @@ class CommandProcessor:
             if source not in self.arbiter.sources or entry.kind != "setpoint" or entry.expired(now):
                 continue
             last_heard = max(entry.received_at, heard_at.get(source, -math.inf))
-            if now - last_heard >= timeouts.get(source, math.inf):
+            timeout_s = timeouts.get(source, math.inf)
+            if now - last_heard >= timeout_s:
+                with contextlib.suppress(JournalError):  # not applied either way; the next start tries again
+                    self.journal.record_drop(
+                        source=source, unit_id=unit_id, command_id=entry.command_id, at=now,
+                        reason=f"heartbeat lost while the gateway was down: last heard {now - last_heard:.1f} s "
+                               f"before the restart (timeout {timeout_s:g} s)")
                 continue
             result = CommandResult.of(entry)
             if unit_id:

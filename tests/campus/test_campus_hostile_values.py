@@ -20,16 +20,7 @@ def share_bytes(gateway_id: str, p_kw: float, revision: int, version: int = 1) -
             f'"setpoint_revision":{revision},"command_id":"hostile","expires_at":null,"traceparent":""}}').encode()
 
 
-#: well-formed shares that no allocator wrote are applied until the allocator overwrites them: the gateway
-#: side (protocol.GatewaySide.share_seen) checks form, lease and gateway id, but not the share against the
-#: campus setpoint it claims to split, which it does not track (the watch hands setpoint events only to the
-#: allocator, service._watch_loop)
-NOT_CHECKED = pytest.mark.xfail(strict=True, reason="a share is not checked against the campus setpoint")
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param("over-setpoint", marks=NOT_CHECKED), "other-gateway",
-    pytest.param("unknown-revision", marks=NOT_CHECKED), "newer-version", "mega"])
+@pytest.mark.parametrize("case", ["over-setpoint", "other-gateway", "unknown-revision", "newer-version", "mega"])
 def test_a_hostile_share_is_never_applied_above_the_setpoint(etcd_cluster: EtcdCluster, case: str) -> None:
     async def scenario() -> None:
         async with campus(etcd_cluster, ["gw1", "gw2"]) as (services, sinks, _tasks, prefix):

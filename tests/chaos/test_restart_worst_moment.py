@@ -130,8 +130,6 @@ def test_kill_9_in_the_middle_of_a_reload_loses_no_acknowledged_setpoint(tmp_pat
         gw.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="restore() skips a setpoint whose source lapsed while the gateway was down "
-                   "without journaling the drop (bessgw/control/commands.py CommandProcessor.restore)")
 def test_a_setpoint_that_lapsed_while_the_gateway_was_down_is_not_applied_and_the_journal_says_so(
         tmp_path: Path, env) -> None:
     config = write_config(tmp_path, timeout_s=2.0)
