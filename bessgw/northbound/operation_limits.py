@@ -37,8 +37,11 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.common.utils import ServiceError
 
-#: operations in one Read, Write, Browse, TranslateBrowsePaths, Call or *MonitoredItems request
+#: operations in one Read, Write, Browse, TranslateBrowsePaths or *MonitoredItems request
 MAX_NODES_PER_CALL = 10_000
+#: method calls in one Call request: each SetPower is a journaled command (an fsync, ~1 ms), so 10,000 in
+#: one request would be ten seconds of one client's commands; 1,000 still covers every unit of a large gateway
+MAX_METHOD_CALLS_PER_CALL = 1_000
 #: monitored items one subscription holds (a SCADA watching 200 units watches ~5,000 variables)
 MAX_MONITORED_ITEMS_PER_SUBSCRIPTION = 10_000
 #: monitored items one session holds over all its subscriptions
@@ -57,19 +60,18 @@ _OPERATION_LIMITS = (
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerWrite,
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerBrowse,
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerTranslateBrowsePathsToNodeIds,
-    ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerMethodCall,
     ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
 )
 
-#: each session service and how to count the operations of its request
-_COUNTED: dict[str, Callable[[Any], int]] = {
-    "read": lambda params: len(params.NodesToRead),
-    "write": lambda params: len(params.NodesToWrite),
-    "browse": lambda params: len(params.NodesToBrowse),
-    "translate_browsepaths_to_nodeids": len,
-    "call": len,
-    "modify_monitored_items": lambda params: len(params.ItemsToModify),
-    "delete_monitored_items": lambda params: len(params.MonitoredItemIds),
+#: each session service, how to count the operations of its request, and how many one request may hold
+_COUNTED: dict[str, tuple[Callable[[Any], int], int]] = {
+    "read": (lambda params: len(params.NodesToRead), MAX_NODES_PER_CALL),
+    "write": (lambda params: len(params.NodesToWrite), MAX_NODES_PER_CALL),
+    "browse": (lambda params: len(params.NodesToBrowse), MAX_NODES_PER_CALL),
+    "translate_browsepaths_to_nodeids": (len, MAX_NODES_PER_CALL),
+    "call": (len, MAX_METHOD_CALLS_PER_CALL),
+    "modify_monitored_items": (lambda params: len(params.ItemsToModify), MAX_NODES_PER_CALL),
+    "delete_monitored_items": (lambda params: len(params.MonitoredItemIds), MAX_NODES_PER_CALL),
 }
 
 
@@ -88,6 +90,7 @@ def limit_message_size(server: Server) -> None:
 async def advertise(server: Server, max_sessions: int) -> None:
     """Write the enforced figures into ``Server/ServerCapabilities`` (after ``server.init()``)."""
     figures = {nodeid: MAX_NODES_PER_CALL for nodeid in _OPERATION_LIMITS}
+    figures[ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerMethodCall] = MAX_METHOD_CALLS_PER_CALL
     figures[ua.ObjectIds.Server_ServerCapabilities_MaxMonitoredItemsPerSubscription] = \
         MAX_MONITORED_ITEMS_PER_SUBSCRIPTION
     figures[ua.ObjectIds.Server_ServerCapabilities_MaxMonitoredItems] = MAX_MONITORED_ITEMS_PER_SESSION * max_sessions
@@ -116,8 +119,8 @@ def revised_publishing_interval_ms(requested_ms: float, fastest_ms: float) -> fl
 
 
 def _limit_session(session: Any, iserver: Any, fastest_publishing_interval_ms: float) -> None:
-    for name, count in _COUNTED.items():
-        setattr(session, name, _bounded(getattr(session, name), count))
+    for name, (count, limit) in _COUNTED.items():
+        setattr(session, name, _bounded(getattr(session, name), count, limit))
     create_subscription = session.create_subscription
 
     async def revised_subscription(params: ua.CreateSubscriptionParameters, *args: Any, **kwargs: Any) -> Any:
@@ -128,13 +131,13 @@ def _limit_session(session: Any, iserver: Any, fastest_publishing_interval_ms: f
     session.create_subscription = revised_subscription
     session.create_monitored_items = _bounded(
         functools.partial(_create_monitored_items, session.create_monitored_items, session, iserver),
-        lambda params: len(params.ItemsToCreate))
+        lambda params: len(params.ItemsToCreate), MAX_NODES_PER_CALL)
 
 
-def _bounded(service: Callable[[Any], Any], count: Callable[[Any], int]) -> Callable[[Any], Any]:
+def _bounded(service: Callable[[Any], Any], count: Callable[[Any], int], limit: int) -> Callable[[Any], Any]:
     @functools.wraps(service)
     async def bounded(params: Any, *args: Any, **kwargs: Any) -> Any:
-        if count(params) > MAX_NODES_PER_CALL:
+        if count(params) > limit:
             raise ServiceError(ua.StatusCodes.BadTooManyOperations)
         return await service(params, *args, **kwargs)
 

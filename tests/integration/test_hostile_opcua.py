@@ -132,6 +132,30 @@ def test_a_request_over_the_per_call_limit_is_refused_whole(gateway: Gateway) ->
     run(scenario())
 
 
+def test_a_call_request_holds_at_most_the_advertised_number_of_method_calls(gateway: Gateway) -> None:
+    """Each SetPower is a journaled command: one request may not queue ten thousand of them."""
+    limit = operation_limits.MAX_METHOD_CALLS_PER_CALL
+
+    async def scenario() -> None:
+        async with session(gateway) as client:
+            limits = client.get_node(ua.ObjectIds.Server_ServerCapabilities_OperationLimits)
+            assert await (await limits.get_child("0:MaxNodesPerMethodCall")).read_value() == limit
+            unit = await unit_node(client, "h-1")
+            method = await unit.get_child(f"{unit.nodeid.NamespaceIndex}:SetPower")
+
+            def calls(count: int) -> list[ua.CallMethodRequest]:
+                return [ua.CallMethodRequest(ObjectId=unit.nodeid, MethodId=method.nodeid, InputArguments=[
+                    ua.Variant(0.0, ua.VariantType.Double), ua.Variant(0.0, ua.VariantType.Double),
+                    ua.Variant(f"c{index}", ua.VariantType.String)]) for index in range(count)]
+
+            with pytest.raises(ua.uaerrors.BadTooManyOperations):
+                await client.uaclient.call(calls(limit + 1))
+            results = await client.uaclient.call(calls(2))  # within the limit: answered call by call
+            assert len(results) == 2  # (an anonymous session may not command: refused per call, not whole)
+
+    run(scenario())
+
+
 def test_a_subscription_holds_at_most_the_advertised_number_of_monitored_items(gateway: Gateway) -> None:
     cap = operation_limits.MAX_MONITORED_ITEMS_PER_SUBSCRIPTION
 
