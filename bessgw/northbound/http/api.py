@@ -26,7 +26,7 @@ from bessgw.config import HttpSection
 from bessgw.control import Command, CommandRejectedError
 from bessgw.control.errors import ControlError
 from bessgw.errors import BessgwError
-from bessgw.northbound.http.auth import Principal, TokenChecker
+from bessgw.northbound.http.auth import MAX_CHECKS_PER_ADDRESS, Principal, TokenChecker, TooManyAttempts
 from bessgw.northbound.http.openapi import openapi_document
 from bessgw.plugin.roles import Logger
 from bessgw.unit.snapshot import UnitSnapshot
@@ -157,9 +157,13 @@ def _string(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
+#: the app's token checker (its counters are exported by the HTTP metrics)
+TOKENS = web.AppKey("bessgw_api_tokens", TokenChecker)
+
+
 def add_api_routes(app: web.Application, context: ApiContext) -> None:
     """Add ``/api/v1`` to ``app`` (its middleware renders errors as JSON)."""
-    tokens = TokenChecker(context.settings.tokens)
+    tokens = app[TOKENS] = TokenChecker(context.settings.tokens)
     app.middlewares.append(json_errors)
 
     async def principal(request: web.Request, role: str) -> Principal | None:
@@ -172,7 +176,11 @@ def add_api_routes(app: web.Application, context: ApiContext) -> None:
         if scheme.lower() != "bearer":
             raise ApiError(401, "unauthenticated", f"the Authorization header must be 'Bearer <name>.<secret>' "
                                                    f"(got scheme {scheme[:20]!r})")
-        found = await tokens.principal(bearer.strip())
+        try:
+            found = await tokens.principal(bearer.strip(), request.remote or "")
+        except TooManyAttempts:
+            raise ApiError(429, "too_many_attempts", f"this address already has {MAX_CHECKS_PER_ADDRESS} token "
+                                                     "checks in progress; retry in a second") from None
         if found is None:
             raise ApiError(401, "unauthenticated", "unknown or invalid bearer token")
         if not found.may(role):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from bessgw.control.arbitration import Mode
 from bessgw.model import EffectiveLimits, Quality
+from bessgw.northbound.http.api import TOKENS
 from bessgw.northbound.http.families import (
     Collector,
     Family,
@@ -267,6 +268,10 @@ class HttpCollector:
                       [((), listener.request_errors.bad_requests)])
         yield counter("bessgw_http_connections_evicted", "HTTP connections closed to stay within the bound", [],
                       [((), listener.connections.evicted)])
+        tokens = listener.app.get(TOKENS) if hasattr(listener, "app") else None
+        if tokens is not None:
+            yield counter("bessgw_http_auth_checks_refused", "REST token checks refused (429) because their client "
+                          "address had too many in progress", [], [((), tokens.refused_attempts)])
 
 
 def build_registry(collectors: Iterable[Collector]) -> Registry:

@@ -25,7 +25,7 @@ def _responses(ok: str, schema: dict[str, Any], *codes: int) -> dict[str, Any]:
 def _read(summary: str, schema: dict[str, Any], *codes: int,
           parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": summary, "security": [{"bearer": []}, {}],
-                                 "responses": _responses(summary, schema, 401, 403, *codes)}
+                                 "responses": _responses(summary, schema, 401, 403, 429, *codes)}
     if parameters:
         operation["parameters"] = parameters
     return {"get": operation}
@@ -37,7 +37,7 @@ def _write(summary: str, schema: str) -> dict[str, Any]:
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(schema)}}},
         "responses": _responses("Accepted (journaled); a repeated command_id returns the first result",
                                 {"type": "object", "required": ["result"], "properties": {"result": _ref("Command")}},
-                                400, 401, 403, 404, 409, 413, 422, 503),
+                                400, 401, 403, 404, 409, 413, 422, 429, 503),
     }}
 
 
