@@ -28,7 +28,20 @@ from asyncua import ua
 MAX_SHARED_VALUES = 50_000
 
 
-class SlimAttribute:
+class _CallbacksOnDemand:
+    """``datachange_callbacks`` as asyncua's attributes have it, the dict made only once someone subscribes."""
+
+    __slots__ = ()
+    _callbacks: dict[int, Any] | None
+
+    @property
+    def datachange_callbacks(self) -> dict[int, Any]:
+        if self._callbacks is None:
+            self._callbacks = {}
+        return self._callbacks
+
+
+class SlimAttribute(_CallbacksOnDemand):
     """asyncua's ``AttributeValue`` with slots; its callback dict exists only once someone subscribes."""
 
     __slots__ = ("_callbacks", "value", "value_callback", "value_setter")
@@ -37,19 +50,13 @@ class SlimAttribute:
         self.value = value
         self.value_callback: Any = None
         self.value_setter: Any = None
-        self._callbacks: dict[int, Any] | None = None
-
-    @property
-    def datachange_callbacks(self) -> dict[int, Any]:
-        if self._callbacks is None:
-            self._callbacks = {}
-        return self._callbacks
+        self._callbacks = None
 
     def __repr__(self) -> str:
         return f"SlimAttribute({self.value})"
 
 
-class NodeIdAttribute:
+class NodeIdAttribute(_CallbacksOnDemand):
     """The NodeId attribute of a stamped node (:mod:`prototype`): its DataValue is built when read, not kept.
 
     A stored ``DataValue(Variant(nodeid))`` is ~550 bytes for a value the node already holds; with ~20 to
@@ -65,7 +72,7 @@ class NodeIdAttribute:
         self._written: ua.DataValue | None = None
         self.value_callback: Any = None
         self.value_setter: Any = None
-        self._callbacks: dict[int, Any] | None = None
+        self._callbacks = None
 
     @property
     def value(self) -> ua.DataValue:
@@ -76,12 +83,6 @@ class NodeIdAttribute:
     @value.setter
     def value(self, value: ua.DataValue) -> None:
         self._written = value
-
-    @property
-    def datachange_callbacks(self) -> dict[int, Any]:
-        if self._callbacks is None:
-            self._callbacks = {}
-        return self._callbacks
 
     def __repr__(self) -> str:
         return f"NodeIdAttribute({self._nodeid})"
