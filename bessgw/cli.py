@@ -20,11 +20,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from bessgw import __version__
 from bessgw.config import Config, config_json_schema, load_config
-from bessgw.config.preflight import preflight
+from bessgw.config.preflight import Preflight, preflight
 from bessgw.errors import BessgwError, ConfigError
 from bessgw.model.timestamp import local_iso
 from bessgw.plugin.manager import PluginManager, PluginRegistry, build_plugin_manager
@@ -82,11 +83,20 @@ def _cmd_plugins_list(args: argparse.Namespace) -> int:
 
 def _preflight(path: Path, config: Config, *, skip_files: bool = False, starting: bool = False) -> None:
     """Run the pre-flight checks; print what was skipped, raise ``ConfigError`` (exit 78) on problems."""
-    report = preflight(config, str(path), skip_files=skip_files, starting=starting)
+    report = _checked(path, config, skip_files=skip_files, starting=starting)
     for line in report.skipped:
         print(f"{path}: skipped: {line}", file=sys.stderr)
     if report.problems:
         raise ConfigError(str(path), list(report.problems))
+
+
+def _checked(path: Path, config: Config, *, skip_files: bool = False, starting: bool = False) -> Preflight:
+    """Pre-flight, and what the services would refuse (``daemon.services.config_problems``)."""
+    from bessgw.daemon.services import config_problems
+
+    report = preflight(config, str(path), skip_files=skip_files, starting=starting)
+    problems = [f"{path}: {problem}" for problem in config_problems(config)]
+    return replace(report, problems=(*report.problems, *problems)) if problems else report
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -94,7 +104,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     path = Path(args.path)
     try:
         config = load_config(path, registry, read_files=not args.skip_files)
-        report = preflight(config, str(path), skip_files=args.skip_files)
+        report = _checked(path, config, skip_files=args.skip_files)
     except ConfigError as err:
         if not args.json:
             raise

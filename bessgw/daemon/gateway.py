@@ -43,7 +43,7 @@ from bessgw.control.journal import STATE_DIR_MODE
 from bessgw.daemon.heap import fix_malloc_thresholds, freeze_startup_heap
 from bessgw.daemon.logsetup import configure_logging, shutting_down
 from bessgw.daemon.sdnotify import Notifier
-from bessgw.daemon.services import SERVICES, RunningService, Service, Services
+from bessgw.daemon.services import SERVICES, RunningService, Service, Services, config_problems
 from bessgw.errors import BessgwError, ConfigError
 from bessgw.model import SiteLimits
 from bessgw.plugin.manager import PluginManager, PluginRegistry
@@ -239,9 +239,11 @@ class Gateway:
             self.notifier.reloading()
             try:
                 new = load_config(self.config_path, self.registry)
-                timing = timing_problems(new, str(self.config_path))  # what check-config refuses, a reload does
-                if timing:
-                    raise ConfigError(str(self.config_path), timing)
+                # what check-config refuses, a reload does
+                problems = timing_problems(new, str(self.config_path)) + [
+                    f"{self.config_path}: {problem}" for problem in config_problems(new)]
+                if problems:
+                    raise ConfigError(str(self.config_path), problems)
             except ConfigError as err:
                 for line in err.problems:
                     self.log.error("reload_rejected", problem=line)

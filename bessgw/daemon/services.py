@@ -117,6 +117,20 @@ def _build_admin(gateway: Gateway, config: Config) -> Service | None:
     return AdminServer(socket_path(config.gateway.state_dir), handlers(gateway), gateway.log.bind(service="admin"))
 
 
+def config_problems(config: Config) -> list[str]:
+    """Problems a service would refuse when built from ``config``, found before anything starts or stops.
+
+    ``check-config``, ``run`` and a reload ask this after the config layer's own checks: what only a
+    service's layer knows (the OPC UA address space's variable names) is checked without building it.
+    """
+    problems: list[str] = []
+    if config.northbound.opcua.deadbands:  # a typo is one also while the server is off
+        from bessgw.northbound.server import settings_problems
+
+        problems += settings_problems(config.northbound.opcua)
+    return problems
+
+
 def _build_opcua(gateway: Gateway, config: Config) -> Service | None:
     settings = config.northbound.opcua
     if not settings.enabled:

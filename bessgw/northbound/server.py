@@ -71,17 +71,28 @@ class OpcUaServerError(BessgwError):
     """The OPC UA server cannot start (e.g. its port is taken)."""
 
 
+def settings_problems(settings: OpcUaSettings) -> list[str]:
+    """What the config layer cannot check alone: deadbands of variables the address space does not have.
+
+    Asked by ``check-config``, before a start and before a reload is accepted (a reload that stopped the
+    server and then failed to build the new one would leave SCADA without OPC UA over a typo).
+    """
+    unknown = sorted(set(settings.deadbands) - DEADBAND_NAMES)
+    if not unknown:
+        return []
+    return [f"northbound.opcua.deadbands: unknown variable(s) {', '.join(name[:40] for name in unknown[:10])}"
+            f" (numeric variables: {', '.join(sorted(DEADBAND_NAMES))})"]
+
+
 class OpcUaServer:
     """Serves the gateway's address space at ``settings.endpoint``."""
 
     def __init__(self, settings: OpcUaSettings, gateway_id: str, directory: UnitDirectory, state_dir: Path,
                  log: Logger, control: ControlProvider | None = None, campus: CampusProvider | None = None,
                  campus_commands: CampusCommands | None = None) -> None:
-        unknown = sorted(set(settings.deadbands) - DEADBAND_NAMES)
-        if unknown:
-            raise ConfigError("northbound.opcua.deadbands", [
-                f"northbound.opcua.deadbands: unknown variable(s) {', '.join(unknown)}"
-                f" (numeric variables: {', '.join(sorted(DEADBAND_NAMES))})"])
+        problems = settings_problems(settings)
+        if problems:
+            raise ConfigError("northbound.opcua.deadbands", problems)
         self.settings = settings
         self.gateway_id = gateway_id
         self.directory = directory

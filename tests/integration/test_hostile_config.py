@@ -106,6 +106,8 @@ HOSTILE_VALUES = [
     ("empty-soc-window", "[units.site_limits]\nsoc_min_pct = 60.0\nsoc_max_pct = 40.0",
      "units[0].site_limits: Value error, soc_min_pct (60 %) must not exceed soc_max_pct (40 %)"),
     ("nan-deadband", "", "northbound.opcua: Value error, deadbands must be numbers >= 0"),
+    # a typo in a variable name passed check-config; run then failed (or a reload stopped the OPC UA server)
+    ("unknown-deadband", "", "northbound.opcua.deadbands: unknown variable(s) PowerKW (numeric variables: "),
     ("host-with-control-characters", '[units.modbus]\nhost = "a b\\u0001"',
      "units[0].modbus.host: expected a host name or an IP address (no spaces or control characters)"),
 ]
@@ -119,6 +121,8 @@ def test_hostile_values_get_one_short_line_naming_the_key(tmp_path: Path, env, n
         text = text.replace('driver = "in_memory"\n', "")
     if name == "nan-deadband":
         text += "[northbound.opcua]\ndeadbands = { PowerKw = nan }\n"
+    if name == "unknown-deadband":
+        text += "[northbound.opcua]\ndeadbands = { PowerKW = 1.0 }\n"
     path.write_text(text, encoding="utf-8")
     assert_config_error(bessgw(env, "check-config", str(path)), path, expected)
 
@@ -266,6 +270,20 @@ def test_reload_of_a_disordered_unit_timing_is_rejected_and_the_gateway_runs_on(
     gateway.config.write_text(config_text(gateway.config.parent / "state"), encoding="utf-8")
     status = gateway_status(gateway.config, env)  # it answers, with the unit of the config it kept
     assert [unit["id"] for unit in status["units"]] == ["m1"]
+
+
+def test_reload_with_an_unknown_deadband_name_is_rejected_before_any_service_stops(gateway, env) -> None:
+    """A reload is accepted or refused whole: a typo only the OPC UA layer knows is found before the old
+    server is stopped to build the new one (which would have failed, leaving SCADA without a server)."""
+    gateway.config.write_text(config_text(gateway.config.parent / "state")
+                              + "[northbound.opcua]\ndeadbands = { PowerKW = 1.0 }\n", encoding="utf-8")
+    seen = len(gateway.log_lines)
+    gateway.signal(signal.SIGHUP)
+    rejected = gateway.wait_log(lambda e: e.get("event") == "reload_rejected" and gateway.log_lines.index(e) >= seen)
+    assert "northbound.opcua.deadbands: unknown variable(s) PowerKW" in rejected["problem"]
+    assert gateway.proc.poll() is None
+    gateway.config.write_text(config_text(gateway.config.parent / "state"), encoding="utf-8")
+    assert [unit["id"] for unit in gateway_status(gateway.config, env)["units"]] == ["m1"]
 
 
 def test_an_invalid_config_of_a_gateway_that_is_not_running_is_a_config_error(tmp_path: Path, env) -> None:
