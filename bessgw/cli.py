@@ -330,14 +330,21 @@ def _cmd_setpoint(args: argparse.Namespace) -> int:
 
 
 def _hold(args: argparse.Namespace) -> None:
-    """``setpoint --hold``: heartbeat the local source until Ctrl-C, then release it.
+    """``setpoint --hold``: heartbeat the local source until Ctrl-C (or SIGTERM, SIGHUP), then release it.
 
     On a terminal one status line, refreshed every second, shows that the override is alive: what the
-    gateway targets and delivers, who controls it, when the last heartbeat was answered.
+    gateway targets and delivers, who controls it, when the last heartbeat was answered. SIGTERM (a
+    ``kill``, a service manager) and SIGHUP (the SSH session closed) end it like Ctrl-C: the override
+    is released at once, not left to the source's heartbeat timeout.
     """
     tty = sys.stdout.isatty()
     refresh_s = min(1.0, args.heartbeat_s)
     next_beat = time.monotonic() + args.heartbeat_s
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         try:
             while True:
@@ -353,6 +360,8 @@ def _hold(args: argparse.Namespace) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         # also when the output pipe closed or a heartbeat failed: the override must not outlive this command
         result = _ask(args.config, {"cmd": "release"})["result"]
         with contextlib.suppress(BrokenPipeError):

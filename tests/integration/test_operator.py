@@ -202,3 +202,24 @@ def test_setpoint_hold_shows_the_delivered_power_on_a_terminal_and_releases_on_c
     status = json.loads(cli(env, "status", "--config", str(config), "--json").stdout)
     assert status["control"]["source"] != "local"  # released on Ctrl-C
     assert gw.proc.poll() is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_setpoint_hold_releases_when_it_is_terminated_or_its_session_hangs_up(gateway, sig) -> None:
+    """A ``kill`` or a closed SSH session ended --hold without releasing: the override then lived on until
+    the local source's heartbeat timeout."""
+    gw, config, env = gateway
+    hold = subprocess.Popen([*bessgw_command(), "setpoint", "--config", str(config), "--p-kw", "200", "--hold",
+                             "--heartbeat-s", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_sync(lambda: json.loads(cli(env, "status", "--config", str(config), "--json").stdout)
+                        ["control"]["source"] == "local", timeout_s=20, what="the held setpoint in force")
+        hold.send_signal(sig)
+        out, err = hold.communicate(timeout=15)
+        assert hold.returncode == 0 and "released (" in out and "Traceback" not in err, (out, err)
+    finally:
+        hold.kill()
+        hold.wait(timeout=10)
+    status = json.loads(cli(env, "status", "--config", str(config), "--json").stdout)
+    assert status["control"]["source"] != "local"  # released at once, not by the heartbeat timeout
+    assert gw.proc.poll() is None
