@@ -371,7 +371,8 @@ class ControlLoop:
         if unconfirmed and increases:
             self.increases_held += len(increases)
             if not self._holding and self.log is not None:  # logged once per run of held steps
-                self.log.warning("control_increases_held", units=len(increases), decreases_failed=unconfirmed)
+                self.log.warning("control_increases_held", units=len(increases), decreases_failed=unconfirmed[:10],
+                                 decreases_failed_count=len(unconfirmed))
             self._holding = True
             return outcomes
         if self._holding and increases:
