@@ -50,6 +50,7 @@ from bessgw.campus.allocation import (
 from bessgw.campus.fencing import FenceClock
 from bessgw.campus.records import AllocationRecord, AllocatorClaim, Applied, CampusSetpoint, Share
 from bessgw.errors import CorruptRecordError
+from bessgw.model import no_more_power
 
 
 @dataclass(frozen=True)
@@ -284,12 +285,8 @@ def asks_for_more(acted: Share | None, share: Share | None) -> bool:
     """Whether acting on ``share`` instead of ``acted`` could mean more |P| or |Q| (or the other side)."""
     if share is None:
         return False
-
-    def more(before: float, after: float) -> bool:
-        return after != 0.0 and (before * after <= 0.0 or abs(after) > abs(before))
-
     before_p, before_q = (acted.p_kw, acted.q_kvar) if acted is not None else (0.0, 0.0)
-    return more(before_p, share.p_kw) or more(before_q, share.q_kvar)
+    return not no_more_power(before_p, before_q, share.p_kw, share.q_kvar)
 
 
 def share_explained(state: CampusState, gateway_id: str, share: Share, mod_revision: int,

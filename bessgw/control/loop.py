@@ -44,7 +44,7 @@ from bessgw.control.allocation import Allocation, Allocator, Fleet
 from bessgw.control.arbitration import Arbiter, ArbitrationState, SourcePolicy
 from bessgw.control.envelope import gate_arrays
 from bessgw.errors import DecisionExpiredError
-from bessgw.model import Quality, Setpoint, UnitState
+from bessgw.model import Quality, Setpoint, UnitState, no_more_power
 from bessgw.plugin.roles import Logger
 from bessgw.timing import DurationHistogram
 from bessgw.unit.snapshot import UnitSnapshot
@@ -57,13 +57,6 @@ TRACER = trace.get_tracer("bessgw.control")
 _WRITE_EPSILON = 1e-6
 #: the outcome of an increase not written because a decrease of its step was not confirmed
 _HELD = "held: a decrease of the same step was not confirmed"
-
-
-def _is_decrease(present_p_kw: float, present_q_kvar: float, p_kw: float, q_kvar: float) -> bool:
-    """Less |P| and |Q| on the same side (or 0): always safe, so such a write never waits for a deadline."""
-    def smaller(present: float, value: float) -> bool:
-        return value == 0.0 or (present * value > 0 and abs(value) <= abs(present))
-    return smaller(present_p_kw, p_kw) and smaller(present_q_kvar, q_kvar)
 
 
 def policies_from(settings: ControlSection) -> list[SourcePolicy]:
@@ -361,7 +354,7 @@ class ControlLoop:
         ``increases_held``) if a decrease failed or timed out: that unit may still run at its higher value.
         The next period decides again. Decreases are never held and never expire.
         """
-        kinds = [_is_decrease(self._present[index], self._present_q[index], setpoint.p_kw, setpoint.q_kvar)
+        kinds = [no_more_power(self._present[index], self._present_q[index], setpoint.p_kw, setpoint.q_kvar)
                  for index, _unit, setpoint in writes]
         outcomes: list[tuple[Setpoint | None, str]] = [(None, _HELD)] * len(writes)
         decreases = [position for position, decrease in enumerate(kinds) if decrease]

@@ -2,7 +2,7 @@
 
 from bessgw.model.capability import Capability, ChemistryEnvelope, EffectiveLimits, SiteLimits
 from bessgw.model.negotiation import Negotiation, negotiate, tighten
-from bessgw.model.setpoint import Setpoint
+from bessgw.model.setpoint import Setpoint, no_more_power
 from bessgw.model.telemetry import Quality, Telemetry, UnitState
 from bessgw.model.version import parse_version
 
@@ -17,6 +17,7 @@ __all__ = [
     "Telemetry",
     "UnitState",
     "negotiate",
+    "no_more_power",
     "parse_version",
     "tighten",
 ]

@@ -33,3 +33,15 @@ class Setpoint:
     def expired(self, now: float) -> bool:
         """Whether the setpoint may no longer be applied at time ``now``."""
         return self.expires_at is not None and now >= self.expires_at
+
+
+def no_more_power(present_p_kw: float, present_q_kvar: float, p_kw: float, q_kvar: float) -> bool:
+    """Whether ``(p_kw, q_kvar)`` asks for no more ``|P|`` and ``|Q|`` than the present values, on the same
+    side (0 always qualifies): the change that is always safe, never held back or fenced.
+
+    One rule for every door where power may only go down unchecked: control writes such a change to a
+    unit before any other of its step, and a campus share that is not one waits to be explained.
+    """
+    def within(present: float, value: float) -> bool:
+        return value == 0.0 or (present * value > 0 and abs(value) <= abs(present))
+    return within(present_p_kw, p_kw) and within(present_q_kvar, q_kvar)
