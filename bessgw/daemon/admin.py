@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bessgw import __version__
+from bessgw.throttle import LogThrottle
 
 SOCKET_NAME = "admin.sock"
 #: admin protocol versions this release speaks (release 0.2.0: 1, implicitly)
@@ -107,12 +108,15 @@ class AdminServer:
         self.log = log
         self.requests = 0
         self.rejected = 0
-        self.dropped = 0  #: connections closed before their request line, because too many were waiting
-        self._dropped_logged = 0
-        self._drop_logged_at: float | None = None
+        self._drops = LogThrottle(DROP_LOG_INTERVAL_S)  # connections closed before their request line
         #: the connections still waiting for a request line, oldest first (dicts keep insertion order)
         self._pending: dict[asyncio.StreamWriter, None] = {}
         self.started = asyncio.Event()  #: set once the socket accepts requests
+
+    @property
+    def dropped(self) -> int:
+        """Connections closed before their request line, because too many were waiting."""
+        return self._drops.total
 
     async def run(self) -> None:
         self.path.parent.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
@@ -132,18 +136,16 @@ class AdminServer:
         """Count ``writer`` among the connections waiting for a request; over the bound close the oldest
         (its handler then reads end-of-file and ends without an answer)."""
         self._pending[writer] = None
+        closed = 0
         while len(self._pending) > MAX_PENDING_CONNECTIONS:
             oldest = next(iter(self._pending))
             del self._pending[oldest]
             oldest.close()
-            self.dropped += 1
-        now = asyncio.get_running_loop().time()
-        if self.dropped > self._dropped_logged and (
-                self._drop_logged_at is None or now - self._drop_logged_at >= DROP_LOG_INTERVAL_S):
-            self.log.warning("admin_connections_dropped", dropped=self.dropped - self._dropped_logged,
-                             total=self.dropped, max_pending=MAX_PENDING_CONNECTIONS)
-            self._dropped_logged = self.dropped
-            self._drop_logged_at = now
+            closed += 1
+        reported = self._drops.count(closed)
+        if reported:
+            self.log.warning("admin_connections_dropped", dropped=reported, total=self.dropped,
+                             max_pending=MAX_PENDING_CONNECTIONS)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._admit(writer)

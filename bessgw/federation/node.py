@@ -64,6 +64,7 @@ from bessgw.federation.wire import (
     pack,
     packed_size,
 )
+from bessgw.throttle import LogThrottle
 
 #: bytes kept free for the envelope and a message's own fields when filling a datagram with items: the
 #: envelope names two gateways (up to 66 bytes each), three 9-byte numbers and (version 3) a 4-byte version
@@ -123,7 +124,7 @@ class GossipNode:
         self._hello_sent: OrderedDict[str, float] = OrderedDict()
         self._relays = 0
         self._confirming: set[str] = set()
-        self._last_drop_log = -1e9
+        self._drop_log = LogThrottle(settings.bad_log_interval_s, clock)
         self._logged_drops: Counter[str] = Counter()
         self._tg: TaskGroup | None = None
         self.joined = asyncio.Event()
@@ -556,9 +557,7 @@ class GossipNode:
 
     def _drop(self, reason: str, detail: str, source: Addr) -> None:
         self.drops[reason] += 1
-        now = self.clock()
-        if now - self._last_drop_log >= self.settings.bad_log_interval_s:
-            self._last_drop_log = now
+        if self._drop_log.due():
             since = self.drops - self._logged_drops
             self._logged_drops = Counter(self.drops)
             self.log.warning("federation_datagram_dropped", reason=reason, detail=detail[:200],

@@ -45,6 +45,7 @@ from asyncua.common.utils import ServiceError
 from asyncua.crypto.security_policies import SecurityPolicyNone
 
 from bessgw.northbound.access import Role
+from bessgw.throttle import LogThrottle
 
 #: a connection's progress; lower is evicted first
 _CONNECTED, _SPOKE, _CHANNEL, _SESSION = 0, 1, 2, 3
@@ -138,7 +139,7 @@ class ConnectionGuard(list):
         self.evicted = 0
         self.timed_out = 0
         self.sessions_refused = 0
-        self._logged_at = 0.0
+        self._throttle = LogThrottle(_LOG_INTERVAL_S)
 
     def install(self, iserver: Any) -> None:
         """Take the place of asyncua's transport list and wrap session creation and activation."""
@@ -232,10 +233,8 @@ class ConnectionGuard(list):
         record.transport.close()
 
     def _summarise(self, **fields: Any) -> None:
-        now = time.monotonic()
-        if self._log is None or now - self._logged_at < _LOG_INTERVAL_S:
+        if self._log is None or not self._throttle.due():
             return
-        self._logged_at = now
         self._log("opcua_connection_closed", evicted=self.evicted, handshake_timeouts=self.timed_out,
                   sessions_refused=self.sessions_refused, pending=len(self.pending), **fields)
 

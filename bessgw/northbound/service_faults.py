@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import traceback
 from collections import Counter
 from typing import Any
+
+from bessgw.throttle import LogThrottle
 
 #: the logger asyncua's message processor writes its ServiceFault lines to
 LOGGER = "asyncua.server.uaprocessor"
@@ -42,10 +43,9 @@ class ServiceFaultFilter(logging.Filter):
 
     def __init__(self, interval_s: float = LOG_INTERVAL_S) -> None:
         super().__init__()
-        self.interval_s = interval_s
         self.totals: Counter[str] = Counter()  #: ServiceFaults answered, by status name, since start
         self._unlogged: Counter[str] = Counter()
-        self._logged_at = -interval_s
+        self._throttle = LogThrottle(interval_s)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not isinstance(record.msg, str):
@@ -62,13 +62,11 @@ class ServiceFaultFilter(logging.Filter):
             return True
         self.totals[status] += 1
         self._unlogged[status] += 1
-        now = time.monotonic()
-        if now - self._logged_at < self.interval_s:
+        if not self._throttle.due():
             return False
         summary = ", ".join(f"{name}={count}" for name, count in sorted(self._unlogged.items()))
         record.msg, record.args = "opcua_service_faults (answered to clients since the last line): %s", (summary,)
         record.levelno, record.levelname = logging.WARNING, "WARNING"
-        self._logged_at = now
         self._unlogged.clear()
         return True
 

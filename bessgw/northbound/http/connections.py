@@ -19,12 +19,12 @@ wraps that notification, as the OPC UA connection guard wraps asyncua's transpor
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
 
 from bessgw.plugin.roles import Logger
+from bessgw.throttle import LogThrottle
 
 #: open HTTP connections at most (Prometheus, a few REST clients and probes need a handful)
 MAX_CONNECTIONS = 256
@@ -40,9 +40,12 @@ class ConnectionLimiter:
     def __init__(self, log: Logger, max_connections: int = MAX_CONNECTIONS) -> None:
         self.log = log
         self.max_connections = max_connections
-        self.evicted = 0  #: connections closed to make room, since start
-        self._unlogged = 0
-        self._logged_at = -_LOG_INTERVAL_S
+        self._throttle = LogThrottle(_LOG_INTERVAL_S)
+
+    @property
+    def evicted(self) -> int:
+        """Connections closed to make room, since start."""
+        return self._throttle.total
 
     def install(self, server: web.Server) -> None:
         """Watch ``server``'s connections (before its site starts listening)."""
@@ -59,17 +62,15 @@ class ConnectionLimiter:
         excess = len(handlers) - self.max_connections
         if excess <= 0:
             return
+        closed = 0
         for handler in handlers:
-            if excess <= 0:
+            if closed == excess:
                 break
             if getattr(handler, "_request_in_progress", False):
                 continue  # serving a request: it ends by itself
             handler.force_close()
-            excess -= 1
-            self.evicted += 1
-            self._unlogged += 1
-        now = time.monotonic()
-        if now - self._logged_at >= _LOG_INTERVAL_S:
-            self.log.warning("http_connections_evicted", count=self._unlogged, total=self.evicted,
+            closed += 1
+        reported = self._throttle.count(closed)
+        if reported:
+            self.log.warning("http_connections_evicted", count=reported, total=self.evicted,
                              max_connections=self.max_connections)
-            self._logged_at, self._unlogged = now, 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from bessgw.config import HttpSection
 from bessgw.northbound.http.connections import IDLE_TIMEOUT_S, ConnectionLimiter
 from bessgw.northbound.http.families import CONTENT_TYPE, Registry
 from bessgw.plugin.roles import Logger
+from bessgw.throttle import LogThrottle
 
 #: bound on closing the listener and its open connections at shutdown or reload
 CLOSE_TIMEOUT_S = 2.0
@@ -44,10 +44,12 @@ class RequestErrorLog:
 
     def __init__(self, log: Logger, interval_s: float = BAD_REQUEST_LOG_INTERVAL_S) -> None:
         self.log = log
-        self.interval_s = interval_s
-        self.bad_requests = 0  #: malformed requests since start
-        self._unlogged = 0
-        self._logged_at = -interval_s
+        self._throttle = LogThrottle(interval_s)
+
+    @property
+    def bad_requests(self) -> int:
+        """Malformed requests since start."""
+        return self._throttle.total
 
     def exception(self, message: str, *args: Any, exc_info: Any = None, **kwargs: Any) -> None:
         if isinstance(exc_info, HttpProcessingError):
@@ -56,14 +58,10 @@ class RequestErrorLog:
         server_logger.exception(message, *args, exc_info=exc_info, **kwargs)
 
     def _count(self, error: HttpProcessingError, remote: object) -> None:
-        self.bad_requests += 1
-        self._unlogged += 1
-        now = time.monotonic()
-        if now - self._logged_at < self.interval_s:
-            return
-        self.log.warning("http_bad_requests", count=self._unlogged, total=self.bad_requests,
-                         last=type(error).__name__, status=error.code, remote=str(remote)[:64])
-        self._logged_at, self._unlogged = now, 0
+        reported = self._throttle.count()
+        if reported:
+            self.log.warning("http_bad_requests", count=reported, total=self.bad_requests,
+                             last=type(error).__name__, status=error.code, remote=str(remote)[:64])
 
     def __getattr__(self, name: str) -> Any:  # debug, isEnabledFor, ...: aiohttp's logger
         return getattr(server_logger, name)

@@ -41,6 +41,7 @@ from bessgw.config import CanSettings
 from bessgw.errors import DeviceError, DeviceUnavailableError
 from bessgw.plugin.can import CanFrame, FrameHandler, HeartbeatFactory
 from bessgw.plugin.roles import Logger
+from bessgw.throttle import LogThrottle
 
 #: frames handed to the loop in one call at most (keeps each loop turn short under a flood)
 BATCH_MAX = 256
@@ -128,8 +129,7 @@ class CanBus:
         self._inflight = threading.Semaphore(BATCHES_IN_FLIGHT)
         self._tx = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"can-tx-{channel}")
         self._opener = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"can-open-{channel}")
-        self._last_error_log = 0.0
-        self._errors_since_log = 0
+        self._error_log = LogThrottle(ERROR_LOG_INTERVAL_S)
         self._pending: set[asyncio.Future[None]] = set()
 
     # ------------------------------------------------------------------------------ for links
@@ -357,14 +357,10 @@ class CanBus:
 
     def _log_error(self, event: str, **fields: Any) -> None:
         """Log the first error, then at most one summary per interval (a storm must not flood logs)."""
-        self._errors_since_log += 1
-        now = time.monotonic()
-        if self._last_error_log and now - self._last_error_log < ERROR_LOG_INTERVAL_S:
-            return
-        self.log.warning(event, bus=self.name, since_last_log=self._errors_since_log,
-                         error_frames=self.stats.error_frames, handler_errors=self.stats.handler_errors, **fields)
-        self._last_error_log = now
-        self._errors_since_log = 0
+        reported = self._error_log.count()
+        if reported:
+            self.log.warning(event, bus=self.name, since_last_log=reported, error_frames=self.stats.error_frames,
+                             handler_errors=self.stats.handler_errors, **fields)
 
     # ---------------------------------------------------------------------------- heartbeats
 
