@@ -95,7 +95,7 @@ def _checked(path: Path, config: Config, *, skip_files: bool = False, starting: 
     from bessgw.daemon.services import config_problems
 
     report = preflight(config, str(path), skip_files=skip_files, starting=starting)
-    problems = [f"{path}: {problem}" for problem in config_problems(config)]
+    problems = config_problems(config, str(path))
     return replace(report, problems=(*report.problems, *problems)) if problems else report
 
 

@@ -240,8 +240,7 @@ class Gateway:
             try:
                 new = load_config(self.config_path, self.registry)
                 # what check-config refuses, a reload does
-                problems = timing_problems(new, str(self.config_path)) + [
-                    f"{self.config_path}: {problem}" for problem in config_problems(new)]
+                problems = timing_problems(new, str(self.config_path)) + config_problems(new, str(self.config_path))
                 if problems:
                     raise ConfigError(str(self.config_path), problems)
             except ConfigError as err:

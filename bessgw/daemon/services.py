@@ -117,8 +117,9 @@ def _build_admin(gateway: Gateway, config: Config) -> Service | None:
     return AdminServer(socket_path(config.gateway.state_dir), handlers(gateway), gateway.log.bind(service="admin"))
 
 
-def config_problems(config: Config) -> list[str]:
-    """Problems a service would refuse when built from ``config``, found before anything starts or stops.
+def config_problems(config: Config, path: str) -> list[str]:
+    """Problems a service would refuse when built from ``config`` (read from ``path``), found before anything
+    starts or stops; lines ``path: key: message`` as the config layer's checks write them.
 
     ``check-config``, ``run`` and a reload ask this after the config layer's own checks: what only a
     service's layer knows (the OPC UA address space's variable names) is checked without building it.
@@ -128,7 +129,7 @@ def config_problems(config: Config) -> list[str]:
         from bessgw.northbound.server import settings_problems
 
         problems += settings_problems(config.northbound.opcua)
-    return problems
+    return [f"{path}: {problem}" for problem in problems]
 
 
 def _build_opcua(gateway: Gateway, config: Config) -> Service | None:

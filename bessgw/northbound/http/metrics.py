@@ -268,7 +268,7 @@ class HttpCollector:
                       [((), listener.request_errors.bad_requests)])
         yield counter("bessgw_http_connections_evicted", "HTTP connections closed to stay within the bound", [],
                       [((), listener.connections.evicted)])
-        tokens = listener.app.get(TOKENS) if hasattr(listener, "app") else None
+        tokens = listener.app.get(TOKENS)  # the REST API's, when its routes are added
         if tokens is not None:
             yield counter("bessgw_http_auth_checks_refused", "REST token checks refused (429) because their client "
                           "address had too many in progress", [], [((), tokens.refused_attempts)])
