@@ -8,8 +8,9 @@ down), the memory stayed taken, and modifying or deleting them (closing the sess
 quadratic in their number. Here, for the sessions of clients (not asyncua's internal one):
 
 * a request carrying more than :data:`MAX_NODES_PER_CALL` operations (Read, Write, Browse,
-  TranslateBrowsePaths, Call, Create/Modify/DeleteMonitoredItems) is refused whole with
-  ``BadTooManyOperations``, as OPC UA Part 4 prescribes;
+  TranslateBrowsePaths, Create/Modify/DeleteMonitoredItems), or a Call with more than
+  :data:`MAX_METHOD_CALLS_PER_CALL` method calls, is refused whole with ``BadTooManyOperations``, as OPC UA
+  Part 4 prescribes;
 * a subscription holds at most :data:`MAX_MONITORED_ITEMS_PER_SUBSCRIPTION` monitored items and a session
   at most :data:`MAX_MONITORED_ITEMS_PER_SESSION`; items over either get ``BadTooManyMonitoredItems``
   each, the others are created;
