@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command, gateway_status
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command, gateway_status, wait_admin_socket
 
 pytestmark = [pytest.mark.chaos, pytest.mark.daemon]
 
@@ -58,10 +58,7 @@ def start(tmp_path: Path, env: dict[str, str], name: str) -> GatewayProcess:
     run_dir.mkdir()
     gw = GatewayProcess(tmp_path / "gw.toml", env, run_dir)
     gw.wait_notify("READY", 20)
-    deadline = time.monotonic() + 10.0
-    while not (tmp_path / "state" / "admin.sock").exists():
-        assert time.monotonic() < deadline, "no admin socket within 10 s"
-        time.sleep(0.05)
+    wait_admin_socket(tmp_path / "state")
     return gw
 
 

@@ -12,11 +12,18 @@ import threading
 import time
 from pathlib import Path
 
+from bessgw.testing import wait_until_sync
+
 
 def bessgw_command() -> list[str]:
     return [sys.executable, "-m", "bessgw.cli"]
 
 
+
+
+def wait_admin_socket(state_dir: Path, timeout_s: float = 10.0) -> None:
+    """Wait (bounded) until the gateway's admin socket exists: the admin service starts beside READY."""
+    wait_until_sync(lambda: (state_dir / "admin.sock").exists(), timeout_s, what="the admin socket")
 
 
 def gateway_status(config: Path, env: dict[str, str]) -> dict:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import socket
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
 from bessgw.daemon.admin import MAX_REQUEST_BYTES
-from tests.integration.daemon_harness import GatewayProcess
+from tests.integration.daemon_harness import GatewayProcess, wait_admin_socket
 
 pytestmark = pytest.mark.daemon
 
@@ -53,10 +52,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, plugin_path):
     process = GatewayProcess(config, env, tmp_path)
     process.wait_notify("READY")
     process.wait_log(lambda e: e.get("event") == "control_ready")
-    deadline = time.monotonic() + 10.0
-    while not (tmp_path / "state" / "admin.sock").exists():  # the admin service starts beside READY
-        assert time.monotonic() < deadline, "no admin socket within 10 s"
-        time.sleep(0.05)
+    wait_admin_socket(tmp_path / "state")
     process.config = config
     process.env = env
     yield process, tmp_path / "state"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bessgw.daemon.admin import MAX_PENDING_CONNECTIONS
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command, wait_admin_socket
 
 pytestmark = [pytest.mark.daemon, pytest.mark.chaos]
 
@@ -63,10 +63,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, plugin_path):
     process = GatewayProcess(config, env, tmp_path, command=LIMITED)
     process.wait_notify("READY")
     process.wait_log(lambda e: e.get("event") == "control_ready")
-    deadline = time.monotonic() + 10.0
-    while not (tmp_path / "state" / "admin.sock").exists():  # the admin service starts beside READY
-        assert time.monotonic() < deadline, "no admin socket within 10 s"
-        time.sleep(0.05)
+    wait_admin_socket(tmp_path / "state")
     process.config = config
     process.env = env
     process.socket = tmp_path / "state" / "admin.sock"

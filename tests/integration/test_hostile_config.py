@@ -13,12 +13,11 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon_harness import GatewayProcess, bessgw_command, gateway_status
+from tests.integration.daemon_harness import GatewayProcess, bessgw_command, gateway_status, wait_admin_socket
 from tests.ports import free_tcp_port
 
 pytestmark = [pytest.mark.daemon, pytest.mark.chaos]
@@ -242,10 +241,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, env):
     process = GatewayProcess(config, env, tmp_path)
     process.wait_notify("READY")
     process.wait_log(lambda e: e.get("event") == "control_ready")
-    deadline = time.monotonic() + 10.0
-    while not (tmp_path / "state" / "admin.sock").exists():  # the admin service starts beside READY
-        assert time.monotonic() < deadline, "no admin socket within 10 s"
-        time.sleep(0.05)
+    wait_admin_socket(tmp_path / "state")
     process.config = config
     yield process
     process.stop()
